@@ -1,0 +1,84 @@
+"""The Celery app: `celery -A jido_tasks.celery_app worker|beat|flower`.
+
+Configured from `Settings` with safe defaults; each non-default below says why it is there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from jido_tasks.settings import Settings, load_settings
+
+SWEEP_TASK = "jido_tasks.sweep"
+DRAIN_TASK = "jido_tasks.drain"
+PING_TASK = "jido_tasks.ping"
+
+
+class JidoCelery(Celery):  # type: ignore[misc]
+    """A Celery app that carries the jido-tasks settings it was built from."""
+
+    settings: Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery configuration for `settings`."""
+    transport = {
+        # Redelivery of a message a dead worker never acked. Our own leases recover session
+        # work within seconds, so this only bounds the worst case; the same value is used for
+        # the broker and result backend transports so they agree.
+        "visibility_timeout": settings.visibility_timeout,
+    }
+    return {
+        "broker_url": settings.broker,
+        "result_backend": settings.backend,
+        # JSON only: pickle would let anyone who can write to the broker run code on workers.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Ack after the task ran, and requeue when the worker process dies mid-task: a drain is
+        # idempotent (fenced commits), so redelivery can never apply an action twice.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message at a time per process, so a busy process does not hoard drains that idle
+        # processes could run.
+        "worker_prefetch_multiplier": 1,
+        # Task events for Flower, including "sent" so Flower shows queued work.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Results are summaries nobody needs for long; bound them so Redis does not grow.
+        "result_expires": int(settings.result_expires),
+        "broker_transport_options": dict(transport),
+        "result_backend_transport_options": dict(transport),
+        "broker_connection_retry_on_startup": True,
+        # Drop in-flight messages' prefetch on a lost connection rather than run them twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A queue of our own, so workers of other apps on the same broker never take our work.
+        "task_default_queue": settings.queue,
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Apps' actions register at import: workers import these modules at start.
+        "imports": list(settings.action_modules),
+        "include": ["jido_tasks.tasks"],
+        # One sweep per interval (run exactly one beat; the sweep is guarded anyway).
+        "beat_schedule": {
+            "jido-tasks-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval,
+                                 "options": {"expires": settings.sweep_interval}},
+        },
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_app(settings: Settings | None = None) -> JidoCelery:
+    """A Celery app configured from `settings` (default: from the environment)."""
+    settings = settings or load_settings()
+    celery = JidoCelery("jido_tasks")
+    celery.settings = settings
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+app = make_app()

@@ -1,0 +1,183 @@
+"""Every error jido-tasks raises descends from `JidoTasksError` and carries its context.
+
+Each error keeps what it is about (session id, action id, key or path) as attributes as well as
+in its message, so callers can act on it without parsing text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JidoTasksError(Exception):
+    """Base of all jido-tasks errors."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.session_id = session_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep errors picklable/copyable with their keyword context (used by multiprocessing).
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[JidoTasksError], state: dict[str, Any]) -> JidoTasksError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(JidoTasksError):
+    """A setting is missing or invalid; `setting` names it (as its environment variable)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"invalid setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class InvalidSessionId(JidoTasksError):
+    """A session id from outside is malformed; it never reached a Redis key or a path."""
+
+    def __init__(self, session_id: object, problem: str) -> None:
+        shown = repr(session_id)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"invalid session id {shown}: {problem} (expected 'session_' + 32 lowercase hex)",
+            session_id=None,
+        )
+        self.invalid_id = session_id
+        self.problem = problem
+
+
+class SessionNotFound(JidoTasksError):
+    """No session with this id is in the registry (never created, or already purged)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id} not found", session_id=session_id)
+
+
+class SessionNotActive(JidoTasksError):
+    """The session exists but does not accept work in its current status."""
+
+    def __init__(self, session_id: str, status: str) -> None:
+        super().__init__(
+            f"session {session_id} is {status} and does not accept work", session_id=session_id
+        )
+        self.status = status
+
+
+class InvalidTransition(JidoTasksError):
+    """A status change that the session lifecycle does not allow."""
+
+    def __init__(self, session_id: str | None, from_status: str, to_status: str) -> None:
+        super().__init__(
+            f"session {session_id}: transition {from_status} -> {to_status} is not allowed",
+            session_id=session_id,
+        )
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class InvalidEntry(JidoTasksError):
+    """A registry row in Redis could not be read as a `SessionEntry` (corrupt or foreign data)."""
+
+    def __init__(self, session_id: str, key: str, problem: str) -> None:
+        super().__init__(f"session {session_id}: registry row {key} is invalid: {problem}",
+                         session_id=session_id)
+        self.key = key
+        self.problem = problem
+
+
+class UnknownAction(JidoTasksError):
+    """No action is registered under this name."""
+
+    def __init__(self, name: str, session_id: str | None = None) -> None:
+        super().__init__(f"unknown action {name!r}", session_id=session_id)
+        self.action = name
+
+
+class InvalidParams(JidoTasksError):
+    """An action's params are not a JSON object, are too large, or fail the action's model."""
+
+    def __init__(self, session_id: str | None, action: str, problem: str) -> None:
+        super().__init__(f"session {session_id}: invalid params for {action!r}: {problem}",
+                         session_id=session_id)
+        self.action = action
+        self.problem = problem
+
+
+class ActionNotFound(JidoTasksError):
+    """No record of this action id for the session (never sent, or trimmed/purged)."""
+
+    def __init__(self, session_id: str, action_id: str) -> None:
+        super().__init__(f"session {session_id}: action {action_id} not found",
+                         session_id=session_id)
+        self.action_id = action_id
+
+
+class ActionFailed(JidoTasksError):
+    """The action ran and failed; `error_type` and `error_message` come from the worker."""
+
+    def __init__(self, session_id: str, action_id: str, action: str, error_type: str,
+                 error_message: str) -> None:
+        super().__init__(
+            f"session {session_id}: action {action} ({action_id}) failed: "
+            f"{error_type}: {error_message}",
+            session_id=session_id,
+        )
+        self.action_id = action_id
+        self.action = action
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class ActionCancelled(JidoTasksError):
+    """The action was cancelled before it was applied; the state never saw it."""
+
+    def __init__(self, session_id: str, action_id: str, action: str, reason: str) -> None:
+        super().__init__(
+            f"session {session_id}: action {action} ({action_id}) was cancelled: {reason}",
+            session_id=session_id,
+        )
+        self.action_id = action_id
+        self.action = action
+        self.reason = reason
+
+
+class LeaseLost(JidoTasksError):
+    """A worker's lease or fencing token is stale: another worker owns the session now."""
+
+    def __init__(self, session_id: str, token: int) -> None:
+        super().__init__(f"session {session_id}: lease with token {token} is no longer held",
+                         session_id=session_id)
+        self.token = token
+
+
+class SnapshotNotFound(JidoTasksError):
+    """No saved snapshot under this id in the configured store."""
+
+    def __init__(self, saved_id: str, where: str) -> None:
+        super().__init__(f"snapshot {saved_id} not found in {where}", session_id=saved_id)
+        self.where = where
+
+
+class SnapshotCorrupt(JidoTasksError):
+    """A stored snapshot cannot be read: `where` names the key or file, `problem` what is wrong."""
+
+    def __init__(self, saved_id: str | None, where: str, problem: str) -> None:
+        super().__init__(f"snapshot {where} is corrupt: {problem}", session_id=saved_id)
+        self.where = where
+        self.problem = problem
+
+
+class PersistenceError(JidoTasksError):
+    """The snapshot store cannot be used (missing or unwritable directory, ...)."""
+
+    def __init__(self, where: str, problem: str, session_id: str | None = None) -> None:
+        super().__init__(f"snapshot store {where}: {problem}", session_id=session_id)
+        self.where = where
+        self.problem = problem

@@ -1,0 +1,109 @@
+"""The one place that builds Redis key names (Lua scripts receive every key through KEYS).
+
+Layout, for namespace `ns` and session id `sid` (the `{sid}` hash tag keeps one session's keys
+in one Redis Cluster slot):
+
+    ns:s:{sid}            hash    registry row (SessionEntry fields) and runtime fields: timeout,
+                                  fence, scheduled, head, head_attempts
+    ns:s:{sid}:state      string  the session's JSON state
+    ns:s:{sid}:mailbox    list    pending action ids, oldest first
+    ns:s:{sid}:actions    hash    action id -> JSON request (name, params, created_at); immutable
+    ns:s:{sid}:results    hash    action id -> JSON outcome (status, result or error, progress)
+    ns:s:{sid}:finished   list    finished action ids, oldest first (bounds the two hashes)
+    ns:s:{sid}:lease      string  "token|worker" of the worker that owns the session, with a TTL
+    ns:s:{sid}:events     stream  the session's events
+    ns:s:{sid}:done       channel pub/sub: finished action records, for waiters
+    ns:events             stream  every session's events
+    ns:idx:activity       zset    live (not terminated) sessions by last activity
+    ns:idx:active         zset    active sessions by last activity (idle candidates)
+    ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout)
+    ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
+    ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work
+    ns:snap:{sid}         string  a saved snapshot (Redis snapshot store)
+    ns:idx:snapshots      zset    saved snapshot ids by save time
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """All keys owned by one session."""
+
+    entry: str
+    state: str
+    mailbox: str
+    actions: str
+    results: str
+    finished: str
+    lease: str
+    events: str
+    done_channel: str
+
+    def owned(self) -> list[str]:
+        """Every key the session owns (what a purge deletes)."""
+        return [self.entry, self.state, self.mailbox, self.actions, self.results, self.finished,
+                self.lease, self.events]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchema:
+    """Key names for one namespace. Session ids must be validated before they get here."""
+
+    namespace: str
+
+    def session(self, session_id: str) -> SessionKeys:
+        base = f"{self.namespace}:s:{{{session_id}}}"
+        return SessionKeys(
+            entry=base,
+            state=f"{base}:state",
+            mailbox=f"{base}:mailbox",
+            actions=f"{base}:actions",
+            results=f"{base}:results",
+            finished=f"{base}:finished",
+            lease=f"{base}:lease",
+            events=f"{base}:events",
+            done_channel=f"{base}:done",
+        )
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}:events"
+
+    @property
+    def activity(self) -> str:
+        return f"{self.namespace}:idx:activity"
+
+    @property
+    def active(self) -> str:
+        return f"{self.namespace}:idx:active"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.namespace}:idx:expiry"
+
+    @property
+    def terminated(self) -> str:
+        return f"{self.namespace}:idx:terminated"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.namespace}:idx:scheduled"
+
+    @property
+    def sweep_lock(self) -> str:
+        return f"{self.namespace}:sweep:lock"
+
+    def snapshot(self, saved_id: str) -> str:
+        return f"{self.namespace}:snap:{{{saved_id}}}"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.namespace}:idx:snapshots"
+
+    def indexes(self) -> list[str]:
+        """The global session indexes (a purged session must leave all of them)."""
+        return [self.activity, self.active, self.expiry, self.terminated, self.scheduled]

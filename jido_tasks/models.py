@@ -1,0 +1,237 @@
+"""Typed forms of everything stored in Redis: sessions, action records and events.
+
+`SessionEntry` is the only code that maps a registry row to and from its Redis hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jido_tasks.errors import InvalidEntry, InvalidSessionId, InvalidTransition
+
+SESSION_ID = re.compile(r"session_[0-9a-f]{32}")
+ACTION_ID = re.compile(r"act_[0-9a-f]{32}")
+JsonObject = dict[str, Any]
+
+
+def new_session_id() -> str:
+    return f"session_{uuid.uuid4().hex}"
+
+
+def new_action_id() -> str:
+    return f"act_{uuid.uuid4().hex}"
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return `session_id` if it is well formed, else raise `InvalidSessionId` (nothing touched)."""
+    if not isinstance(session_id, str):
+        raise InvalidSessionId(session_id, f"must be a string, not {type(session_id).__name__}")
+    if not session_id:
+        raise InvalidSessionId(session_id, "is empty")
+    if len(session_id) != 40:
+        raise InvalidSessionId(session_id, f"has length {len(session_id)}, not 40")
+    if not SESSION_ID.fullmatch(session_id):
+        raise InvalidSessionId(session_id, "has characters outside the allowed form")
+    return session_id
+
+
+def to_ts(value: datetime | None) -> str | None:
+    return None if value is None else repr(value.timestamp())
+
+
+def from_ts(value: str | bytes | float | None) -> datetime | None:
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+ALLOWED_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.ACTIVE: frozenset({SessionStatus.IDLE, SessionStatus.TERMINATING}),
+    SessionStatus.IDLE: frozenset({SessionStatus.ACTIVE, SessionStatus.TERMINATING}),
+    SessionStatus.TERMINATING: frozenset({SessionStatus.TERMINATED}),
+    SessionStatus.TERMINATED: frozenset(),
+}
+
+
+def allowed_from(target: SessionStatus) -> list[SessionStatus]:
+    """The statuses from which `target` may be reached."""
+    return [src for src, dests in ALLOWED_TRANSITIONS.items() if target in dests]
+
+
+def check_transition(session_id: str | None, current: SessionStatus | str,
+                     target: SessionStatus | str) -> None:
+    """Raise `InvalidTransition` unless `current -> target` is allowed."""
+    try:
+        src, dst = SessionStatus(current), SessionStatus(target)
+    except ValueError:
+        raise InvalidTransition(session_id, str(current), str(target)) from None
+    if dst not in ALLOWED_TRANSITIONS[src]:
+        raise InvalidTransition(session_id, src.value, dst.value)
+
+
+class SessionConfig(BaseModel):
+    """Per-session limits and options (enforced by the features that use them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_history: int = Field(100, ge=1)
+    max_files: int = Field(50, ge=1)
+    timeout_minutes: float | None = Field(30, gt=0)
+    """Idle timeout; None means the `default_timeout` setting."""
+    persistence_enabled: bool = False
+    features: list[str] = Field(default_factory=list)
+
+    def timeout_seconds(self, default: float) -> float:
+        return default if self.timeout_minutes is None else self.timeout_minutes * 60.0
+
+
+_DEFAULT_CONFIG_JSON = SessionConfig().model_dump_json()
+
+# Fields of the registry hash that are runtime bookkeeping, not part of SessionEntry.
+INTERNAL_FIELDS = frozenset({"fence", "scheduled", "timeout", "head", "head_attempts"})
+
+
+class SessionEntry(BaseModel):
+    """One session's registry row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    status: SessionStatus = SessionStatus.ACTIVE
+    metadata: JsonObject = Field(default_factory=dict)
+    llm_config: JsonObject = Field(default_factory=dict)
+    config: SessionConfig = Field(default_factory=SessionConfig)
+    created_at: datetime
+    updated_at: datetime
+    last_activity: datetime
+    terminated_at: datetime | None = None
+    reason: str | None = None
+    restored_from: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        return validate_session_id(value)
+
+    def timeout_seconds(self, default: float) -> float:
+        return self.config.timeout_seconds(default)
+
+    def to_redis(self, default_timeout: float) -> dict[str, str]:
+        """The hash fields for this entry; empty and default values are left out to save memory."""
+        row: dict[str, str] = {
+            "id": self.id,
+            "status": self.status.value,
+            "created_at": repr(self.created_at.timestamp()),
+            "updated_at": repr(self.updated_at.timestamp()),
+            "last_activity": repr(self.last_activity.timestamp()),
+            "timeout": repr(self.timeout_seconds(default_timeout)),
+        }
+        if self.metadata:
+            row["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
+        if self.llm_config:
+            row["llm_config"] = json.dumps(self.llm_config, separators=(",", ":"))
+        config_json = self.config.model_dump_json()
+        if config_json != _DEFAULT_CONFIG_JSON:
+            row["config"] = config_json
+        for name in ("terminated_at",):
+            stamp = to_ts(getattr(self, name))
+            if stamp is not None:
+                row[name] = stamp
+        for name in ("reason", "restored_from"):
+            value = getattr(self, name)
+            if value is not None:
+                row[name] = value
+        return row
+
+    @classmethod
+    def from_redis(cls, session_id: str, key: str, row: dict[str, str]) -> SessionEntry:
+        """Read a registry hash; raise `InvalidEntry` (naming the key) if it is not a valid row."""
+        try:
+            data: dict[str, Any] = {k: v for k, v in row.items() if k not in INTERNAL_FIELDS}
+            for name in ("metadata", "llm_config", "config"):
+                if name in data:
+                    data[name] = json.loads(data[name])
+            for name in ("created_at", "updated_at", "last_activity", "terminated_at"):
+                if name in data:
+                    data[name] = from_ts(data[name])
+            return cls.model_validate(data)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise InvalidEntry(session_id, key, str(exc)) from exc
+
+
+class ActionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED)
+
+
+class ActionError(BaseModel):
+    type: str
+    message: str
+
+
+class Progress(BaseModel):
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str = ""
+
+
+class ActionRecord(BaseModel):
+    """What is known of one sent action; stored as JSON in the session's `actions` hash."""
+
+    id: str
+    session_id: str
+    action: str
+    params: JsonObject = Field(default_factory=dict)
+    status: ActionStatus = ActionStatus.PENDING
+    attempts: int = 0
+    result: Any = None
+    error: ActionError | None = None
+    progress: Progress | None = None
+    created_at: float
+    finished_at: float | None = None
+
+
+class Event(BaseModel):
+    """One entry of an event stream; `id` is the stream id to resume after."""
+
+    id: str
+    type: str
+    session_id: str | None
+    ts: datetime
+    data: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def from_stream(cls, stream_id: str, fields: dict[str, str]) -> Event:
+        return cls(
+            id=stream_id,
+            type=fields.get("type", ""),
+            session_id=fields.get("sid") or None,
+            ts=from_ts(fields.get("ts")) or utcnow(),
+            data=json.loads(fields.get("data") or "{}"),
+        )

@@ -1,0 +1,174 @@
+"""Session registry service: create, read, list, change status and touch sessions.
+
+Every write is one Lua script (one round trip, atomic); reads go through `SessionEntry`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jido_tasks.errors import (
+    InvalidParams,
+    InvalidTransition,
+    JidoTasksError,
+    SessionNotActive,
+    SessionNotFound,
+)
+from jido_tasks.models import (
+    JsonObject,
+    SessionConfig,
+    SessionEntry,
+    SessionStatus,
+    allowed_from,
+    check_transition,
+    from_ts,
+    new_session_id,
+    validate_session_id,
+)
+from jido_tasks.redis_layer import RedisLayer
+
+
+class NewSession(BaseModel):
+    """What a caller may give when creating a session (validated at the edge)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: JsonObject = Field(default_factory=dict)
+    llm_config: JsonObject = Field(default_factory=dict)
+    config: SessionConfig = Field(default_factory=SessionConfig)
+
+
+def _pairs(flat: Iterable[Any]) -> dict[str, str]:
+    items = list(flat)
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+class SessionService:
+    """The registry, for one namespace."""
+
+    def __init__(self, layer: RedisLayer) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+
+    def _entry(self, session_id: str, row: dict[str, str]) -> SessionEntry:
+        return SessionEntry.from_redis(session_id, self.layer.keys.session(session_id).entry, row)
+
+    def create(self, metadata: JsonObject | None = None, llm_config: JsonObject | None = None,
+               config: SessionConfig | JsonObject | None = None, *,
+               state: JsonObject | None = None, restored_from: str | None = None,
+               ) -> SessionEntry:
+        """Create an active session (optionally with an initial state) in one atomic step."""
+        try:
+            req = NewSession(metadata=metadata or {}, llm_config=llm_config or {},
+                             config=config if config is not None else SessionConfig())
+        except ValidationError as exc:
+            raise InvalidParams(None, "create_session", str(exc)) from exc
+        session_id = new_session_id()
+        placeholder = from_ts(0.0)
+        assert placeholder is not None
+        entry = SessionEntry(id=session_id, metadata=req.metadata, llm_config=req.llm_config,
+                             config=req.config, created_at=placeholder, updated_at=placeholder,
+                             last_activity=placeholder, restored_from=restored_from)
+        row = entry.to_redis(self.settings.default_timeout)
+        event: dict[str, Any] = {"session_id": session_id, "metadata": req.metadata}
+        if restored_from:
+            event["restored_from"] = restored_from
+        state_json = "" if state is None else json.dumps(state, separators=(",", ":"))
+        ts = self.layer.run("create", session_id, json.dumps(row), state_json, json.dumps(event))
+        if ts == "exists":  # a uuid4 collision: practically impossible, but never overwrite
+            raise JidoTasksError(f"session {session_id} already exists", session_id=session_id)
+        stamp = from_ts(ts)
+        return entry.model_copy(update={"created_at": stamp, "updated_at": stamp,
+                                        "last_activity": stamp})
+
+    def get(self, session_id: str) -> SessionEntry:
+        validate_session_id(session_id)
+        row = self.layer.redis.hgetall(self.layer.keys.session(session_id).entry)
+        if not row:
+            raise SessionNotFound(session_id)
+        return self._entry(session_id, row)
+
+    def list(self, status: SessionStatus | str | None = None, *, offset: int = 0,
+             limit: int | None = None) -> list[SessionEntry]:
+        """Sessions by last activity, newest first; default all not terminated.
+
+        Reads one index (never scans the keyspace) and the rows in one pipeline.
+        """
+        wanted = SessionStatus(status) if status is not None else None
+        keys = self.layer.keys
+        index = keys.terminated if wanted is SessionStatus.TERMINATED else keys.activity
+        end = -1 if limit is None else offset + limit - 1
+        ids: list[str] = self.layer.redis.zrevrange(index, offset, end)
+        if not ids:
+            return []
+        pipe = self.layer.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(keys.session(sid).entry)
+        out: list[SessionEntry] = []
+        for sid, row in zip(ids, pipe.execute(), strict=True):
+            if not row:  # purged between the two reads
+                continue
+            entry = self._entry(sid, row)
+            if wanted is None or entry.status is wanted:
+                out.append(entry)
+        return out
+
+    def transition(self, session_id: str, target: SessionStatus | str,
+                   reason: str | None = None) -> SessionEntry:
+        """Change status atomically if the lifecycle allows it; else `InvalidTransition`."""
+        validate_session_id(session_id)
+        try:
+            dst = SessionStatus(target)
+        except ValueError:
+            raise InvalidTransition(session_id, "?", str(target)) from None
+        sources = ",".join(s.value for s in allowed_from(dst))
+        res = self.layer.run("transition", session_id, dst.value, sources, reason or "")
+        if res[0] == "missing":
+            raise SessionNotFound(session_id)
+        if res[0] == "invalid":
+            check_transition(session_id, res[1], dst)  # raises with both statuses named
+        return self._entry(session_id, _pairs(res[2:]))
+
+    def touch(self, session_id: str) -> SessionEntry:
+        validate_session_id(session_id)
+        res = self.layer.run("touch", session_id)
+        if res[0] == "missing":
+            raise SessionNotFound(session_id)
+        if res[0] == "inactive":
+            raise SessionNotActive(session_id, res[1])
+        return self._entry(session_id, _pairs(res[1:]))
+
+    def terminate(self, session_id: str, reason: str = "requested",
+                  drain: bool = False) -> tuple[SessionEntry, int]:
+        """Start termination; returns the entry and how many pending actions were cancelled.
+
+        The session is `terminated` at once when no work is left; otherwise `terminating` until
+        the worker finishes the running action (and, with `drain`, the pending ones).
+        """
+        validate_session_id(session_id)
+        res = self.layer.run("terminate", session_id, reason, "1" if drain else "0",
+                             self.settings.keep_results)
+        if res[0] == "missing":
+            raise SessionNotFound(session_id)
+        if res[0] == "invalid":
+            raise InvalidTransition(session_id, res[1], SessionStatus.TERMINATING.value)
+        return self._entry(session_id, _pairs(res[2:])), int(res[1])
+
+    def get_state(self, session_id: str) -> JsonObject:
+        """The session's committed state (between two actions, never half of one)."""
+        validate_session_id(session_id)
+        sk = self.layer.keys.session(session_id)
+        pipe = self.layer.redis.pipeline(transaction=False)
+        pipe.exists(sk.entry)
+        pipe.get(sk.state)
+        exists, raw = pipe.execute()
+        if not exists:
+            raise SessionNotFound(session_id)
+        if not raw:
+            return {}
+        state: JsonObject = json.loads(raw)
+        return state

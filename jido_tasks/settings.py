@@ -1,0 +1,160 @@
+"""Settings from `JIDO_TASKS_*` environment variables and an optional TOML file under `config/`.
+
+Order of sources (first wins): keyword arguments, environment, the TOML file named by
+`JIDO_TASKS_CONFIG` (default `config/jido-tasks.toml` when it exists), defaults.
+Durations are seconds. Invalid values fail at start with a `ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from jido_tasks.errors import ConfigError
+
+ENV_PREFIX = "JIDO_TASKS_"
+DEFAULT_CONFIG_FILE = Path("config/jido-tasks.toml")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+def config_file() -> Path:
+    """The TOML settings file in use: `JIDO_TASKS_CONFIG`, else `config/jido-tasks.toml`."""
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", str(DEFAULT_CONFIG_FILE)))
+
+
+class Settings(BaseSettings):
+    """All jido-tasks settings; one instance is shared by the client, CLI and workers."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str | None = None
+    """Celery broker; defaults to `redis_url`."""
+    result_backend: str | None = None
+    """Celery result backend; defaults to `redis_url`."""
+    namespace: str = "jido"
+    """Prefix of every Redis key, so several deployments can share one Redis."""
+    queue: str = "jido_tasks"
+    """Celery queue for session work and sweeps (workers consume it by default)."""
+    idle_after: Seconds = 300.0
+    """An active session with no activity for this long becomes idle."""
+    default_timeout: Seconds = 1800.0
+    """Idle timeout of a session whose config sets none; past it the sweep may expire it."""
+    lease_ttl: Seconds = 10.0
+    """How long a worker's claim on a session lives without a heartbeat."""
+    sweep_interval: Seconds = 30.0
+    retention: Seconds = 7 * 86400.0
+    """How long terminated sessions are kept before the sweep purges them."""
+    persistence: Literal["redis", "disk"] = "redis"
+    persistence_dir: Path = Path("data/snapshots")
+    action_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Modules a worker imports at start so that the app's actions register."""
+    max_params_bytes: int = Field(256 * 1024, gt=0)
+    """Largest accepted action params, as JSON bytes."""
+    action_time_limit: Seconds = 300.0
+    """Default per-action time limit; an action may declare its own."""
+    max_attempts: int = Field(3, ge=1)
+    """Claims of one action (worker deaths) before it is failed as poison."""
+    batch_size: int = Field(100, ge=1)
+    """Actions a worker applies under one lease before it re-reads the mailbox."""
+    keep_results: int = Field(1000, ge=1)
+    """Finished action records kept per session (oldest dropped)."""
+    event_maxlen: int = Field(1000, ge=1)
+    """Approximate length bound of each session's event stream."""
+    global_event_maxlen: int = Field(100_000, ge=1)
+    """Approximate length bound of the global event stream."""
+    sweep_batch: int = Field(500, ge=1)
+    """Candidates a sweep reads from an index per round trip."""
+    result_expires: Seconds = 3600.0
+    """How long Celery keeps task results (drain/sweep summaries)."""
+    visibility_timeout: Seconds = 3600.0
+    """Celery redis transport visibility timeout (redelivery of unacked messages)."""
+
+    @field_validator("action_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("action_modules")
+    @classmethod
+    def _check_modules(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _MODULE.match(name):
+                raise ValueError(f"{name!r} is not a dotted module name")
+        return value
+
+    @field_validator("namespace", "queue")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not _NAMESPACE.match(value):
+            raise ValueError("use 1-64 characters from A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("redis_url", "broker_url", "result_backend")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"{value!r} is not a URL (expected e.g. redis://host:6379/0)")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_from_redis_url(self) -> Settings:
+        if self.broker_url is None:
+            object.__setattr__(self, "broker_url", self.redis_url)
+        if self.result_backend is None:
+            object.__setattr__(self, "result_backend", self.redis_url)
+        return self
+
+    @property
+    def broker(self) -> str:
+        """The broker URL, resolved."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        """The result backend URL, resolved."""
+        return self.result_backend or self.redis_url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings`, turning a validation error into a `ConfigError` naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else "settings"
+        raise ConfigError(name, f"{first['msg']} (got {first.get('input')!r})") from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML file
+        raise ConfigError(str(config_file()), str(exc)) from exc

@@ -1,0 +1,1 @@
+"""Test actions, imported by worker subprocesses through the `action_modules` setting."""

@@ -1,0 +1,247 @@
+"""Test harness: a private redis-server and real Celery worker subprocesses.
+
+No fakeredis, no mocks, no eager mode. Each test gets its own key namespace (and, for worker
+groups it starts, its own Celery queue), and keys of the shared namespace are deleted before
+each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from jido_tasks import Client, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run long soak/chaos variants")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak variant: run with --soak")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A private redis-server subprocess on a free port; can be killed and restarted."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: self._ping(client), 10, message=f"redis-server on {self.port}")
+        client.close()
+
+    @staticmethod
+    def _ping(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the whole test run."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may kill and restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": url,
+        "namespace": f"t{uuid.uuid4().hex[:10]}",
+        "lease_ttl": 2.0,
+        "action_modules": ["tests.actions"],
+    }
+    values["queue"] = values["namespace"]
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    """Settings for a fresh namespace on the private Redis."""
+    return make_settings(redis_server.url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    c = Client(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield r
+    r.close()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIDO_TASKS_")}
+    data = settings.model_dump(mode="json")
+    for name, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"JIDO_TASKS_{name.upper()}"] = str(value)
+    env["JIDO_TASKS_CONFIG"] = "/nonexistent"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class WorkerGroup:
+    """Celery worker subprocesses (prefork, one child each) sharing one settings/namespace."""
+
+    def __init__(self, settings: Settings, logdir: Path) -> None:
+        self.settings = settings
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.client = Client(settings)
+
+    def start(self, n: int = 1, concurrency: int = 1, wait: bool = True) -> None:
+        first = len(self.procs)
+        for i in range(first, first + n):
+            log = open(self.logdir / f"worker{i}.log", "wb")  # noqa: SIM115
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "jido_tasks.celery_app", "worker",
+                 "-P", "prefork", "-c", str(concurrency), "-n", f"w{i}-{uuid.uuid4().hex[:6]}@%h",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat",
+                 "-l", "INFO", "-E"],
+                cwd=ROOT, env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            self.procs.append(proc)
+        if wait:
+            self.wait_ready(len(self.procs))
+
+    def wait_ready(self, n: int, timeout: float = 60.0) -> None:
+        """Wait until `n` workers answer a broadcast ping."""
+        def ready() -> bool:
+            replies = self.client.celery.control.ping(timeout=0.5)
+            return len(replies) >= n
+        wait_for(ready, timeout, interval=0.2, message=f"{n} celery workers to answer ping")
+
+    def child_pids(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL worker `index` and its pool children at once."""
+        proc = self.procs[index]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.client.close()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path,
+            ) -> Iterator[Callable[..., WorkerGroup]]:
+    """Factory: `workers(n, **settings)` starts n worker processes on a fresh namespace/queue."""
+    groups: list[WorkerGroup] = []
+
+    def start(n: int = 1, concurrency: int = 1, wait: bool = True,
+              **overrides: Any) -> WorkerGroup:
+        logdir = tmp_path / f"workers{len(groups)}"
+        logdir.mkdir()
+        group = WorkerGroup(make_settings(redis_server.url, **overrides), logdir)
+        groups.append(group)
+        group.start(n, concurrency, wait)
+        return group
+
+    yield start
+    for group in groups:
+        group.stop()
