@@ -9,11 +9,10 @@ from typing import Any
 
 from celery import Celery
 
+from jido_tasks.actions import BUILTIN_MODULES
+from jido_tasks.constants import SWEEP_TASK
 from jido_tasks.settings import Settings, load_settings
 
-SWEEP_TASK = "jido_tasks.sweep"
-DRAIN_TASK = "jido_tasks.drain"
-PING_TASK = "jido_tasks.ping"
 
 
 class JidoCelery(Celery):  # type: ignore[misc]
@@ -60,8 +59,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue,
         "timezone": "UTC",
         "enable_utc": True,
-        # Apps' actions register at import: workers import these modules at start.
-        "imports": list(settings.action_modules),
+        # Actions register at import: workers import the built-in and the app's action modules
+        # at start (an import error stops the worker at once, not at the first action).
+        "imports": [*BUILTIN_MODULES, *settings.action_modules],
         "include": ["jido_tasks.tasks"],
         # One sweep per interval (run exactly one beat; the sweep is guarded anyway).
         "beat_schedule": {

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from jido_tasks.actions import load_action_modules
 from jido_tasks.events import iter_events
-from jido_tasks.models import Event, JsonObject, SessionConfig, SessionEntry, SessionStatus
+from jido_tasks.mailbox import ActionHandle, Mailbox, result_of
+from jido_tasks.models import (
+    ActionRecord,
+    Event,
+    JsonObject,
+    SessionConfig,
+    SessionEntry,
+    SessionStatus,
+)
 from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.sessions import SessionService
 from jido_tasks.settings import Settings, load_settings
@@ -20,6 +29,8 @@ class Client:
         self.layer = RedisLayer(self.settings)
         self.sessions = SessionService(self.layer)
         self._celery: Any = None
+        self._mailbox: Mailbox | None = None
+        load_action_modules(self.settings)
 
     @property
     def celery(self) -> Any:
@@ -29,6 +40,12 @@ class Client:
 
             self._celery = make_app(self.settings)
         return self._celery
+
+    @property
+    def mailbox(self) -> Mailbox:
+        if self._mailbox is None:
+            self._mailbox = Mailbox(self.layer, self.celery)
+        return self._mailbox
 
     # -- registry -------------------------------------------------------------------------
     def create_session(self, metadata: JsonObject | None = None,
@@ -54,6 +71,26 @@ class Client:
 
     def get_state(self, session_id: str) -> JsonObject:
         return self.sessions.get_state(session_id)
+
+    # -- session work ---------------------------------------------------------------------
+    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
+        """Accept an action for the session; returns once it is durably queued."""
+        return self.mailbox.send(session_id, action, params)
+
+    def call(self, session_id: str, action: str, params: Any = None,
+             timeout: float | None = 30.0) -> Any:
+        """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
+        `TimeoutError`)."""
+        handle = self.mailbox.send(session_id, action, params)
+        return result_of(self.mailbox.wait(session_id, handle.id, timeout))
+
+    def action(self, session_id: str, action_id: str) -> ActionRecord:
+        """The record of one sent action."""
+        return self.mailbox.record(session_id, action_id)
+
+    def handle(self, session_id: str, action_id: str, action: str = "?") -> ActionHandle:
+        """A handle on an action sent earlier (e.g. by another process)."""
+        return ActionHandle(self.mailbox, session_id, action_id, action)
 
     # -- events ---------------------------------------------------------------------------
     def events(self, session_id: str | None = None, after: str = "0",

@@ -181,3 +181,31 @@ class PersistenceError(JidoTasksError):
         super().__init__(f"snapshot store {where}: {problem}", session_id=session_id)
         self.where = where
         self.problem = problem
+
+
+class ActionTimeLimitExceeded(JidoTasksError):
+    """An action ran past its time limit; it was stopped and its state change discarded."""
+
+    def __init__(self, session_id: str, action_id: str, action: str, limit: float) -> None:
+        super().__init__(
+            f"session {session_id}: action {action} ({action_id}) exceeded its time limit of "
+            f"{limit:g}s",
+            session_id=session_id,
+        )
+        self.action_id = action_id
+        self.action = action
+        self.limit = limit
+
+
+class PoisonAction(JidoTasksError):
+    """An action's worker died every time it ran; it was failed without running again."""
+
+    def __init__(self, session_id: str, action_id: str, action: str, attempts: int) -> None:
+        super().__init__(
+            f"session {session_id}: action {action} ({action_id}) was failed as poison after "
+            f"{attempts} claims (its worker died or lost its lease each time)",
+            session_id=session_id,
+        )
+        self.action_id = action_id
+        self.action = action
+        self.attempts = attempts

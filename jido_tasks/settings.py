@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     """How long Celery keeps task results (drain/sweep summaries)."""
     visibility_timeout: Seconds = 3600.0
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
+    flower_basic_auth: SecretStr | None = None
+    """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it."""
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _check_basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for pair in value.get_secret_value().split(","):
+                user, _, password = pair.partition(":")
+                if not user or not password:
+                    raise ValueError("expected user:password (several separated by ',')")
+        return value
 
     @field_validator("action_modules", mode="before")
     @classmethod

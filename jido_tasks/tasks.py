@@ -8,7 +8,24 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from jido_tasks.celery_app import PING_TASK
+from jido_tasks.constants import DRAIN_TASK, PING_TASK
+from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.runtime import drain as drain_session
+
+# A busy claim (another live worker holds the lease) is retried after the lease's remaining
+# time this many times; past that the holder is alive and draining, and recovery covers it.
+BUSY_RETRIES = 10
+
+_layers: dict[int, RedisLayer] = {}
+
+
+def layer_for(task: Task) -> RedisLayer:
+    """This process's Redis layer (one per process: never shared across fork)."""
+    layer = _layers.get(os.getpid())
+    if layer is None:
+        layer = RedisLayer(task.app.settings)
+        _layers[os.getpid()] = layer
+    return layer
 
 
 @shared_task(name=PING_TASK)
@@ -17,4 +34,11 @@ def ping(payload: Any = None) -> dict[str, Any]:
     return {"pong": payload, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-__all__ = ["Task", "ping"]
+@shared_task(bind=True, name=DRAIN_TASK, acks_late=True, reject_on_worker_lost=True,
+             max_retries=BUSY_RETRIES)
+def drain(self: Task, session_id: str) -> dict[str, Any]:
+    """Apply a session's pending actions in order (idempotent: commits are fenced)."""
+    report = drain_session(layer_for(self), session_id)
+    if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
+        raise self.retry(countdown=report.retry_after)
+    return report.model_dump()

@@ -1,1 +1,91 @@
 """Test actions, imported by worker subprocesses through the `action_modules` setting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from jido_tasks import action
+from jido_tasks.actions import ActionContext
+from jido_tasks.redis_layer import connect
+
+
+@action("test.append")
+def append(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Append params["value"] to state["items"]; returns the new length."""
+    items = ctx.state.setdefault("items", [])
+    items.append(params.get("value"))
+    return len(items)
+
+
+@action("test.noop")
+def noop(ctx: ActionContext, params: dict[str, Any]) -> None:
+    return None
+
+
+@action("test.fail")
+def fail(ctx: ActionContext, params: dict[str, Any]) -> None:
+    ctx.state["touched_by_failure"] = True
+    raise ValueError(params.get("message", "boom"))
+
+
+def _signal_started(ctx: ActionContext, params: dict[str, Any]) -> None:
+    """Tell the test (through a Redis list it names) that the action started, and where."""
+    key = params.get("started_key")
+    if key:
+        connect(ctx.settings.redis_url).rpush(key, f"{os.getpid()}")
+
+
+@action("test.slow_append")
+def slow_append(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Signal start, sleep `seconds`, then append `value`."""
+    _signal_started(ctx, params)
+    time.sleep(float(params.get("seconds", 1.0)))
+    return append(ctx, params)
+
+
+@action("test.sleep", time_limit=0.5)
+def sleep(ctx: ActionContext, params: dict[str, Any]) -> None:
+    """Sleeps past its 0.5 s time limit when asked to."""
+    ctx.state["slept"] = True
+    time.sleep(float(params.get("seconds", 5)))
+
+
+@action("test.kill_worker")
+def kill_worker(ctx: ActionContext, params: dict[str, Any]) -> None:
+    """Kill the worker process running it (a poison action)."""
+    _signal_started(ctx, params)
+    ctx.state["poisoned"] = True
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@action("test.progress")
+def progress(ctx: ActionContext, params: dict[str, Any]) -> str:
+    _signal_started(ctx, params)
+    ctx.progress(0.5, "half way")
+    gate = params.get("gate_file")
+    if gate:
+        deadline = time.monotonic() + 10
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return "done"
+
+
+class Greeting(BaseModel):
+    name: str
+    times: int = 1
+
+
+@action("test.greet", params=Greeting)
+def greet(ctx: ActionContext, params: Greeting) -> str:
+    return " ".join([f"hello {params.name}"] * params.times)
+
+
+@action("test.not_json")
+def not_json(ctx: ActionContext, params: dict[str, Any]) -> Any:
+    return {1, 2, 3}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jido_tasks.celery_app import PING_TASK
+from jido_tasks.constants import PING_TASK
 from tests.conftest import WorkerGroup
 
 

@@ -1,0 +1,141 @@
+"""Registering actions: `@action("name")` on `fn(ctx, params)`, and the context they get.
+
+An action receives `ctx` (`ActionContext`: the session entry, a private copy of the state to
+mutate, the settings, progress and event reporting) and its params (a dict, or an instance of the
+pydantic model it declares), and returns a JSON-serializable result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from jido_tasks.errors import ConfigError, InvalidParams, UnknownAction
+from jido_tasks.models import JsonObject, SessionEntry
+from jido_tasks.settings import Settings
+
+ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+BUILTIN_MODULES = ("jido_tasks.builtins.context", "jido_tasks.builtins.cache",
+                   "jido_tasks.builtins.coordinator")
+
+F = TypeVar("F", bound=Callable[..., Any])
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class ActionContext:
+    """What an action sees: `state` is its own copy; it is committed only if the action returns."""
+
+    session: SessionEntry
+    state: JsonObject
+    settings: Settings
+    action_id: str
+    action: str
+    _progress: ProgressFn | None = None
+    events: list[tuple[str, JsonObject]] = field(default_factory=list)
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress (0..1); visible through `ActionHandle.status()` and as an event."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within 0..1, got {fraction}")
+        if self._progress is not None:
+            self._progress(fraction, message)
+
+    def emit(self, event_type: str, data: JsonObject | None = None) -> None:
+        """Append an event, committed atomically with the action (dropped if it fails)."""
+        self.events.append((event_type, dict(data or {})))
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    fn: Callable[[ActionContext, Any], Any]
+    params_model: type[BaseModel] | None = None
+    time_limit: float | None = None
+
+
+_REGISTRY: dict[str, ActionSpec] = {}
+
+
+def action(name: str, *, params: type[BaseModel] | None = None,
+           time_limit: float | None = None) -> Callable[[F], F]:
+    """Register `fn(ctx, params)` as action `name` (dotted lowercase, e.g. "context.add_message").
+
+    `params`: a pydantic model the params must satisfy (checked at send and before running).
+    `time_limit`: seconds, overriding the `action_time_limit` setting.
+    """
+    if not isinstance(name, str) or len(name) > 100 or not ACTION_NAME.fullmatch(name):
+        raise ValueError(f"invalid action name {name!r}: use dotted lowercase words")
+
+    def register(fn: F) -> F:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"action {name!r} is already registered by {existing.fn!r}")
+        _REGISTRY[name] = ActionSpec(name, fn, params, time_limit)
+        return fn
+
+    return register
+
+
+def get_action(name: str, session_id: str | None = None) -> ActionSpec:
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise UnknownAction(str(name), session_id)
+    return spec
+
+
+def registered_actions() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_action_modules(settings: Settings) -> None:
+    """Import the built-in actions and the app's `action_modules` so their actions register."""
+    for module in (*BUILTIN_MODULES, *settings.action_modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError("JIDO_TASKS_ACTION_MODULES",
+                              f"cannot import {module!r}: {exc}") from exc
+
+
+def check_params(spec: ActionSpec, params: Any, session_id: str | None,
+                 max_bytes: int) -> tuple[JsonObject, str]:
+    """Validate params at the edge; return them with their JSON encoding."""
+    if params is None:
+        params = {}
+    if isinstance(params, BaseModel):
+        params = params.model_dump(mode="json")
+    if not isinstance(params, dict):
+        raise InvalidParams(session_id, spec.name,
+                            f"params must be a JSON object, not {type(params).__name__}")
+    try:
+        encoded = json.dumps(params, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(session_id, spec.name, f"params are not JSON: {exc}") from exc
+    size = len(encoded.encode())
+    if size > max_bytes:
+        raise InvalidParams(session_id, spec.name,
+                            f"params are {size} bytes, over the limit of {max_bytes}")
+    if spec.params_model is not None:
+        parse_params(spec, params, session_id)
+    return params, encoded
+
+
+def parse_params(spec: ActionSpec, params: JsonObject, session_id: str | None) -> Any:
+    """The params as the action receives them (a model instance if it declared one)."""
+    if spec.params_model is None:
+        return params
+    try:
+        return spec.params_model.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidParams(session_id, spec.name, str(exc)) from exc

@@ -1,0 +1,181 @@
+"""Client side of session work: send actions, follow them, cancel them.
+
+`send` is one Lua call (store the request, append to the mailbox, touch activity, set the
+"drain scheduled" flag); a Celery drain message is published only when the flag was newly set
+(or found stale), so a hot session costs one message per batch, not per action.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from jido_tasks.actions import check_params, get_action
+from jido_tasks.constants import DRAIN_TASK
+from jido_tasks.errors import (
+    ActionCancelled,
+    ActionFailed,
+    ActionNotFound,
+    SessionNotActive,
+    SessionNotFound,
+)
+from jido_tasks.models import (
+    ActionRecord,
+    ActionStatus,
+    JsonObject,
+    new_action_id,
+    validate_session_id,
+)
+from jido_tasks.redis_layer import RedisLayer
+
+log = logging.getLogger(__name__)
+
+
+def build_record(session_id: str, action_id: str, request: str | None,
+                 outcome: str | None, running: bool) -> ActionRecord:
+    """Assemble an `ActionRecord` from the stored request and outcome JSON."""
+    if request is None and outcome is None:
+        raise ActionNotFound(session_id, action_id)
+    req: dict[str, Any] = json.loads(request) if request else {}
+    out: dict[str, Any] = json.loads(outcome) if outcome else {}
+    status = out.get("status") or ("running" if running else "pending")
+    if status == "running" and not running:
+        status = "running"  # progress recorded: the worker holds it
+    error = out.get("error")
+    if status == "cancelled" and error is None:
+        error = {"type": "ActionCancelled", "message": out.get("reason", "")}
+    return ActionRecord(
+        id=action_id, session_id=session_id, action=req.get("action", "?"),
+        params=req.get("params", {}), status=ActionStatus(status),
+        attempts=int(out.get("attempts", 0)), result=out.get("result"), error=error,
+        progress=out.get("progress"), created_at=float(req.get("created_at", 0.0)),
+        finished_at=out.get("finished_at"),
+    )
+
+
+class Mailbox:
+    """Sending and following actions for one namespace."""
+
+    def __init__(self, layer: RedisLayer, celery: Any) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+        self.celery = celery
+
+    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
+        """Accept an action durably (or raise a typed error and enqueue nothing)."""
+        validate_session_id(session_id)
+        spec = get_action(action, session_id)
+        clean, _ = check_params(spec, params, session_id, self.settings.max_params_bytes)
+        action_id = new_action_id()
+        request = json.dumps({"action": action, "params": clean, "created_at": time.time()},
+                             separators=(",", ":"))
+        res = self.layer.run("send", session_id, action_id, request,
+                             self.settings.lease_ttl * 3)
+        if res[0] == "missing":
+            raise SessionNotFound(session_id)
+        if res[0] == "inactive":
+            raise SessionNotActive(session_id, res[1])
+        if int(res[1]):
+            self.publish_drain(session_id)
+        return ActionHandle(self, session_id, action_id, action)
+
+    def publish_drain(self, session_id: str) -> None:
+        """Publish a Celery drain message. A failure is logged, not raised: the action is
+        already accepted, and the next send or the sweep publishes again (stale flag)."""
+        try:
+            self.celery.send_task(DRAIN_TASK, args=[session_id], queue=self.settings.queue)
+        except Exception:  # broker down: recovery republishes
+            log.exception("could not publish drain for session %s; recovery will retry",
+                          session_id)
+
+    def record(self, session_id: str, action_id: str) -> ActionRecord:
+        validate_session_id(session_id)
+        sk = self.layer.keys.session(session_id)
+        pipe = self.layer.redis.pipeline(transaction=False)
+        pipe.hget(sk.actions, action_id)
+        pipe.hget(sk.results, action_id)
+        pipe.lindex(sk.mailbox, 0)
+        pipe.exists(sk.lease)
+        request, outcome, head, leased = pipe.execute()
+        return build_record(session_id, action_id, request, outcome,
+                            running=(head == action_id and bool(leased)))
+
+    def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a pending action; False if it is already running or finished."""
+        validate_session_id(session_id)
+        res = self.layer.run("cancel", session_id, action_id, reason, self.settings.keep_results)
+        if res == "unknown":
+            raise ActionNotFound(session_id, action_id)
+        return bool(res == "cancelled")
+
+    def wait(self, session_id: str, action_id: str, timeout: float | None) -> ActionRecord:
+        """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout."""
+        channel = self.layer.keys.session(session_id).done_channel
+        pubsub = self.layer.redis.pubsub()
+        try:
+            pubsub.subscribe(channel)
+            # Wait for the subscription to be active before reading the record, so a finish
+            # between the two can never be missed.
+            while pubsub.get_message(timeout=5.0) is None:
+                pass
+            record = self.record(session_id, action_id)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not record.status.finished:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"session {session_id}: action {action_id} did not "
+                                       f"finish within {timeout}s (status {record.status})")
+                msg = pubsub.get_message(timeout=min(remaining, 1.0))
+                if msg is None or msg.get("type") != "message":
+                    continue
+                aid, _, outcome = str(msg["data"]).partition("\n")
+                if aid == action_id:
+                    record = self.record(session_id, action_id)
+            return record
+        finally:
+            pubsub.close()
+
+
+def result_of(record: ActionRecord) -> Any:
+    """The action's result, or the typed error it ended with."""
+    if record.status is ActionStatus.SUCCEEDED:
+        return record.result
+    err_type = record.error.type if record.error else "Error"
+    err_msg = record.error.message if record.error else ""
+    if record.status is ActionStatus.CANCELLED:
+        raise ActionCancelled(record.session_id, record.id, record.action, err_msg)
+    raise ActionFailed(record.session_id, record.id, record.action, err_type, err_msg)
+
+
+class ActionHandle:
+    """A caller's handle on one sent action."""
+
+    def __init__(self, mailbox: Mailbox, session_id: str, action_id: str, action: str) -> None:
+        self._mailbox = mailbox
+        self.session_id = session_id
+        self.id = action_id
+        self.action = action
+
+    def __repr__(self) -> str:
+        return f"ActionHandle({self.session_id!r}, {self.id!r}, {self.action!r})"
+
+    def record(self) -> ActionRecord:
+        """Everything known of the action: status, attempts, result or error, progress."""
+        return self._mailbox.record(self.session_id, self.id)
+
+    def status(self) -> ActionStatus:
+        return self.record().status
+
+    def progress(self) -> JsonObject | None:
+        rec = self.record()
+        return None if rec.progress is None else rec.progress.model_dump()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; raises `ActionFailed`, `ActionCancelled` or `TimeoutError`."""
+        return result_of(self._mailbox.wait(self.session_id, self.id, timeout))
+
+    def cancel(self, reason: str = "cancelled") -> bool:
+        """Cancel if still pending; True if cancelled, False if running or finished."""
+        return self._mailbox.cancel(self.session_id, self.id, reason)

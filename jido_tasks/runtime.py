@@ -1,0 +1,235 @@
+"""Worker side of session work: claim a session, apply its pending actions in order, release.
+
+One drain: `claim` (lease + fencing token + first batch + state) -> for each action, run it on
+a private copy of the state and `commit` (token check, new state, outcome, mailbox pop,
+activity, events: one atomic Lua call) -> `release` (drop the lease only if the mailbox is
+empty, else take the next batch). A heartbeat thread renews the lease while actions run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from jido_tasks.actions import ActionContext, get_action, parse_params
+from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
+from jido_tasks.models import SessionEntry
+from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.sessions import SessionService
+
+log = logging.getLogger(__name__)
+
+_JSON = {"separators": (",", ":"), "allow_nan": False}
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DrainReport(BaseModel):
+    """What one drain did."""
+
+    session_id: str
+    outcome: str
+    """'done', 'busy' (another worker holds the lease), 'empty', 'missing' or 'stale'."""
+    applied: int = 0
+    failed: int = 0
+    retry_after: float | None = None
+
+
+@dataclass
+class _Applied:
+    outcome: str  # JSON
+    state_json: str | None  # None: state unchanged or action failed
+    events: list[list[str]] = field(default_factory=list)
+    failed: bool = False
+
+
+class _Heartbeat:
+    """Renews the lease every third of its TTL while a batch runs."""
+
+    def __init__(self, layer: RedisLayer, session_id: str, token: str) -> None:
+        self.layer, self.session_id, self.token = layer, session_id, token
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="jido-heartbeat")
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        ttl = self.layer.settings.lease_ttl
+        while not self._stop.wait(ttl / 3):
+            try:
+                ok = self.layer.run("renew", self.session_id, self.token, int(ttl * 1000))
+            except Exception:  # a Redis blip: try again next beat; the lease TTL is the bound
+                log.warning("lease renewal failed for %s", self.session_id, exc_info=True)
+                continue
+            if not ok:
+                self.lost.set()
+                return
+
+
+class _TimeLimit(BaseException):
+    """Raised inside an action by SIGALRM; a BaseException so actions cannot swallow it."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` (main thread only; elsewhere no soft limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _TimeLimit()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Drainer:
+    """Applies one session's pending actions under a lease."""
+
+    def __init__(self, layer: RedisLayer, session_id: str, worker: str | None = None) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+        self.session_id = session_id
+        self.worker = worker or worker_id()
+        self.lease_ms = int(self.settings.lease_ttl * 1000)
+        self.token = ""
+        self.entry: SessionEntry | None = None
+
+    def drain(self) -> DrainReport:
+        s = self.settings
+        res = self.layer.run("claim", self.session_id, self.worker, self.lease_ms, s.batch_size)
+        kind = res[0]
+        if kind == "busy":
+            return DrainReport(session_id=self.session_id, outcome="busy",
+                               retry_after=max(int(res[1]), 50) / 1000.0)
+        if kind != "ok":
+            return DrainReport(session_id=self.session_id, outcome=kind)
+        self.token = str(res[1])
+        state_json = res[2] or "{}"
+        attempts, items = int(res[3]), list(res[4:])
+        self.entry = SessionService(self.layer).get(self.session_id)
+        report = DrainReport(session_id=self.session_id, outcome="done")
+        with _Heartbeat(self.layer, self.session_id, self.token) as beat:
+            while True:
+                state_json, stop = self._batch(items, attempts, state_json, report, beat)
+                if stop:
+                    report.outcome = "stale"
+                    return report
+                nxt = self.layer.run("release", self.session_id, self.token, s.batch_size,
+                                     self.lease_ms)
+                if nxt[0] != "more":
+                    if nxt[0] == "stale":
+                        report.outcome = "stale"
+                    return report
+                attempts, items = int(nxt[1]), list(nxt[2:])
+
+    def _batch(self, items: list[str], attempts: int, state_json: str, report: DrainReport,
+               beat: _Heartbeat) -> tuple[str, bool]:
+        """Apply a batch; returns the committed state JSON and whether the lease was lost."""
+        for i in range(0, len(items), 2):
+            action_id, request = items[i], items[i + 1]
+            if beat.lost.is_set():
+                return state_json, True
+            if i == 0 and attempts > self.settings.max_attempts:
+                applied = self._poison(action_id, request, attempts)
+            else:
+                applied = self._apply(action_id, request, state_json, attempts if i == 0 else 1)
+            res = self.layer.run(
+                "commit", self.session_id, self.token, action_id,
+                applied.outcome, applied.state_json or "",
+                json.dumps(applied.events, **_JSON), self.settings.keep_results,
+                self.lease_ms)
+            if res == "stale":
+                log.warning("session %s: lease lost; drain stops", self.session_id)
+                return state_json, True
+            if res == "moved":  # cancelled meanwhile: re-read the mailbox
+                return state_json, False
+            if applied.state_json is not None:
+                state_json = applied.state_json
+            report.applied += 1
+            report.failed += int(applied.failed)
+        return state_json, False
+
+    def _poison(self, action_id: str, request: str, attempts: int) -> _Applied:
+        name = json.loads(request).get("action", "?") if request else "?"
+        err = PoisonAction(self.session_id, action_id, name, attempts - 1)
+        return self._failure(action_id, name, err, attempts - 1)
+
+    def _failure(self, action_id: str, name: str, exc: BaseException, attempts: int,
+                 ) -> _Applied:
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        outcome = json.dumps({"status": "failed", "error": error, "attempts": attempts,
+                              "finished_at": time.time()}, **_JSON)
+        event = json.dumps({"action_id": action_id, "action": name, "error": error}, **_JSON)
+        return _Applied(outcome, None, [["action.failed", event]], failed=True)
+
+    def _apply(self, action_id: str, request: str, state_json: str, attempts: int) -> _Applied:
+        """Run one action on a private copy of the state; never raises."""
+        name = "?"
+        try:
+            req = json.loads(request)
+            name = req["action"]
+            spec = get_action(name, self.session_id)
+            params = parse_params(spec, req.get("params", {}), self.session_id)
+            assert self.entry is not None
+            ctx = ActionContext(session=self.entry, state=json.loads(state_json),
+                                settings=self.settings, action_id=action_id, action=name,
+                                _progress=self._reporter(action_id, name))
+            limit = spec.time_limit or self.settings.action_time_limit
+            try:
+                with time_limit(limit):
+                    result = spec.fn(ctx, params)
+            except _TimeLimit:
+                raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
+            new_state = json.dumps(ctx.state, **_JSON)
+            # The result must be JSON: an action returning anything else fails.
+            outcome = json.dumps({"status": "succeeded", "result": result, "attempts": attempts,
+                                  "finished_at": time.time()}, **_JSON)
+        except Exception as exc:
+            if not isinstance(exc, JidoTasksError):
+                log.info("session %s: action %s failed:\n%s", self.session_id, name,
+                         traceback.format_exc())
+            return self._failure(action_id, name, exc, attempts)
+        events = [[etype, json.dumps({"action_id": action_id, **data}, **_JSON)]
+                  for etype, data in ctx.events]
+        return _Applied(outcome, None if new_state == state_json else new_state, events)
+
+    def _reporter(self, action_id: str, name: str) -> Any:
+        def report(fraction: float, message: str) -> None:
+            progress = {"fraction": fraction, "message": message}
+            outcome = json.dumps({"status": "running", "progress": progress}, **_JSON)
+            data = json.dumps({"action_id": action_id, "action": name, **progress}, **_JSON)
+            self.layer.run("progress", self.session_id, self.token, action_id, outcome, data)
+        return report
+
+
+def drain(layer: RedisLayer, session_id: str, worker: str | None = None) -> DrainReport:
+    """Apply the session's pending actions (the body of the Celery drain task)."""
+    return Drainer(layer, session_id, worker).drain()
