@@ -14,8 +14,7 @@ from jido_tasks.constants import SWEEP_TASK
 from jido_tasks.settings import Settings, load_settings
 
 
-
-class JidoCelery(Celery):  # type: ignore[misc]
+class JidoCelery(Celery):
     """A Celery app that carries the jido-tasks settings it was built from."""
 
     settings: Settings

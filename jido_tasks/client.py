@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 from jido_tasks.actions import load_action_modules
 from jido_tasks.events import iter_events
-from jido_tasks.mailbox import ActionHandle, Mailbox, result_of
+from jido_tasks.mailbox import ActionHandle, Mailbox
 from jido_tasks.models import (
     ActionRecord,
     Event,
@@ -16,9 +17,19 @@ from jido_tasks.models import (
     SessionEntry,
     SessionStatus,
 )
+from jido_tasks.persistence import (
+    SnapshotInfo,
+    SnapshotStore,
+    delete_snapshot,
+    list_snapshots,
+    restore_snapshot,
+    save_snapshot,
+    snapshot_store,
+)
 from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.sessions import SessionService
 from jido_tasks.settings import Settings, load_settings
+from jido_tasks.sweep import SweepReport, run_sweep
 
 
 class Client:
@@ -64,8 +75,14 @@ class Client:
         return self.sessions.touch(session_id)
 
     def terminate_session(self, session_id: str, reason: str = "requested", *,
-                          drain: bool = False) -> SessionEntry:
-        """Terminate a session: pending actions are cancelled (or, with `drain`, run first)."""
+                          drain: bool = False, save: bool = False) -> SessionEntry:
+        """Terminate a session: pending actions are cancelled (or, with `drain`, run first).
+
+        With `save`, a snapshot is saved first (under the session id); a session that is not
+        active or idle raises `InvalidTransition` and neither a snapshot nor the session changes.
+        """
+        if save:
+            save_snapshot(self.layer, self.snapshot_store, session_id, live_only=True)
         entry, _ = self.sessions.terminate(session_id, reason, drain=drain)
         return entry
 
@@ -81,8 +98,7 @@ class Client:
              timeout: float | None = 30.0) -> Any:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
         `TimeoutError`)."""
-        handle = self.mailbox.send(session_id, action, params)
-        return result_of(self.mailbox.wait(session_id, handle.id, timeout))
+        return self.mailbox.call(session_id, action, params, timeout)
 
     def action(self, session_id: str, action_id: str) -> ActionRecord:
         """The record of one sent action."""
@@ -91,6 +107,37 @@ class Client:
     def handle(self, session_id: str, action_id: str, action: str = "?") -> ActionHandle:
         """A handle on an action sent earlier (e.g. by another process)."""
         return ActionHandle(self.mailbox, session_id, action_id, action)
+
+    # -- snapshots ------------------------------------------------------------------------
+    @cached_property
+    def snapshot_store(self) -> SnapshotStore:
+        """The snapshot store chosen by the `persistence` setting ("redis" or "disk")."""
+        return snapshot_store(self.layer)
+
+    def save_session(self, session_id: str) -> SnapshotInfo:
+        """Save the session's entry and whole state (between two actions) under its id."""
+        return save_snapshot(self.layer, self.snapshot_store, session_id)
+
+    def restore_session(self, saved_id: str) -> SessionEntry:
+        """A new active session from a snapshot, with `restored_from` set to `saved_id`."""
+        return restore_snapshot(self.layer, self.snapshot_store, saved_id)
+
+    def list_saved_sessions(self) -> list[str]:
+        """Ids of the readable snapshots, sorted (corrupt ones are skipped with a warning)."""
+        return [info.id for info in list_snapshots(self.snapshot_store)]
+
+    def saved_sessions(self) -> list[SnapshotInfo]:
+        """Id, save time, size and store of each readable snapshot, sorted by id."""
+        return list_snapshots(self.snapshot_store)
+
+    def delete_saved_session(self, saved_id: str) -> None:
+        delete_snapshot(self.snapshot_store, saved_id)
+
+    # -- maintenance ----------------------------------------------------------------------
+    def sweep(self, force: bool = False) -> SweepReport:
+        """Run one sweep now (recover, expire, mark idle, purge); with `force`, even while
+        another sweep holds the lock (harmless: every change is re-checked atomically)."""
+        return run_sweep(self.layer, self.celery, force=force)
 
     # -- events ---------------------------------------------------------------------------
     def events(self, session_id: str | None = None, after: str = "0",

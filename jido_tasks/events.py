@@ -21,12 +21,17 @@ def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "
 
     With `block=None` the iterator ends once it has caught up; with `block=seconds` it waits for
     new events and ends when none arrives within that many seconds of the last one.
+    A malformed `session_id` raises `InvalidSessionId` here, at the call, not at the first read.
     """
     if session_id is not None:
         validate_session_id(session_id)
         stream = layer.keys.session(session_id).events
     else:
         stream = layer.keys.events
+    return _read(layer, stream, after, block)
+
+
+def _read(layer: RedisLayer, stream: str, after: str, block: float | None) -> Iterator[Event]:
     last = after
     while True:
         if block is None:

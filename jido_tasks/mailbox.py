@@ -40,9 +40,9 @@ def build_record(session_id: str, action_id: str, request: str | None,
         raise ActionNotFound(session_id, action_id)
     req: dict[str, Any] = json.loads(request) if request else {}
     out: dict[str, Any] = json.loads(outcome) if outcome else {}
+    # No outcome yet: running if it heads the mailbox under a lease; a progress report also
+    # records "running".
     status = out.get("status") or ("running" if running else "pending")
-    if status == "running" and not running:
-        status = "running"  # progress recorded: the worker holds it
     error = out.get("error")
     if status == "cancelled" and error is None:
         error = {"type": "ActionCancelled", "message": out.get("reason", "")}
@@ -79,7 +79,7 @@ class Mailbox:
             raise SessionNotActive(session_id, res[1])
         if int(res[1]):
             self.publish_drain(session_id)
-        return ActionHandle(self, session_id, action_id, action)
+        return ActionHandle(self, session_id, action_id, action, request)
 
     def publish_drain(self, session_id: str) -> None:
         """Publish a Celery drain message. A failure is logged, not raised: the action is
@@ -110,32 +110,64 @@ class Mailbox:
             raise ActionNotFound(session_id, action_id)
         return bool(res == "cancelled")
 
-    def wait(self, session_id: str, action_id: str, timeout: float | None) -> ActionRecord:
-        """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout."""
-        channel = self.layer.keys.session(session_id).done_channel
+    def subscribe(self, session_id: str) -> Any:
+        """A pub/sub connection subscribed to the session's finished-action channel.
+
+        Returns once the subscription is active, so nothing finishing later can be missed.
+        """
         pubsub = self.layer.redis.pubsub()
+        pubsub.subscribe(self.layer.keys.session(session_id).done_channel)
         try:
-            pubsub.subscribe(channel)
-            # Wait for the subscription to be active before reading the record, so a finish
-            # between the two can never be missed.
             while pubsub.get_message(timeout=5.0) is None:
                 pass
-            record = self.record(session_id, action_id)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
+
+    def wait(self, session_id: str, action_id: str, timeout: float | None,
+             pubsub: Any = None, request: str | None = None) -> ActionRecord:
+        """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout.
+
+        With `pubsub` (subscribed before the action was sent) and its `request` JSON, the
+        record is built from the finish message alone: no read of Redis at all.
+        """
+        own = pubsub is None
+        if own:
+            pubsub = self.subscribe(session_id)
+        try:
+            if request is None:
+                record = self.record(session_id, action_id)
+                if record.status.finished:
+                    return record
+                request = json.dumps({"action": record.action, "params": record.params,
+                                      "created_at": record.created_at})
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not record.status.finished:
+            while True:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"session {session_id}: action {action_id} did not "
-                                       f"finish within {timeout}s (status {record.status})")
+                                       f"finish within {timeout}s")
                 msg = pubsub.get_message(timeout=min(remaining, 1.0))
                 if msg is None or msg.get("type") != "message":
                     continue
                 aid, _, outcome = str(msg["data"]).partition("\n")
                 if aid == action_id:
-                    record = self.record(session_id, action_id)
-            return record
+                    return build_record(session_id, action_id, request, outcome, False)
+        finally:
+            if own:
+                pubsub.close()
+
+    def call(self, session_id: str, action: str, params: Any, timeout: float | None) -> Any:
+        """Send and wait: subscribe first, so the result arrives with no extra read."""
+        validate_session_id(session_id)
+        pubsub = self.subscribe(session_id)
+        try:
+            handle = self.send(session_id, action, params)
+            record = self.wait(session_id, handle.id, timeout, pubsub, handle.request)
         finally:
             pubsub.close()
+        return result_of(record)
 
 
 def result_of(record: ActionRecord) -> Any:
@@ -152,11 +184,13 @@ def result_of(record: ActionRecord) -> Any:
 class ActionHandle:
     """A caller's handle on one sent action."""
 
-    def __init__(self, mailbox: Mailbox, session_id: str, action_id: str, action: str) -> None:
+    def __init__(self, mailbox: Mailbox, session_id: str, action_id: str, action: str,
+                 request: str | None = None) -> None:
         self._mailbox = mailbox
         self.session_id = session_id
         self.id = action_id
         self.action = action
+        self.request = request
 
     def __repr__(self) -> str:
         return f"ActionHandle({self.session_id!r}, {self.id!r}, {self.action!r})"

@@ -131,7 +131,10 @@ class SessionEntry(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        return validate_session_id(value)
+        try:
+            return validate_session_id(value)
+        except InvalidSessionId as exc:  # a ValueError, so pydantic reports it as a field error
+            raise ValueError(exc.message) from None
 
     def timeout_seconds(self, default: float) -> float:
         return self.config.timeout_seconds(default)
@@ -174,9 +177,12 @@ class SessionEntry(BaseModel):
             for name in ("created_at", "updated_at", "last_activity", "terminated_at"):
                 if name in data:
                     data[name] = from_ts(data[name])
-            return cls.model_validate(data)
+            entry = cls.model_validate(data)
         except (ValidationError, ValueError, TypeError) as exc:
             raise InvalidEntry(session_id, key, str(exc)) from exc
+        if entry.id != session_id:
+            raise InvalidEntry(session_id, key, f"row names another session, {entry.id}")
+        return entry
 
 
 class ActionStatus(StrEnum):

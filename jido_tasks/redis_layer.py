@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 SCRIPT_NAMES = (
     "create", "transition", "touch", "terminate", "send", "claim", "commit", "release", "renew",
-    "progress", "cancel", "mark_idle", "expire", "purge",
+    "progress", "cancel", "mark_idle", "expire", "purge", "recover", "release_lock",
+    "extend_lock",
 )
 
 _pools: dict[tuple[int, str], redis.Redis] = {}
@@ -34,7 +35,8 @@ def connect(url: str) -> redis.Redis:
     with _pools_lock:
         client = _pools.get(key)
         if client is None:
-            client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+            client = redis.Redis.from_url(url, decode_responses=True,
+                                          health_check_interval=30)
             _pools[key] = client
         return client
 
@@ -49,7 +51,9 @@ class RedisLayer:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.redis: redis.Redis = client if client is not None else connect(settings.redis_url)
+        # Typed Any on purpose: with decode_responses=True every reply is str, but redis-py's
+        # annotations say `bytes | str` (or Awaitable) for each, which would need a cast per call.
+        self.redis: Any = client if client is not None else connect(settings.redis_url)
         self.keys = KeySchema(settings.namespace)
         self._scripts: dict[str, Any] = {}
 

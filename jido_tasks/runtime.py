@@ -27,11 +27,14 @@ from jido_tasks.actions import ActionContext, get_action, parse_params
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
 from jido_tasks.models import SessionEntry
 from jido_tasks.redis_layer import RedisLayer
-from jido_tasks.sessions import SessionService
 
 log = logging.getLogger(__name__)
 
-_JSON = {"separators": (",", ":"), "allow_nan": False}
+
+
+def dumps(value: Any) -> str:
+    """Compact, strict JSON (NaN and non-JSON types raise)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def worker_id() -> str:
@@ -55,6 +58,10 @@ class _Applied:
     state_json: str | None  # None: state unchanged or action failed
     events: list[list[str]] = field(default_factory=list)
     failed: bool = False
+
+    @property
+    def events_json(self) -> str:
+        return dumps(self.events) if self.events else "[]"
 
 
 class _Heartbeat:
@@ -133,14 +140,18 @@ class Drainer:
             return DrainReport(session_id=self.session_id, outcome=kind)
         self.token = str(res[1])
         state_json = res[2] or "{}"
-        attempts, items = int(res[3]), list(res[4:])
-        self.entry = SessionService(self.layer).get(self.session_id)
+        attempts, nrow = int(res[3]), int(res[4])
+        row = {str(res[5 + i]): str(res[6 + i]) for i in range(0, nrow, 2)}
+        items = list(res[5 + nrow:])
+        self.entry = SessionEntry.from_redis(
+            self.session_id, self.layer.keys.session(self.session_id).entry, row)
         report = DrainReport(session_id=self.session_id, outcome="done")
         with _Heartbeat(self.layer, self.session_id, self.token) as beat:
             while True:
-                state_json, stop = self._batch(items, attempts, state_json, report, beat)
-                if stop:
-                    report.outcome = "stale"
+                state_json, end = self._batch(items, attempts, state_json, report, beat)
+                if end != "more":
+                    if end == "stale":
+                        report.outcome = "stale"
                     return report
                 nxt = self.layer.run("release", self.session_id, self.token, s.batch_size,
                                      self.lease_ms)
@@ -151,31 +162,34 @@ class Drainer:
                 attempts, items = int(nxt[1]), list(nxt[2:])
 
     def _batch(self, items: list[str], attempts: int, state_json: str, report: DrainReport,
-               beat: _Heartbeat) -> tuple[str, bool]:
-        """Apply a batch; returns the committed state JSON and whether the lease was lost."""
+               beat: _Heartbeat) -> tuple[str, str]:
+        """Apply a batch; returns the committed state JSON and how it ended: 'more' (ask
+        release for the next batch), 'released' (mailbox empty, lease dropped) or 'stale'."""
+        last = len(items) - 2
         for i in range(0, len(items), 2):
             action_id, request = items[i], items[i + 1]
             if beat.lost.is_set():
-                return state_json, True
+                return state_json, "stale"
             if i == 0 and attempts > self.settings.max_attempts:
                 applied = self._poison(action_id, request, attempts)
             else:
                 applied = self._apply(action_id, request, state_json, attempts if i == 0 else 1)
             res = self.layer.run(
-                "commit", self.session_id, self.token, action_id,
-                applied.outcome, applied.state_json or "",
-                json.dumps(applied.events, **_JSON), self.settings.keep_results,
-                self.lease_ms)
+                "commit", self.session_id, self.token, action_id, applied.outcome,
+                applied.state_json or "", applied.events_json, self.settings.keep_results,
+                "1" if i == last else "0")
             if res == "stale":
                 log.warning("session %s: lease lost; drain stops", self.session_id)
-                return state_json, True
+                return state_json, "stale"
             if res == "moved":  # cancelled meanwhile: re-read the mailbox
-                return state_json, False
+                return state_json, "more"
             if applied.state_json is not None:
                 state_json = applied.state_json
             report.applied += 1
             report.failed += int(applied.failed)
-        return state_json, False
+            if res == "released":
+                return state_json, "released"
+        return state_json, "more"
 
     def _poison(self, action_id: str, request: str, attempts: int) -> _Applied:
         name = json.loads(request).get("action", "?") if request else "?"
@@ -185,9 +199,9 @@ class Drainer:
     def _failure(self, action_id: str, name: str, exc: BaseException, attempts: int,
                  ) -> _Applied:
         error = {"type": type(exc).__name__, "message": str(exc)}
-        outcome = json.dumps({"status": "failed", "error": error, "attempts": attempts,
-                              "finished_at": time.time()}, **_JSON)
-        event = json.dumps({"action_id": action_id, "action": name, "error": error}, **_JSON)
+        outcome = dumps({"status": "failed", "error": error, "attempts": attempts,
+                              "finished_at": time.time()})
+        event = dumps({"action_id": action_id, "action": name, "error": error})
         return _Applied(outcome, None, [["action.failed", event]], failed=True)
 
     def _apply(self, action_id: str, request: str, state_json: str, attempts: int) -> _Applied:
@@ -208,24 +222,24 @@ class Drainer:
                     result = spec.fn(ctx, params)
             except _TimeLimit:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
-            new_state = json.dumps(ctx.state, **_JSON)
+            new_state = dumps(ctx.state)
             # The result must be JSON: an action returning anything else fails.
-            outcome = json.dumps({"status": "succeeded", "result": result, "attempts": attempts,
-                                  "finished_at": time.time()}, **_JSON)
+            outcome = dumps({"status": "succeeded", "result": result, "attempts": attempts,
+                                  "finished_at": time.time()})
         except Exception as exc:
             if not isinstance(exc, JidoTasksError):
                 log.info("session %s: action %s failed:\n%s", self.session_id, name,
                          traceback.format_exc())
             return self._failure(action_id, name, exc, attempts)
-        events = [[etype, json.dumps({"action_id": action_id, **data}, **_JSON)]
+        events = [[etype, dumps({"action_id": action_id, **data})]
                   for etype, data in ctx.events]
         return _Applied(outcome, None if new_state == state_json else new_state, events)
 
     def _reporter(self, action_id: str, name: str) -> Any:
         def report(fraction: float, message: str) -> None:
             progress = {"fraction": fraction, "message": message}
-            outcome = json.dumps({"status": "running", "progress": progress}, **_JSON)
-            data = json.dumps({"action_id": action_id, "action": name, **progress}, **_JSON)
+            outcome = dumps({"status": "running", "progress": progress})
+            data = dumps({"action_id": action_id, "action": name, **progress})
             self.layer.run("progress", self.session_id, self.token, action_id, outcome, data)
         return report
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jido_tasks.errors import (
     InvalidParams,
@@ -41,6 +41,15 @@ class NewSession(BaseModel):
     llm_config: JsonObject = Field(default_factory=dict)
     config: SessionConfig = Field(default_factory=SessionConfig)
 
+    @field_validator("metadata", "llm_config")
+    @classmethod
+    def _check_json(cls, value: JsonObject) -> JsonObject:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not storable as JSON: {exc}") from None
+        return value
+
 
 def _pairs(flat: Iterable[Any]) -> dict[str, str]:
     items = list(flat)
@@ -63,7 +72,8 @@ class SessionService:
                ) -> SessionEntry:
         """Create an active session (optionally with an initial state) in one atomic step."""
         try:
-            req = NewSession(metadata=metadata or {}, llm_config=llm_config or {},
+            req = NewSession(metadata={} if metadata is None else metadata,
+                             llm_config={} if llm_config is None else llm_config,
                              config=config if config is not None else SessionConfig())
         except ValidationError as exc:
             raise InvalidParams(None, "create_session", str(exc)) from exc
@@ -98,7 +108,12 @@ class SessionService:
 
         Reads one index (never scans the keyspace) and the rows in one pipeline.
         """
-        wanted = SessionStatus(status) if status is not None else None
+        try:
+            wanted = SessionStatus(status) if status is not None else None
+        except ValueError:
+            raise InvalidParams(None, "list_sessions",
+                                f"unknown status {status!r} (expected one of "
+                                f"{', '.join(s.value for s in SessionStatus)})") from None
         keys = self.layer.keys
         index = keys.terminated if wanted is SessionStatus.TERMINATED else keys.activity
         end = -1 if limit is None else offset + limit - 1

@@ -29,6 +29,8 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 Seconds = Annotated[float, Field(gt=0)]
+# Never echoed in errors: they may hold passwords.
+_SECRET_FIELDS = frozenset({"redis_url", "broker_url", "result_backend", "flower_basic_auth"})
 
 
 def config_file() -> Path:
@@ -167,6 +169,7 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else "settings"
-        raise ConfigError(name, f"{first['msg']} (got {first.get('input')!r})") from exc
+        shown = "" if field in _SECRET_FIELDS else f" (got {first.get('input')!r})"
+        raise ConfigError(name, f"{first['msg']}{shown}") from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML file
         raise ConfigError(str(config_file()), str(exc)) from exc

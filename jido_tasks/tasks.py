@@ -8,9 +8,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from jido_tasks.constants import DRAIN_TASK, PING_TASK
+from jido_tasks.constants import DRAIN_TASK, PING_TASK, SWEEP_TASK
 from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.runtime import drain as drain_session
+from jido_tasks.sweep import run_sweep
 
 # A busy claim (another live worker holds the lease) is retried after the lease's remaining
 # time this many times; past that the holder is alive and draining, and recovery covers it.
@@ -19,11 +20,11 @@ BUSY_RETRIES = 10
 _layers: dict[int, RedisLayer] = {}
 
 
-def layer_for(task: Task) -> RedisLayer:
+def layer_for(task: Task[Any, Any]) -> RedisLayer:
     """This process's Redis layer (one per process: never shared across fork)."""
     layer = _layers.get(os.getpid())
     if layer is None:
-        layer = RedisLayer(task.app.settings)
+        layer = RedisLayer(task.app.settings)  # type: ignore[attr-defined]  # JidoCelery
         _layers[os.getpid()] = layer
     return layer
 
@@ -34,11 +35,19 @@ def ping(payload: Any = None) -> dict[str, Any]:
     return {"pong": payload, "host": socket.gethostname(), "pid": os.getpid()}
 
 
+# ignore_result: nobody reads a drain's summary (callers wait on their action's record), so
+# storing it would cost a SET and a PUBLISH per drain for nothing.
 @shared_task(bind=True, name=DRAIN_TASK, acks_late=True, reject_on_worker_lost=True,
-             max_retries=BUSY_RETRIES)
-def drain(self: Task, session_id: str) -> dict[str, Any]:
+             max_retries=BUSY_RETRIES, ignore_result=True)
+def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     """Apply a session's pending actions in order (idempotent: commits are fenced)."""
     report = drain_session(layer_for(self), session_id)
     if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
         raise self.retry(countdown=report.retry_after)
     return report.model_dump()
+
+
+@shared_task(bind=True, name=SWEEP_TASK)
+def sweep(self: Task[Any, Any]) -> dict[str, Any]:
+    """One sweep (beat runs it every `sweep_interval`); skipped while another holds the lock."""
+    return run_sweep(layer_for(self), self.app).model_dump(mode="json")

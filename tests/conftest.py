@@ -7,6 +7,7 @@ each test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -201,10 +202,8 @@ class WorkerGroup:
     def kill(self, index: int) -> None:
         """SIGKILL worker `index` and its pool children at once."""
         proc = self.procs[index]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
     def stop(self) -> None:

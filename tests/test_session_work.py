@@ -112,16 +112,16 @@ def test_stale_fencing_token_cannot_commit(client: Client) -> None:
     client.send(sid, "test.append", {"value": 1})  # no workers: stays pending
     first = layer.run("claim", sid, "worker-a", 60_000, 10)
     assert first[0] == "ok"
-    token_a, aid = first[1], first[4]
+    token_a, aid = first[1], first[5 + int(first[4])]
     layer.redis.delete(layer.keys.session(sid).lease)  # worker-a's lease expires
     second = layer.run("claim", sid, "worker-b", 60_000, 10)
     assert second[0] == "ok" and int(second[1]) == int(token_a) + 1
     outcome = json.dumps({"status": "succeeded", "result": 1})
-    res = layer.run("commit", sid, token_a, aid, outcome, '{"items":["stale"]}', "[]", 100, 1000)
+    res = layer.run("commit", sid, token_a, aid, outcome, '{"items":["stale"]}', "[]", 100, "0")
     assert res == "stale"
     assert client.get_state(sid) == {}
     assert layer.redis.llen(layer.keys.session(sid).mailbox) == 1
-    res = layer.run("commit", sid, second[1], aid, outcome, '{"items":[1]}', "[]", 100, 1000)
+    res = layer.run("commit", sid, second[1], aid, outcome, '{"items":[1]}', "[]", 100, "0")
     assert res == "ok" and client.get_state(sid) == {"items": [1]}
     # A second lease holder is refused while the first is alive.
     client.send(sid, "test.append", {"value": 2})

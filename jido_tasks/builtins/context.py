@@ -40,8 +40,8 @@ class FileIndexUpdate(FilePath):
 
 
 class BuildContext(_Params):
-    include: list[Section] = Field(default_factory=lambda: ["conversation", "files",
-                                                             "file_index"])
+    include: list[Section] = Field(
+        default_factory=lambda: ["conversation", "files", "file_index"])  # type: ignore[arg-type]
     max_messages: int | None = Field(None, ge=0)
     max_files: int | None = Field(None, ge=0)
 

@@ -77,16 +77,21 @@ local function set_status(old, new, ts, reason)
   end
 end
 
--- Record activity now; an idle session becomes active again.
-local function touch(ts)
+-- Record activity now; an idle session becomes active again. `extra` (optional): more
+-- field/value pairs for the registry hash, written by the same HSET.
+local function touch(ts, extra)
   local e = KEYS[K_ENTRY]
-  local status = redis.call('HGET', e, 'status')
+  local row = redis.call('HMGET', e, 'status', 'timeout')
+  local status = row[1]
   if status == 'terminated' then return status end
-  redis.call('HSET', e, 'last_activity', fmt(ts))
+  local fields = {'last_activity', fmt(ts)}
+  if extra then
+    for _, v in ipairs(extra) do fields[#fields + 1] = v end
+  end
+  redis.call('HSET', e, unpack(fields))
   redis.call('ZADD', KEYS[K_ACTIVITY], fmt(ts), SID)
   if status == 'terminating' then return status end
-  local timeout = tonumber(redis.call('HGET', e, 'timeout'))
-  redis.call('ZADD', KEYS[K_EXPIRY], fmt(ts + timeout), SID)
+  redis.call('ZADD', KEYS[K_EXPIRY], fmt(ts + tonumber(row[2])), SID)
   if status == 'idle' then
     set_status('idle', 'active', ts, nil)
   else
@@ -99,8 +104,7 @@ end
 -- waiters told. The caller has already removed it from the mailbox.
 local function finish(aid, outcome_json, keep)
   redis.call('HSET', KEYS[K_RESULTS], aid, outcome_json)
-  redis.call('RPUSH', KEYS[K_FINISHED], aid)
-  if redis.call('LLEN', KEYS[K_FINISHED]) > keep then
+  if redis.call('RPUSH', KEYS[K_FINISHED], aid) > keep then
     local old = redis.call('LPOP', KEYS[K_FINISHED])
     redis.call('HDEL', KEYS[K_ACTIONS], old)
     redis.call('HDEL', KEYS[K_RESULTS], old)

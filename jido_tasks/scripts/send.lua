@@ -4,19 +4,20 @@
 -- ARGV[5] action id, ARGV[6] request JSON, ARGV[7] seconds after which a flag with no live
 -- lease is stale (its drain message was lost) and a new drain must be published.
 -- Returns {'ok', publish (0/1)}, {'missing'} or {'inactive', status}.
-local status = redis.call('HGET', KEYS[K_ENTRY], 'status')
+local row = redis.call('HMGET', KEYS[K_ENTRY], 'status', 'scheduled')
+local status, flag = row[1], row[2]
 if not status then return {'missing'} end
 if status ~= 'active' and status ~= 'idle' then return {'inactive', status} end
 local ts = now()
 redis.call('HSET', KEYS[K_ACTIONS], ARGV[5], ARGV[6])
 redis.call('RPUSH', KEYS[K_MAILBOX], ARGV[5])
-touch(ts)
 local publish = 0
-local flag = redis.call('HGET', KEYS[K_ENTRY], 'scheduled')
 if not flag or (ts - tonumber(flag) > tonumber(ARGV[7])
                 and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
-  redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
-  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
   publish = 1
+  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+  touch(ts, {'scheduled', fmt(ts)})
+else
+  touch(ts)
 end
 return {'ok', publish}

@@ -1,0 +1,29 @@
+"""What the session-work benchmark runs: a no-op action and a bare Celery no-op task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from jido_tasks import action
+from jido_tasks.actions import ActionContext
+
+
+@action("bench.append")
+def bench_append(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Append the param to a list in the state (the issue's test action)."""
+    items = ctx.state.setdefault("items", [])
+    items.append(params.get("value"))
+    return len(items)
+
+
+@action("bench.noop")
+def bench_noop(ctx: ActionContext, params: dict[str, Any]) -> None:
+    return None
+
+
+@shared_task(name="bench.noop_task")
+def noop_task() -> None:
+    """The baseline: a bare Celery task that does nothing."""
+    return None

@@ -1,0 +1,61 @@
+"""Command lines of the Celery processes `jido-tasks worker|beat|flower` turn into.
+
+Pure functions (testable without starting anything) plus `exec_argv`, which replaces the
+current process so signals from a supervisor (Docker, systemd) reach Celery directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from jido_tasks.errors import ConfigError
+from jido_tasks.settings import Settings
+
+CELERY_APP = "jido_tasks.celery_app"
+FLOWER_AUTH_SETTING = "JIDO_TASKS_FLOWER_BASIC_AUTH"
+
+
+def celery_argv(command: str, *args: str) -> list[str]:
+    """The argv that runs `celery -A jido_tasks.celery_app <command> <args>` in this Python."""
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, command, *args]
+
+
+def worker_argv(settings: Settings, *, beat: bool = False, concurrency: int | None = None,
+                loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[str]:
+    """A worker on the jido-tasks queue, sending task events (`-E`) for Flower."""
+    args = ["-l", loglevel, "-E", "-Q", settings.queue]
+    if beat:
+        args.append("-B")
+    if concurrency is not None:
+        args += ["-c", str(concurrency)]
+    return celery_argv("worker", *args, *extra)
+
+
+def beat_argv(*, loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[str]:
+    return celery_argv("beat", "-l", loglevel, *extra)
+
+
+def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = False,
+                   extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """Flower's argv and environment; the password goes in the environment, never in argv.
+
+    Raises `ConfigError` when no basic auth is configured and `no_auth` was not given.
+    """
+    env = dict(os.environ)
+    env.pop("FLOWER_BASIC_AUTH", None)  # only the validated jido-tasks setting counts
+    if settings.flower_basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    elif not no_auth:
+        raise ConfigError(FLOWER_AUTH_SETTING, "not set; Flower requires basic auth "
+                          "(user:password), or pass --no-auth to leave it open to anyone "
+                          "who can reach the port")
+    return celery_argv("flower", f"--port={port}", *extra), env
+
+
+def exec_argv(argv: list[str], env: dict[str, str] | None = None) -> NoReturn:
+    """Replace this process with `argv` (run with this Python, so the venv is kept)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, dict(os.environ) if env is None else env)

@@ -1,0 +1,159 @@
+"""Disk snapshot store: `<persistence_dir>/<session id>.json`, one file per snapshot.
+
+A file is written to a temporary name, fsynced, renamed over the final name and the directory
+fsynced, so a crash leaves the old snapshot or the new one, never half of one. File names come
+from validated ids only, and every access goes through a descriptor of the directory
+(`dir_fd`) with `O_NOFOLLOW`: a symlink named like a snapshot is never read or written through.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+
+from jido_tasks.errors import PersistenceError, SnapshotCorrupt, SnapshotNotFound
+from jido_tasks.persistence import SnapshotStore
+
+_FILE = re.compile(r"(session_[0-9a-f]{32})\.json")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SYMLINK = "is a symbolic link; refusing to follow it"
+
+
+def _why(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+class DiskSnapshotStore(SnapshotStore):
+    """Snapshots as JSON files in one directory (created on first save, mode 0700)."""
+
+    name = "disk"
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory).absolute()
+
+    def where(self, saved_id: str) -> str:
+        return str(self.directory / f"{saved_id}.json")
+
+    def _error(self, problem: str, saved_id: str | None = None) -> PersistenceError:
+        return PersistenceError(str(self.directory), problem, saved_id)
+
+    def _mkdir(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise self._error("exists and is not a directory") from None
+        except OSError as exc:
+            raise self._error(f"cannot create the directory: {_why(exc)}") from None
+
+    @contextmanager
+    def _dir(self, create: bool = False) -> Iterator[int | None]:
+        """A descriptor of the directory, or None when it does not exist (and not `create`)."""
+        if create:
+            self._mkdir()
+        try:
+            fd = os.open(self.directory, _DIR_FLAGS)
+        except FileNotFoundError:
+            if create:
+                raise self._error("the directory vanished while in use") from None
+            yield None
+            return
+        except OSError as exc:
+            raise self._error(f"cannot open the directory: {_why(exc)}") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _write(self, saved_id: str, data: bytes, saved_at: datetime) -> None:
+        name = f"{saved_id}.json"
+        with self._dir(create=True) as dfd:
+            assert dfd is not None
+            try:
+                if stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise PersistenceError(self.where(saved_id), _SYMLINK, saved_id)
+            except FileNotFoundError:
+                pass
+            tmp = f".{saved_id}.{uuid.uuid4().hex}.tmp"
+            try:
+                fd = os.open(tmp, _WRITE_FLAGS, 0o600, dir_fd=dfd)
+            except OSError as exc:
+                raise self._error(f"not writable: {_why(exc)}", saved_id) from None
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                # rename replaces the name itself, never what a symlink there points to
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                os.fsync(dfd)
+            except OSError as exc:
+                _unlink_quietly(tmp, dfd)
+                raise self._error(f"cannot write {name}: {_why(exc)}", saved_id) from None
+            except BaseException:
+                _unlink_quietly(tmp, dfd)
+                raise
+
+    def _read(self, saved_id: str) -> bytes:
+        where = self.where(saved_id)
+        with self._dir() as dfd:
+            if dfd is None:
+                raise SnapshotNotFound(saved_id, where)
+            try:
+                fd = os.open(f"{saved_id}.json", _READ_FLAGS, dir_fd=dfd)
+            except FileNotFoundError:
+                raise SnapshotNotFound(saved_id, where) from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
+                    raise SnapshotCorrupt(saved_id, where, _SYMLINK) from None
+                raise PersistenceError(where, f"cannot open: {_why(exc)}", saved_id) from None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise SnapshotCorrupt(saved_id, where, "is not a regular file")
+                with os.fdopen(fd, "rb") as f:
+                    fd = -1  # closed by the file object from here on
+                    return f.read()
+            except OSError as exc:
+                raise PersistenceError(where, f"cannot read: {_why(exc)}", saved_id) from None
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def _remove(self, saved_id: str) -> None:
+        """Unlink the name (a symlink there is removed itself; its target is never touched)."""
+        where = self.where(saved_id)
+        with self._dir() as dfd:
+            if dfd is None:
+                raise SnapshotNotFound(saved_id, where)
+            try:
+                os.unlink(f"{saved_id}.json", dir_fd=dfd)
+            except FileNotFoundError:
+                raise SnapshotNotFound(saved_id, where) from None
+            except OSError as exc:
+                raise PersistenceError(where, f"cannot delete: {_why(exc)}", saved_id) from None
+            os.fsync(dfd)
+
+    def _ids(self) -> list[str]:
+        with self._dir() as dfd:
+            if dfd is None:
+                return []
+            try:
+                with os.scandir(dfd) as entries:
+                    found = [m.group(1) for e in entries if (m := _FILE.fullmatch(e.name))]
+            except OSError as exc:
+                raise self._error(f"cannot list the directory: {_why(exc)}") from None
+        return sorted(found)
+
+
+def _unlink_quietly(name: str, dfd: int) -> None:
+    with suppress(OSError):
+        os.unlink(name, dir_fd=dfd)

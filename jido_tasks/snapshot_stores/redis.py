@@ -1,0 +1,92 @@
+"""Redis snapshot store: `ns:snap:{id}` holds the document, `ns:idx:snapshots` indexes the ids
+by save time, so listing never scans the keyspace. Both change in one MULTI/EXEC."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+import redis
+
+from jido_tasks.errors import InvalidSessionId, SnapshotCorrupt, SnapshotNotFound
+from jido_tasks.models import validate_session_id
+from jido_tasks.persistence import SnapshotStore
+from jido_tasks.redis_layer import RedisLayer
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 32  # documents read per pipeline when listing (they may be megabytes each)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class RedisSnapshotStore(SnapshotStore):
+    """Snapshots in the namespace's Redis."""
+
+    name = "redis"
+
+    def __init__(self, layer: RedisLayer) -> None:
+        self.redis = layer.redis
+        self.keys = layer.keys
+
+    def where(self, saved_id: str) -> str:
+        return self.keys.snapshot(saved_id)
+
+    def _write(self, saved_id: str, data: bytes, saved_at: datetime) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.snapshot(saved_id), data)
+        pipe.zadd(self.keys.snapshots, {saved_id: saved_at.timestamp()})
+        pipe.execute()
+
+    def _read(self, saved_id: str) -> str | bytes:
+        key = self.keys.snapshot(saved_id)
+        try:
+            raw = self.redis.get(key)
+        except UnicodeDecodeError as exc:
+            raise SnapshotCorrupt(saved_id, key, f"not JSON: not UTF-8 text ({exc})") from None
+        except redis.ResponseError as exc:  # WRONGTYPE: someone else's key
+            raise SnapshotCorrupt(saved_id, key, f"not a string key: {exc}") from None
+        if raw is None:
+            raise SnapshotNotFound(saved_id, key)
+        return raw
+
+    def _remove(self, saved_id: str) -> None:
+        key = self.keys.snapshot(saved_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zrem(self.keys.snapshots, saved_id)
+        deleted, unindexed = pipe.execute()
+        if not deleted and not unindexed:
+            raise SnapshotNotFound(saved_id, key)
+
+    def _ids(self) -> list[str]:
+        ids: list[str] = []
+        for member in self.redis.zrange(self.keys.snapshots, 0, -1):
+            try:
+                ids.append(validate_session_id(member))
+            except InvalidSessionId as exc:  # never build a key from a foreign member
+                log.warning("skipping snapshot index member of %s: %s", self.keys.snapshots, exc)
+        return sorted(ids)
+
+    def _read_many(self, ids: list[str]) -> Iterator[tuple[str, str | bytes | Exception]]:
+        for chunk in _chunks(ids, _CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for saved_id in chunk:
+                pipe.get(self.keys.snapshot(saved_id))
+            try:
+                values = pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:  # one binary value spoils the batch: read one by one
+                yield from super()._read_many(chunk)
+                continue
+            for saved_id, value in zip(chunk, values, strict=True):
+                if value is None:  # deleted since the index was read
+                    continue
+                if isinstance(value, Exception):
+                    key = self.keys.snapshot(saved_id)
+                    yield saved_id, SnapshotCorrupt(saved_id, key, f"not a string key: {value}")
+                else:
+                    yield saved_id, value

@@ -1,0 +1,242 @@
+"""The sweep: recover abandoned work, expire timed-out sessions, mark idle ones, purge old ones.
+
+Run by beat (task `jido_tasks.sweep`, every `sweep_interval`), `Client.sweep()` and
+`jido-tasks sweep`. Candidates are read from the indexes by score, `sweep_batch` at a time (never
+a scan of the registry), and each one is changed by a Lua script that re-checks, by Redis TIME,
+that the change is still due; one pipeline per batch. Two sweeps at once are therefore
+harmless; a short lock (SET NX PX with a token, released only by its owner) just keeps them
+from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel
+
+from jido_tasks.errors import InvalidSessionId
+from jido_tasks.mailbox import Mailbox
+from jido_tasks.models import validate_session_id
+from jido_tasks.redis_layer import RedisLayer
+
+log = logging.getLogger(__name__)
+
+EXPIRE_REASON = "idle_timeout"
+
+
+class SweepReport(BaseModel):
+    """What one sweep did."""
+
+    recovered: int = 0
+    """Sessions with pending actions and no live lease handed to a worker again."""
+    unscheduled: int = 0
+    """Stale drain flags dropped from sessions with nothing pending."""
+    expired: int = 0
+    """Sessions terminated (reason `idle_timeout`) after the atomic check."""
+    snapshots: int = 0
+    """Snapshots saved of expiring sessions with persistence enabled."""
+    idled: int = 0
+    purged: int = 0
+    rechecked: int = 0
+    """Expiry candidates that failed the check (busy or touched): looked at again later."""
+    errors: int = 0
+    """Candidates whose script failed (logged); looked at again later."""
+    skipped_locked: bool = False
+    """Another sweep held the lock, so this one did nothing."""
+    duration: float = 0.0
+    """Seconds."""
+
+
+class SweepLock:
+    """The short lock that keeps overlapping sweeps from duplicating work (not for safety)."""
+
+    def __init__(self, layer: RedisLayer, ttl: float) -> None:
+        self.layer = layer
+        self.key = layer.keys.sweep_lock
+        self.ttl_ms = max(int(ttl * 1000), 1)
+        self.token = uuid.uuid4().hex
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.held = bool(self.layer.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        return self.held
+
+    def extend(self) -> None:
+        if self.held:
+            self.held = bool(self.layer.script("extend_lock")(
+                keys=[self.key], args=[self.token, self.ttl_ms]))
+
+    def release(self) -> None:
+        if self.held:
+            self.layer.script("release_lock")(keys=[self.key], args=[self.token])
+            self.held = False
+
+
+def _persistence() -> ModuleType | None:
+    """`jido_tasks.persistence`, or None (logged) while it is not available."""
+    try:
+        return importlib.import_module("jido_tasks.persistence")
+    except ModuleNotFoundError as exc:
+        if exc.name != "jido_tasks.persistence":
+            raise
+        log.warning("jido_tasks.persistence is not available: no snapshot saved")
+        return None
+
+
+def save_snapshot(layer: RedisLayer, session_id: str, stores: dict[str, Any]) -> bool:
+    """Save a snapshot of `session_id` (the store is made once, kept in `stores`); False if
+    persistence is not available. Errors of the store are raised."""
+    persistence = _persistence()
+    if persistence is None:
+        return False
+    if "store" not in stores:
+        stores["store"] = persistence.snapshot_store(layer)
+    persistence.save_snapshot(layer, stores["store"], session_id)
+    return True
+
+
+class Sweeper:
+    """One sweep over one namespace; `celery` publishes the drains of recovered sessions."""
+
+    def __init__(self, layer: RedisLayer, celery: Any) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+        self.mailbox = Mailbox(layer, celery)
+        self.lock = SweepLock(layer, max(self.settings.sweep_interval, 1.0))
+        self.report = SweepReport()
+        self._stores: dict[str, Any] = {}
+
+    def run(self, force: bool = False) -> SweepReport:
+        """Sweep once; without `force`, do nothing if another sweep holds the lock."""
+        started = time.monotonic()
+        if not self.lock.acquire() and not force:
+            self.report.skipped_locked = True
+            log.info("sweep skipped: another sweep holds %s", self.lock.key)
+            return self.report
+        try:
+            sec, usec = self.layer.redis.time()
+            now = sec + usec / 1e6
+            s, k = self.settings, self.layer.keys
+            self._scan(k.scheduled, now - s.lease_ttl * 3, self._recover)
+            self._scan(k.expiry, now, self._expire)
+            self._scan(k.active, now - s.idle_after, self._idle)
+            self._scan(k.terminated, now - s.retention, self._purge)
+        finally:
+            self.lock.release()
+            self.report.duration = time.monotonic() - started
+        log.info("sweep done: %s", self.report.model_dump_json())
+        return self.report
+
+    def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
+        """Members of `index` scored up to `cutoff`, one batch from `offset`."""
+        ids: Any = self.layer.redis.zrangebyscore(
+            index, "-inf", repr(cutoff), start=offset, num=self.settings.sweep_batch)
+        return [str(sid) for sid in ids]
+
+    def _scan(self, index: str, cutoff: float, step: Callable[[list[str]], int]) -> None:
+        """Feed due members of `index` to `step` a batch at a time. `step` returns how many of
+        its sessions stay due (left for a later sweep): paging skips over those."""
+        offset, seen = 0, set()
+        while True:
+            ids = self.candidates(index, cutoff, offset)
+            fresh = []
+            for sid in ids:
+                if sid in seen:
+                    offset += 1
+                    continue
+                seen.add(sid)
+                try:
+                    fresh.append(validate_session_id(sid))
+                except InvalidSessionId:
+                    log.warning("sweep: %s holds a malformed member %r; skipped", index, sid)
+                    offset += 1
+            if fresh:
+                offset += step(fresh)
+            if len(ids) < self.settings.sweep_batch:
+                return
+            self.lock.extend()
+
+    def _batch(self, script: str, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Run session script `script` once per (session id, argv) in one pipeline. A failure
+        comes back as an exception in the list (logged, counted), so one bad row cannot stop
+        the sweep."""
+        pipe = self.layer.redis.pipeline(transaction=False)
+        for sid, argv in calls:
+            self.layer.run(script, sid, *argv, client=pipe)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        for (sid, _), res in zip(calls, results, strict=True):
+            if isinstance(res, Exception):
+                self.report.errors += 1
+                log.error("sweep: %s failed for session %s: %s", script, sid, res)
+        return results
+
+    def _recover(self, ids: list[str]) -> int:
+        stay = 0
+        stale = self.settings.lease_ttl * 3
+        results = self._batch("recover", [(sid, (stale,)) for sid in ids])
+        for sid, res in zip(ids, results, strict=True):
+            if res == "recover":
+                self.mailbox.publish_drain(sid)
+                self.report.recovered += 1
+                log.info("sweep: session %s recovered (abandoned work re-published)", sid)
+            elif res == "unscheduled":
+                self.report.unscheduled += 1
+            elif res == "leased" or isinstance(res, Exception):
+                stay += 1
+        return stay
+
+    def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> int:
+        """Expire verified candidates. A session with persistence enabled is answered
+        'snapshot' first: its snapshot is saved, then it expires only if it saw no activity
+        since (`seen_activity`)."""
+        stay = 0
+        lasts = seen_activity or [""] * len(ids)
+        results = self._batch("expire", [(sid, (EXPIRE_REASON, last))
+                                         for sid, last in zip(ids, lasts, strict=True)])
+        snap_ids, snap_lasts = [], []
+        for sid, res in zip(ids, results, strict=True):
+            kind = "error" if isinstance(res, Exception) else res[0]
+            if kind == "expired":
+                self.report.expired += 1
+            elif kind == "snapshot" and self._snapshot(sid):
+                snap_ids.append(sid)
+                snap_lasts.append(str(res[1]))
+            elif kind in ("busy", "error", "snapshot"):  # still due: paging steps over it
+                self.report.rechecked += 1
+                stay += 1
+            elif kind in ("fresh", "changed"):  # touched: no longer due
+                self.report.rechecked += 1
+        if snap_ids:
+            stay += self._expire(snap_ids, snap_lasts)
+        return stay
+
+    def _snapshot(self, session_id: str) -> bool:
+        """Save the expiring session's snapshot; False (logged) if that failed."""
+        try:
+            if save_snapshot(self.layer, session_id, self._stores):
+                self.report.snapshots += 1
+        except Exception:  # the session is kept (and re-checked) rather than lost unsaved
+            log.exception("sweep: snapshot of session %s failed; not expired", session_id)
+            return False
+        return True
+
+    def _idle(self, ids: list[str]) -> int:
+        results = self._batch("mark_idle", [(sid, (self.settings.idle_after,)) for sid in ids])
+        self.report.idled += sum(1 for res in results if res == "idled")
+        return sum(1 for res in results if res == "busy" or isinstance(res, Exception))
+
+    def _purge(self, ids: list[str]) -> int:
+        results = self._batch("purge", [(sid, (self.settings.retention,)) for sid in ids])
+        self.report.purged += sum(1 for res in results if res == "purged")
+        return sum(1 for res in results if isinstance(res, Exception))
+
+
+def run_sweep(layer: RedisLayer, celery: Any, force: bool = False) -> SweepReport:
+    """One sweep (the body of the beat task, `Client.sweep()` and `jido-tasks sweep`)."""
+    return Sweeper(layer, celery).run(force=force)

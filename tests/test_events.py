@@ -1,0 +1,219 @@
+"""Event streams: lifecycle events in order, resumable ids, blocking reads and bounded length."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from jido_tasks import Client
+from jido_tasks.models import Event, SessionStatus
+from tests.conftest import RedisServer, make_settings
+
+
+def stream_id(event_id: str) -> tuple[int, int]:
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
+
+
+def lifecycle(client: Client, metadata: dict[str, Any] | None = None) -> str:
+    """create, idle, touch (active again), terminate: six events."""
+    sid = client.create_session(metadata=metadata).id
+    client.sessions.transition(sid, SessionStatus.IDLE)
+    client.touch(sid)
+    client.terminate_session(sid)
+    return sid
+
+
+EXPECTED_LIFECYCLE = [
+    ("session.created", None, None),
+    ("session.status", "idle", "active"),
+    ("session.status", "active", "idle"),
+    ("session.status", "terminating", "active"),
+    ("session.status", "terminated", "terminating"),
+    ("session.terminated", None, None),
+]
+
+
+def summary(events: list[Event]) -> list[tuple[str, Any, Any]]:
+    return [(e.type, e.data.get("status"), e.data.get("previous_status")) for e in events]
+
+
+@pytest.fixture
+def bounded_client(redis_server: RedisServer) -> Iterator[Client]:
+    """A client whose session and global streams are bounded to about 10 entries."""
+    c = Client(make_settings(redis_server.url, event_maxlen=10, global_event_maxlen=10))
+    yield c
+    c.close()
+
+
+def test_lifecycle_events_on_session_stream(client: Client) -> None:
+    """create + idle + active + terminate emit created, status x4, terminated, in order."""
+    sid = lifecycle(client, metadata={"user": "ana"})
+    events = list(client.events(sid))
+    assert summary(events) == EXPECTED_LIFECYCLE
+    assert all(isinstance(e, Event) and e.session_id == sid for e in events)
+    ids = [stream_id(e.id) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    stamps = [e.ts for e in events]
+    assert stamps == sorted(stamps)
+    assert all(t.tzinfo is not None for t in stamps)
+    created, terminated = events[0], events[-1]
+    assert created.data == {"session_id": sid, "metadata": {"user": "ana"}}
+    assert terminated.data == {"session_id": sid, "reason": "requested"}
+    entry = client.get_session(sid)
+    assert entry.terminated_at is not None
+    assert abs(terminated.ts.timestamp() - entry.terminated_at.timestamp()) < 1e-3
+
+
+def test_lifecycle_events_on_global_stream(client: Client) -> None:
+    """The global stream carries the same events, in the same order."""
+    sid = lifecycle(client)
+    session_events = list(client.events(sid))
+    global_events = list(client.events())
+    assert summary(global_events) == EXPECTED_LIFECYCLE
+    assert all(e.session_id == sid for e in global_events)
+    assert [e.data for e in global_events] == [e.data for e in session_events]
+    assert [e.ts for e in global_events] == [e.ts for e in session_events]
+
+
+def test_global_stream_interleaves_sessions(client: Client) -> None:
+    """Events of several sessions appear on the global stream in the order they happened."""
+    a = client.create_session().id
+    b = client.create_session().id
+    client.sessions.transition(a, SessionStatus.IDLE)
+    client.sessions.transition(b, SessionStatus.IDLE)
+    client.touch(a)
+    got = [(e.session_id, e.type, e.data.get("status")) for e in client.events()]
+    assert got == [(a, "session.created", None), (b, "session.created", None),
+                   (a, "session.status", "idle"), (b, "session.status", "idle"),
+                   (a, "session.status", "active")]
+    assert [e.session_id for e in client.events(b)] == [b, b]
+
+
+@pytest.mark.parametrize("per_session", [True, False], ids=["session", "global"])
+def test_resume_after_an_event_id(client: Client, per_session: bool) -> None:
+    """events(after=<id of the 2nd event>) resumes with the 3rd; after the last, nothing."""
+    sid = lifecycle(client)
+    target = sid if per_session else None
+    events = list(client.events(target))
+    assert len(events) == 6
+    resumed = list(client.events(target, after=events[1].id))
+    assert resumed == events[2:]
+    assert list(client.events(target, after=events[-1].id)) == []
+    # a new event after the subscriber's last id is the only one it sees on resuming
+    client.create_session()
+    if per_session:
+        assert list(client.events(sid, after=events[-1].id)) == []
+    else:
+        more = list(client.events(after=events[-1].id))
+        assert [e.type for e in more] == ["session.created"]
+
+
+def test_reading_pages_through_a_long_stream(client: Client) -> None:
+    """More events than one read page (500) are all returned, once each, in order."""
+    sid = client.create_session().id
+    for _ in range(300):
+        client.sessions.transition(sid, SessionStatus.IDLE)
+        client.touch(sid)
+    events = list(client.events(sid))
+    assert len(events) == 601
+    assert len({e.id for e in events}) == 601
+    assert [stream_id(e.id) for e in events] == sorted(stream_id(e.id) for e in events)
+    statuses = [e.data["status"] for e in events[1:]]
+    assert statuses == ["idle", "active"] * 300
+    assert list(client.events(sid, after=events[499].id)) == events[500:]
+
+
+def test_blocking_read_sees_a_later_event(client: Client) -> None:
+    """events(sid, block=0.5) in a thread receives an event appended after it started."""
+    sid = client.create_session().id
+    last = list(client.events(sid))[-1].id
+    got: list[Event] = []
+    failures: list[BaseException] = []
+    ready = threading.Event()
+
+    def reader() -> None:
+        try:
+            stream = client.events(sid, after=last, block=0.5)
+            ready.set()
+            got.extend(stream)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert ready.wait(5)
+    client.sessions.transition(sid, SessionStatus.IDLE)
+    client.touch(sid)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert failures == []
+    assert summary(got) == [("session.status", "idle", "active"),
+                            ("session.status", "active", "idle")]
+
+
+def test_blocking_read_on_global_stream(client: Client) -> None:
+    """A blocking reader of the global stream sees a session created after it started."""
+    got: list[Event] = []
+    ready = threading.Event()
+
+    def reader() -> None:
+        stream = client.events(block=0.5)
+        ready.set()
+        got.extend(stream)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert ready.wait(5)
+    sid = client.create_session().id
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [(e.type, e.session_id) for e in got] == [("session.created", sid)]
+
+
+def test_blocking_read_ends_when_quiet(client: Client) -> None:
+    """A blocking read with no new event ends after about `block` seconds, empty."""
+    sid = client.create_session().id
+    last = list(client.events(sid))[-1].id
+    started = time.monotonic()
+    assert list(client.events(sid, after=last, block=0.3)) == []
+    elapsed = time.monotonic() - started
+    assert 0.25 <= elapsed < 3
+
+
+def test_blocking_read_returns_backlog_first(client: Client) -> None:
+    """A blocking read from the start returns the events already there, then ends."""
+    sid = lifecycle(client)
+    assert summary(list(client.events(sid, block=0.2))) == EXPECTED_LIFECYCLE
+
+
+def test_stream_length_is_bounded(bounded_client: Client, raw_redis: redis.Redis) -> None:
+    """With event_maxlen=10, 500 events leave the streams far shorter, newest kept."""
+    c = bounded_client
+    sid = c.create_session().id
+    for _ in range(250):
+        c.sessions.transition(sid, SessionStatus.IDLE)
+        c.touch(sid)
+    session_stream = c.layer.keys.session(sid).events
+    global_stream = c.layer.keys.events
+    # XADD MAXLEN ~ trims whole stream nodes (100 entries by default): approximately bounded
+    assert 10 <= raw_redis.xlen(session_stream) < 200
+    assert 10 <= raw_redis.xlen(global_stream) < 200
+    kept = list(c.events(sid))
+    assert len(kept) == raw_redis.xlen(session_stream)
+    assert kept[-1].data["status"] == "active"
+    assert kept[-1].data["previous_status"] == "idle"
+    assert all(e.type == "session.status" for e in kept)  # session.created was trimmed
+
+
+def test_event_from_stream_tolerates_missing_fields() -> None:
+    """Event.from_stream reads a bare stream entry (no sid, no data) with defaults."""
+    ev = Event.from_stream("1-0", {"type": "x", "ts": "1700000000.5"})
+    assert ev.id == "1-0" and ev.type == "x"
+    assert ev.session_id is None and ev.data == {}
+    assert ev.ts.timestamp() == 1700000000.5
