@@ -77,12 +77,13 @@ class Worker:
     """One Celery worker process (prefork) for the given settings."""
 
     def __init__(self, settings: Settings, concurrency: int = 2) -> None:
-        self.log = open(Path(tempfile.gettempdir()) / f"jido-bench-{settings.namespace}.log",  # noqa: SIM115
-                        "wb")
+        logfile = Path(tempfile.gettempdir()) / f"jido-bench-{settings.namespace}.log"
+        self.log = open(logfile, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "jido_tasks.celery_app", "worker",
              "-P", "prefork", "-c", str(concurrency), "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "WARNING", "-E", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
+             "--without-heartbeat", "-l", "WARNING", "-E",
+             "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
             cwd=ROOT, env=env_for(settings), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         client = Client(settings)

@@ -146,5 +146,8 @@ class Client:
         return iter_events(self.layer, session_id, after, block)
 
     def close(self) -> None:
+        """Close pub/sub listeners and the Celery connection pool."""
+        if self._mailbox is not None:
+            self._mailbox.close()
         if self._celery is not None:
             self._celery.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -62,6 +63,9 @@ class Mailbox:
         self.layer = layer
         self.settings = layer.settings
         self.celery = celery
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._listeners: list[_Listener] = []
 
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action durably (or raise a typed error and enqueue nothing)."""
@@ -110,33 +114,36 @@ class Mailbox:
             raise ActionNotFound(session_id, action_id)
         return bool(res == "cancelled")
 
-    def subscribe(self, session_id: str) -> Any:
-        """A pub/sub connection subscribed to the session's finished-action channel.
+    def listener(self) -> _Listener:
+        """This thread's pub/sub listener (kept open: no connect per wait)."""
+        found: _Listener | None = getattr(self._local, "listener", None)
+        if found is None:
+            found = _Listener(self.layer.redis)
+            self._local.listener = found
+            with self._lock:
+                self._listeners.append(found)
+        return found
 
-        Returns once the subscription is active, so nothing finishing later can be missed.
-        """
-        pubsub = self.layer.redis.pubsub()
-        pubsub.subscribe(self.layer.keys.session(session_id).done_channel)
-        try:
-            while pubsub.get_message(timeout=5.0) is None:
-                pass
-        except BaseException:
-            pubsub.close()
-            raise
-        return pubsub
+    def close(self) -> None:
+        with self._lock:
+            for listener in self._listeners:
+                listener.close()
+            self._listeners.clear()
+        self._local = threading.local()
 
     def wait(self, session_id: str, action_id: str, timeout: float | None,
-             pubsub: Any = None, request: str | None = None) -> ActionRecord:
+             request: str | None = None, subscribed: bool = False) -> ActionRecord:
         """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout.
 
-        With `pubsub` (subscribed before the action was sent) and its `request` JSON, the
-        record is built from the finish message alone: no read of Redis at all.
+        With `subscribed` (the channel was subscribed before the action was sent) and its
+        `request` JSON, the record is built from the finish message alone: no read of Redis.
         """
-        own = pubsub is None
-        if own:
-            pubsub = self.subscribe(session_id)
+        channel = self.layer.keys.session(session_id).done_channel
+        listener = self.listener()
+        if not subscribed:
+            listener.subscribe(channel)
         try:
-            if request is None:
+            if request is None or not subscribed:
                 record = self.record(session_id, action_id)
                 if record.status.finished:
                     return record
@@ -148,26 +155,58 @@ class Mailbox:
                 if remaining <= 0:
                     raise TimeoutError(f"session {session_id}: action {action_id} did not "
                                        f"finish within {timeout}s")
-                msg = pubsub.get_message(timeout=min(remaining, 1.0))
-                if msg is None or msg.get("type") != "message":
-                    continue
-                aid, _, outcome = str(msg["data"]).partition("\n")
-                if aid == action_id:
+                outcome = listener.next_outcome(action_id, min(remaining, 1.0))
+                if outcome is not None:
                     return build_record(session_id, action_id, request, outcome, False)
         finally:
-            if own:
-                pubsub.close()
+            listener.unsubscribe(channel)
 
     def call(self, session_id: str, action: str, params: Any, timeout: float | None) -> Any:
         """Send and wait: subscribe first, so the result arrives with no extra read."""
         validate_session_id(session_id)
-        pubsub = self.subscribe(session_id)
+        channel = self.layer.keys.session(session_id).done_channel
+        self.listener().subscribe(channel)
         try:
             handle = self.send(session_id, action, params)
-            record = self.wait(session_id, handle.id, timeout, pubsub, handle.request)
-        finally:
-            pubsub.close()
-        return result_of(record)
+        except BaseException:
+            self.listener().unsubscribe(channel)
+            raise
+        return result_of(self.wait(session_id, handle.id, timeout, handle.request, True))
+
+
+class _Listener:
+    """One thread's pub/sub connection, subscribed to one done channel at a time."""
+
+    def __init__(self, client: Any) -> None:
+        self.pubsub = client.pubsub()
+
+    def subscribe(self, channel: str) -> None:
+        """Subscribe and wait for Redis to confirm, so no later finish can be missed."""
+        self.pubsub.subscribe(channel)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            msg = self.pubsub.get_message(timeout=1.0)
+            if msg and msg["type"] == "subscribe" and msg["channel"] == channel:
+                return
+        raise TimeoutError(f"no confirmation of the subscription to {channel}")
+
+    def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe without waiting (the confirmation is skipped by later reads)."""
+        try:
+            self.pubsub.unsubscribe(channel)
+        except Exception:  # a broken connection: start afresh next time
+            self.pubsub.reset()
+
+    def next_outcome(self, action_id: str, timeout: float) -> str | None:
+        """The outcome JSON if `action_id` finishes within `timeout`, else None."""
+        msg = self.pubsub.get_message(timeout=timeout)
+        if msg is None or msg["type"] != "message":
+            return None
+        aid, _, outcome = str(msg["data"]).partition("\n")
+        return outcome if aid == action_id else None
+
+    def close(self) -> None:
+        self.pubsub.close()
 
 
 def result_of(record: ActionRecord) -> Any:

@@ -117,6 +117,7 @@ class Sweeper:
         started = time.monotonic()
         if not self.lock.acquire() and not force:
             self.report.skipped_locked = True
+            self.report.duration = time.monotonic() - started
             log.info("sweep skipped: another sweep holds %s", self.lock.key)
             return self.report
         try:

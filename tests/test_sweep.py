@@ -42,7 +42,7 @@ def clients(redis_server: RedisServer) -> Iterator[Callable[..., Client]]:
 
 def redis_now(c: Client) -> float:
     sec, usec = c.layer.redis.time()
-    return float(sec) + usec / 1e6
+    return float(sec) + float(usec) / 1e6
 
 
 def wait_expiry_due(c: Client, sid: str) -> None:
@@ -277,7 +277,7 @@ def test_concurrent_sweeps_terminate_each_session_once(clients: Callable[..., Cl
     for sid in sids:
         assert c.get_session(sid).status is SessionStatus.TERMINATED
         assert event_types(c, sid).count("session.terminated") == 1
-    terminated = [e.session_id for e in c.events() if e.type == "session.terminated"]
+    terminated = [str(e.session_id) for e in c.events() if e.type == "session.terminated"]
     assert sorted(terminated) == sorted(sids)
 
 

@@ -45,7 +45,7 @@ class RedisSnapshotStore(SnapshotStore):
     def _read(self, saved_id: str) -> str | bytes:
         key = self.keys.snapshot(saved_id)
         try:
-            raw = self.redis.get(key)
+            raw: str | bytes | None = self.redis.get(key)
         except UnicodeDecodeError as exc:
             raise SnapshotCorrupt(saved_id, key, f"not JSON: not UTF-8 text ({exc})") from None
         except redis.ResponseError as exc:  # WRONGTYPE: someone else's key
