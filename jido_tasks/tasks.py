@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_ready
 
 from jido_tasks.constants import DRAIN_TASK, PING_TASK, SWEEP_TASK
 from jido_tasks.redis_layer import RedisLayer
@@ -27,6 +28,14 @@ def layer_for(task: Task[Any, Any]) -> RedisLayer:
         layer = RedisLayer(task.app.settings)  # type: ignore[attr-defined]  # JidoCelery
         _layers[os.getpid()] = layer
     return layer
+
+
+@worker_ready.connect
+def _warn_if_redis_may_evict(sender: Any = None, **_: Any) -> None:
+    """At worker start, warn (in the worker log) if Redis could evict session keys."""
+    settings = getattr(getattr(sender, "app", None), "settings", None)
+    if settings is not None:
+        RedisLayer(settings).check_eviction_policy()
 
 
 @shared_task(name=PING_TASK)
