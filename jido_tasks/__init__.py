@@ -1,5 +1,6 @@
 """jido-tasks: isolated, stateful work sessions on Celery workers, with state in Redis."""
 
+from jido_tasks import telemetry
 from jido_tasks.actions import ActionContext, action
 from jido_tasks.client import Client
 from jido_tasks.errors import (
@@ -51,4 +52,5 @@ __all__ = [
     "Settings",
     "UnknownAction",
     "action",
+    "telemetry",
 ]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from jido_tasks import telemetry
 from jido_tasks.errors import ConfigError, InvalidParams, UnknownAction
 from jido_tasks.models import JsonObject, SessionEntry
 from jido_tasks.settings import Settings
@@ -99,7 +100,9 @@ def registered_actions() -> list[str]:
 
 
 def load_action_modules(settings: Settings) -> None:
-    """Import the built-in actions and the app's `action_modules` so their actions register."""
+    """Import the built-in actions and the app's `action_modules` so their actions register,
+    and register the `telemetry_hooks`."""
+    telemetry.load_hooks(settings.telemetry_hooks)
     for module in (*BUILTIN_MODULES, *settings.action_modules):
         try:
             importlib.import_module(module)

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from jido_tasks import telemetry
 from jido_tasks.actions import check_params, get_action
 from jido_tasks.constants import DRAIN_TASK
 from jido_tasks.errors import (
@@ -83,6 +84,7 @@ class Mailbox:
             raise SessionNotActive(session_id, res[1])
         if int(res[1]):
             self.publish_drain(session_id)
+        telemetry.emit("action_sent", session_id, action_id, action)
         return ActionHandle(self, session_id, action_id, action, request)
 
     def publish_drain(self, session_id: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from jido_tasks import telemetry
 from jido_tasks.actions import ActionContext, get_action, parse_params
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
 from jido_tasks.models import SessionEntry
@@ -57,7 +58,13 @@ class _Applied:
     outcome: str  # JSON
     state_json: str | None  # None: state unchanged or action failed
     events: list[list[str]] = field(default_factory=list)
-    failed: bool = False
+    action: str = "?"
+    error_type: str | None = None
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error_type is not None
 
     @property
     def events_json(self) -> str:
@@ -130,6 +137,13 @@ class Drainer:
         self.entry: SessionEntry | None = None
 
     def drain(self) -> DrainReport:
+        started = time.perf_counter()
+        report = self._drain()
+        telemetry.emit("drain_finished", self.session_id, report.outcome, report.applied,
+                       report.failed, time.perf_counter() - started)
+        return report
+
+    def _drain(self) -> DrainReport:
         s = self.settings
         res = self.layer.run("claim", self.session_id, self.worker, self.lease_ms, s.batch_size)
         kind = res[0]
@@ -187,6 +201,9 @@ class Drainer:
                 state_json = applied.state_json
             report.applied += 1
             report.failed += int(applied.failed)
+            telemetry.emit("action_finished", self.session_id, action_id, applied.action,
+                           "failed" if applied.failed else "succeeded", applied.duration,
+                           applied.error_type)
             if res == "released":
                 return state_json, "released"
         return state_json, "more"
@@ -200,13 +217,14 @@ class Drainer:
                  ) -> _Applied:
         error = {"type": type(exc).__name__, "message": str(exc)}
         outcome = dumps({"status": "failed", "error": error, "attempts": attempts,
-                              "finished_at": time.time()})
+                         "finished_at": time.time()})
         event = dumps({"action_id": action_id, "action": name, "error": error})
-        return _Applied(outcome, None, [["action.failed", event]], failed=True)
+        return _Applied(outcome, None, [["action.failed", event]], name, error["type"])
 
     def _apply(self, action_id: str, request: str, state_json: str, attempts: int) -> _Applied:
         """Run one action on a private copy of the state; never raises."""
         name = "?"
+        started = time.perf_counter()
         try:
             req = json.loads(request)
             name = req["action"]
@@ -225,15 +243,18 @@ class Drainer:
             new_state = dumps(ctx.state)
             # The result must be JSON: an action returning anything else fails.
             outcome = dumps({"status": "succeeded", "result": result, "attempts": attempts,
-                                  "finished_at": time.time()})
+                             "finished_at": time.time()})
         except Exception as exc:
             if not isinstance(exc, JidoTasksError):
                 log.info("session %s: action %s failed:\n%s", self.session_id, name,
                          traceback.format_exc())
-            return self._failure(action_id, name, exc, attempts)
+            failure = self._failure(action_id, name, exc, attempts)
+            failure.duration = time.perf_counter() - started
+            return failure
         events = [[etype, dumps({"action_id": action_id, **data})]
                   for etype, data in ctx.events]
-        return _Applied(outcome, None if new_state == state_json else new_state, events)
+        return _Applied(outcome, None if new_state == state_json else new_state, events, name,
+                        duration=time.perf_counter() - started)
 
     def _reporter(self, action_id: str, name: str) -> Any:
         def report(fraction: float, message: str) -> None:

@@ -6,11 +6,13 @@ Every write is one Lua script (one round trip, atomic); reads go through `Sessio
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from jido_tasks import telemetry
 from jido_tasks.errors import (
     InvalidParams,
     InvalidTransition,
@@ -88,12 +90,15 @@ class SessionService:
         if restored_from:
             event["restored_from"] = restored_from
         state_json = "" if state is None else json.dumps(state, separators=(",", ":"))
+        started = time.perf_counter()
         ts = self.layer.run("create", session_id, json.dumps(row), state_json, json.dumps(event))
         if ts == "exists":  # a uuid4 collision: practically impossible, but never overwrite
             raise JidoTasksError(f"session {session_id} already exists", session_id=session_id)
         stamp = from_ts(ts)
-        return entry.model_copy(update={"created_at": stamp, "updated_at": stamp,
-                                        "last_activity": stamp})
+        created = entry.model_copy(update={"created_at": stamp, "updated_at": stamp,
+                                           "last_activity": stamp})
+        telemetry.emit("session_created", created, time.perf_counter() - started)
+        return created
 
     def get(self, session_id: str) -> SessionEntry:
         validate_session_id(session_id)
@@ -165,13 +170,16 @@ class SessionService:
         the worker finishes the running action (and, with `drain`, the pending ones).
         """
         validate_session_id(session_id)
+        started = time.perf_counter()
         res = self.layer.run("terminate", session_id, reason, "1" if drain else "0",
                              self.settings.keep_results)
         if res[0] == "missing":
             raise SessionNotFound(session_id)
         if res[0] == "invalid":
             raise InvalidTransition(session_id, res[1], SessionStatus.TERMINATING.value)
-        return self._entry(session_id, _pairs(res[2:])), int(res[1])
+        entry, cancelled = self._entry(session_id, _pairs(res[2:])), int(res[1])
+        telemetry.emit("session_terminated", entry, cancelled, time.perf_counter() - started)
+        return entry, cancelled
 
     def get_state(self, session_id: str) -> JsonObject:
         """The session's committed state (between two actions, never half of one)."""

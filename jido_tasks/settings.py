@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     persistence_dir: Path = Path("data/snapshots")
     action_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Modules a worker imports at start so that the app's actions register."""
+    telemetry_hooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Telemetry hook classes (`module:Class`) registered by workers and clients at start."""
     max_params_bytes: int = Field(256 * 1024, gt=0)
     """Largest accepted action params, as JSON bytes."""
     action_time_limit: Seconds = 300.0
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
                     raise ValueError("expected user:password (several separated by ',')")
         return value
 
-    @field_validator("action_modules", mode="before")
+    @field_validator("action_modules", "telemetry_hooks", mode="before")
     @classmethod
     def _split_modules(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -111,6 +113,15 @@ class Settings(BaseSettings):
         for name in value:
             if not _MODULE.match(name):
                 raise ValueError(f"{name!r} is not a dotted module name")
+        return value
+
+    @field_validator("telemetry_hooks")
+    @classmethod
+    def _check_hooks(cls, value: list[str]) -> list[str]:
+        for path in value:
+            module, _, name = path.partition(":")
+            if not _MODULE.match(module) or not name.isidentifier():
+                raise ValueError(f"{path!r} is not a 'module:Class' path")
         return value
 
     @field_validator("namespace", "queue")

@@ -7,8 +7,9 @@ import socket
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
+from jido_tasks import telemetry
 from jido_tasks.constants import DRAIN_TASK, PING_TASK, SWEEP_TASK
 from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.runtime import drain as drain_session
@@ -28,6 +29,14 @@ def layer_for(task: Task[Any, Any]) -> RedisLayer:
         layer = RedisLayer(task.app.settings)  # type: ignore[attr-defined]  # JidoCelery
         _layers[os.getpid()] = layer
     return layer
+
+
+@worker_init.connect
+def _load_telemetry(sender: Any = None, **_: Any) -> None:
+    """Register the telemetry hooks before the pool forks, so every process has them."""
+    settings = getattr(getattr(sender, "app", None), "settings", None)
+    if settings is not None:
+        telemetry.load_hooks(settings.telemetry_hooks)
 
 
 @worker_ready.connect

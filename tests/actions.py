@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jido_tasks import action
+from jido_tasks import action, telemetry
 from jido_tasks.actions import ActionContext
 from jido_tasks.redis_layer import connect
 
@@ -89,3 +89,15 @@ def greet(ctx: ActionContext, params: Greeting) -> str:
 @action("test.not_json")
 def not_json(ctx: ActionContext, params: dict[str, Any]) -> Any:
     return {1, 2, 3}
+
+
+class RecordingTelemetry(telemetry.Telemetry):
+    """Records every finished action in a Redis list, so a test can see worker-side hooks."""
+
+    def action_finished(self, session_id: str, action_id: str, action: str, status: str,
+                        duration: float, error_type: str | None) -> None:
+        from jido_tasks.settings import load_settings
+
+        settings = load_settings()
+        connect(settings.redis_url).rpush(f"{settings.namespace}:test:telemetry",
+                                          f"{action}|{status}|{error_type}")
