@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jido_tasks import Client, ConfigError, Settings, telemetry
+from jido_tasks import ActionFailed, Client, ConfigError, Settings, telemetry
 from jido_tasks.models import SessionEntry
 from jido_tasks.settings import load_settings
 from tests.conftest import WorkerGroup, wait_for
@@ -67,7 +67,7 @@ def test_worker_side_hooks_from_settings(workers: Callable[..., WorkerGroup]) ->
     c = group.client
     sid = c.create_session().id
     c.call(sid, "test.append", {"value": 1})
-    with pytest.raises(Exception):
+    with pytest.raises(ActionFailed):
         c.call(sid, "test.fail")
     key = f"{c.settings.namespace}:test:telemetry"
     seen = wait_for(lambda: c.layer.redis.lrange(key, 0, -1) if c.layer.redis.llen(key) >= 2
