@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
 
 from jido_tasks.actions import BUILTIN_MODULES
 from jido_tasks.constants import SWEEP_TASK
@@ -54,8 +55,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # Drop in-flight messages' prefetch on a lost connection rather than run them twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        # A queue of our own, so workers of other apps on the same broker never take our work.
+        # Queues of our own, so workers of other apps on the same broker never take our work;
+        # sweeps get a separate one so a backlog of drains can never starve (and expire) them.
+        # The Redis transport rotates between a worker's queues, so a sweep waits for at most
+        # one drain per worker process.
         "task_default_queue": settings.queue,
+        "task_queues": [Queue(settings.queue), Queue(settings.sweep_queue)],
+        "task_routes": {SWEEP_TASK: {"queue": settings.sweep_queue}},
         "timezone": "UTC",
         "enable_utc": True,
         # Actions register at import: workers import the built-in and the app's action modules

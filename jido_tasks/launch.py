@@ -25,7 +25,7 @@ def celery_argv(command: str, *args: str) -> list[str]:
 def worker_argv(settings: Settings, *, beat: bool = False, concurrency: int | None = None,
                 loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[str]:
     """A worker on the jido-tasks queue, sending task events (`-E`) for Flower."""
-    args = ["-l", loglevel, "-E", "-Q", settings.queue]
+    args = ["-l", loglevel, "-E", "-Q", f"{settings.queue},{settings.sweep_queue}"]
     if beat:
         args.append("-B")
     if concurrency is not None:

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def sweep_queue(self) -> str:
+        """Queue of the beat's sweeps: never stuck behind a backlog of drains."""
+        return f"{self.queue}.sweep"
+
+    @property
     def broker(self) -> str:
         """The broker URL, resolved."""
         return self.broker_url or self.redis_url

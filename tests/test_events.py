@@ -20,13 +20,20 @@ def stream_id(event_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def lifecycle(client: Client, metadata: dict[str, Any] | None = None) -> str:
-    """create, idle, touch (active again), terminate: six events."""
+def lifecycle(client: Client, metadata: dict[str, Any] | None = None, idle: bool = True) -> str:
+    """create, idle, touch (active again), terminate: six events (four without idle)."""
     sid = client.create_session(metadata=metadata).id
-    client.sessions.transition(sid, SessionStatus.IDLE)
+    if idle:
+        client.sessions.transition(sid, SessionStatus.IDLE)
     client.touch(sid)
     client.terminate_session(sid)
     return sid
+
+
+def cancelled(client: Client, sid: str, n: int) -> None:
+    """Append n `action.cancelled` events to the session's stream (send, then cancel)."""
+    for _ in range(n):
+        assert client.send(sid, "test.noop").cancel()
 
 
 EXPECTED_LIFECYCLE = [
@@ -52,10 +59,12 @@ def bounded_client(redis_server: RedisServer) -> Iterator[Client]:
 
 
 def test_lifecycle_events_on_session_stream(client: Client) -> None:
-    """create + idle + active + terminate emit created, status x4, terminated, in order."""
-    sid = lifecycle(client, metadata={"user": "ana"})
+    """create + active + terminate emit created, status x2, terminated, in order."""
+    sid = client.create_session(metadata={"user": "ana"}).id
+    client.touch(sid)
+    client.terminate_session(sid)
     events = list(client.events(sid))
-    assert summary(events) == EXPECTED_LIFECYCLE
+    assert summary(events) == [EXPECTED_LIFECYCLE[0], *EXPECTED_LIFECYCLE[3:]]
     assert all(isinstance(e, Event) and e.session_id == sid for e in events)
     ids = [stream_id(e.id) for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -70,6 +79,23 @@ def test_lifecycle_events_on_session_stream(client: Client) -> None:
     assert abs(terminated.ts.timestamp() - entry.terminated_at.timestamp()) < 1e-3
 
 
+def test_idle_session_drops_its_own_stream(client: Client) -> None:
+    """Going idle drops the session's stream (the idle event is on the global stream only);
+    activity starts a new one whose ids follow the old ones, so resuming still works."""
+    sid = client.create_session().id
+    created = list(client.events(sid))
+    assert summary(created) == [EXPECTED_LIFECYCLE[0]]
+    client.sessions.transition(sid, SessionStatus.IDLE)
+    assert not client.layer.redis.exists(client.layer.keys.session(sid).events)
+    assert list(client.events(sid)) == []
+    client.touch(sid)
+    resumed = list(client.events(sid, after=created[-1].id))
+    assert summary(resumed) == [EXPECTED_LIFECYCLE[2]]
+    assert stream_id(resumed[0].id) > stream_id(created[-1].id)
+    in_global = [e for e in client.events() if e.session_id == sid]
+    assert summary(in_global) == EXPECTED_LIFECYCLE[:3]
+
+
 def test_lifecycle_events_on_global_stream(client: Client) -> None:
     """The global stream carries the same events, in the same order."""
     sid = lifecycle(client)
@@ -77,8 +103,9 @@ def test_lifecycle_events_on_global_stream(client: Client) -> None:
     global_events = list(client.events())
     assert summary(global_events) == EXPECTED_LIFECYCLE
     assert all(e.session_id == sid for e in global_events)
-    assert [e.data for e in global_events] == [e.data for e in session_events]
-    assert [e.ts for e in global_events] == [e.ts for e in session_events]
+    # The session's own stream was dropped when it went idle and restarted when active.
+    assert [e.data for e in global_events[2:]] == [e.data for e in session_events]
+    assert [e.ts for e in global_events[2:]] == [e.ts for e in session_events]
 
 
 def test_global_stream_interleaves_sessions(client: Client) -> None:
@@ -92,16 +119,16 @@ def test_global_stream_interleaves_sessions(client: Client) -> None:
     assert got == [(a, "session.created", None), (b, "session.created", None),
                    (a, "session.status", "idle"), (b, "session.status", "idle"),
                    (a, "session.status", "active")]
-    assert [e.session_id for e in client.events(b)] == [b, b]
+    assert [e.session_id for e in client.events(b)] == []  # idle: its stream was dropped
 
 
 @pytest.mark.parametrize("per_session", [True, False], ids=["session", "global"])
 def test_resume_after_an_event_id(client: Client, per_session: bool) -> None:
     """events(after=<id of the 2nd event>) resumes with the 3rd; after the last, nothing."""
-    sid = lifecycle(client)
+    sid = lifecycle(client, idle=not per_session)
     target = sid if per_session else None
     events = list(client.events(target))
-    assert len(events) == 6
+    assert len(events) == (4 if per_session else 6)
     resumed = list(client.events(target, after=events[1].id))
     assert resumed == events[2:]
     assert list(client.events(target, after=events[-1].id)) == []
@@ -117,15 +144,12 @@ def test_resume_after_an_event_id(client: Client, per_session: bool) -> None:
 def test_reading_pages_through_a_long_stream(client: Client) -> None:
     """More events than one read page (500) are all returned, once each, in order."""
     sid = client.create_session().id
-    for _ in range(300):
-        client.sessions.transition(sid, SessionStatus.IDLE)
-        client.touch(sid)
+    cancelled(client, sid, 600)
     events = list(client.events(sid))
     assert len(events) == 601
     assert len({e.id for e in events}) == 601
     assert [stream_id(e.id) for e in events] == sorted(stream_id(e.id) for e in events)
-    statuses = [e.data["status"] for e in events[1:]]
-    assert statuses == ["idle", "active"] * 300
+    assert [e.type for e in events[1:]] == ["action.cancelled"] * 600
     assert list(client.events(sid, after=events[499].id)) == events[500:]
 
 
@@ -148,13 +172,11 @@ def test_blocking_read_sees_a_later_event(client: Client) -> None:
     thread = threading.Thread(target=reader)
     thread.start()
     assert ready.wait(5)
-    client.sessions.transition(sid, SessionStatus.IDLE)
-    client.touch(sid)
+    cancelled(client, sid, 2)
     thread.join(10)
     assert not thread.is_alive()
     assert failures == []
-    assert summary(got) == [("session.status", "idle", "active"),
-                            ("session.status", "active", "idle")]
+    assert [e.type for e in got] == ["action.cancelled"] * 2
 
 
 def test_blocking_read_on_global_stream(client: Client) -> None:
@@ -188,17 +210,16 @@ def test_blocking_read_ends_when_quiet(client: Client) -> None:
 
 def test_blocking_read_returns_backlog_first(client: Client) -> None:
     """A blocking read from the start returns the events already there, then ends."""
-    sid = lifecycle(client)
-    assert summary(list(client.events(sid, block=0.2))) == EXPECTED_LIFECYCLE
+    sid = lifecycle(client, idle=False)
+    expected = [EXPECTED_LIFECYCLE[0], *EXPECTED_LIFECYCLE[3:]]
+    assert summary(list(client.events(sid, block=0.2))) == expected
 
 
 def test_stream_length_is_bounded(bounded_client: Client, raw_redis: redis.Redis) -> None:
     """With event_maxlen=10, 500 events leave the streams far shorter, newest kept."""
     c = bounded_client
     sid = c.create_session().id
-    for _ in range(250):
-        c.sessions.transition(sid, SessionStatus.IDLE)
-        c.touch(sid)
+    cancelled(c, sid, 500)
     session_stream = c.layer.keys.session(sid).events
     global_stream = c.layer.keys.events
     # XADD MAXLEN ~ trims whole stream nodes (100 entries by default): approximately bounded
@@ -206,9 +227,7 @@ def test_stream_length_is_bounded(bounded_client: Client, raw_redis: redis.Redis
     assert 10 <= raw_redis.xlen(global_stream) < 200
     kept = list(c.events(sid))
     assert len(kept) == raw_redis.xlen(session_stream)
-    assert kept[-1].data["status"] == "active"
-    assert kept[-1].data["previous_status"] == "idle"
-    assert all(e.type == "session.status" for e in kept)  # session.created was trimmed
+    assert all(e.type == "action.cancelled" for e in kept)  # session.created was trimmed
 
 
 def test_event_from_stream_tolerates_missing_fields() -> None:

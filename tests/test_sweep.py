@@ -82,8 +82,10 @@ def test_idle_after_inactivity_and_active_again_on_touch(clients: Callable[..., 
     assert c.get_session(sid).status is SessionStatus.IDLE
     assert c.layer.redis.zscore(c.layer.keys.active, sid) is None
     assert counts(c.sweep()) == only()  # idempotent
-    statuses = [e.data for e in c.events(sid) if e.type == "session.status"]
+    # The idle event is on the global stream; the session's own stream is dropped when idle.
+    statuses = [e.data for e in c.events() if e.type == "session.status" and e.session_id == sid]
     assert statuses[-1]["status"] == "idle" and statuses[-1]["previous_status"] == "active"
+    assert not c.layer.redis.exists(c.layer.keys.session(sid).events)
 
     c.touch(sid)
     assert c.get_session(sid).status is SessionStatus.ACTIVE

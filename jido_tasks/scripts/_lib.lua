@@ -1,4 +1,4 @@
--- Shared prelude, prepended to every session script by jido_tasks/scripts.py.
+-- Shared prelude, prepended to every script by jido_tasks/redis_layer.py.
 --
 -- Every session script receives the same KEYS (built by jido_tasks.keys, never here):
 --   KEYS[1]  entry      hash of the registry row
@@ -34,9 +34,12 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
-local function emit(etype, data_json, ts)
+-- Append an event to the session's stream and the global one (`global_only`: the latter).
+local function emit(etype, data_json, ts, global_only)
   local fields = {'type', etype, 'sid', SID, 'ts', fmt(ts), 'data', data_json}
-  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+  if not global_only then
+    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+  end
   redis.call('XADD', KEYS[K_GEVENTS], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 end
 
@@ -55,6 +58,10 @@ local function set_status(old, new, ts, reason)
     redis.call('ZADD', KEYS[K_ACTIVE], last, SID)
   elseif new == 'idle' then
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
+    -- An idle session keeps no stream of its own: even a one-entry Redis 7 stream costs about
+    -- 4.7 kB, ten times the registry row. Its events stay in the global stream; the session's
+    -- stream starts again (with later ids, so resuming still works) when it is active again.
+    redis.call('DEL', KEYS[K_EVENTS])
   elseif new == 'terminating' then
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
     redis.call('ZREM', KEYS[K_EXPIRY], SID)
@@ -70,7 +77,7 @@ local function set_status(old, new, ts, reason)
     redis.call('ZADD', KEYS[K_TERMINATED], fmt(ts), SID)
   end
   emit('session.status', cjson.encode({status = new, previous_status = old,
-                                       updated_at = fmt(ts)}), ts)
+                                       updated_at = fmt(ts)}), ts, new == 'idle')
   if new == 'terminated' then
     emit('session.terminated', cjson.encode({session_id = SID,
                                              reason = redis.call('HGET', e, 'reason')}), ts)
