@@ -85,10 +85,11 @@ local function set_status(old, new, ts, reason)
 end
 
 -- Record activity now; an idle session becomes active again. `extra` (optional): more
--- field/value pairs for the registry hash, written by the same HSET.
-local function touch(ts, extra)
+-- field/value pairs for the registry hash, written by the same HSET. `row` (optional): the
+-- session's {status, timeout} if the caller has read them already.
+local function touch(ts, extra, row)
   local e = KEYS[K_ENTRY]
-  local row = redis.call('HMGET', e, 'status', 'timeout')
+  row = row or redis.call('HMGET', e, 'status', 'timeout')
   local status = row[1]
   if status == 'terminated' then return status end
   local fields = {'last_activity', fmt(ts)}
@@ -119,9 +120,10 @@ local function finish(aid, outcome_json, keep)
   redis.call('PUBLISH', ARGV[4], aid .. '\n' .. outcome_json)
 end
 
--- Drop the scheduled flag; a terminating session with no work left becomes terminated.
+-- Drop the scheduled flag (the mailbox is empty: no head either); a terminating session with
+-- no work left becomes terminated.
 local function unschedule(ts)
-  redis.call('HDEL', KEYS[K_ENTRY], 'scheduled')
+  redis.call('HDEL', KEYS[K_ENTRY], 'scheduled', 'head', 'head_attempts')
   redis.call('ZREM', KEYS[K_SCHEDULED], SID)
   if redis.call('HGET', KEYS[K_ENTRY], 'status') == 'terminating' then
     set_status('terminating', 'terminated', ts, nil)

@@ -5,7 +5,8 @@
 -- Returns {'ok', token, state or '', head_attempts, n, <n registry hash fields and values>,
 -- id1, req1, ...}, {'busy', lease ms left},
 -- {'empty'} (nothing pending: the flag is dropped) or {'missing'}.
-if redis.call('EXISTS', KEYS[K_ENTRY]) == 0 then return {'missing'} end
+local row = redis.call('HGETALL', KEYS[K_ENTRY])
+if #row == 0 then return {'missing'} end
 if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then
   return {'busy', redis.call('PTTL', KEYS[K_LEASE])}
 end
@@ -19,7 +20,6 @@ redis.call('SET', KEYS[K_LEASE], token .. '|' .. ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
 redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
 local attempts, items = batch(tonumber(ARGV[7]), true)
-local row = redis.call('HGETALL', KEYS[K_ENTRY])
 local out = {'ok', token, redis.call('GET', KEYS[K_STATE]) or '', attempts, #row}
 for _, v in ipairs(row) do out[#out + 1] = v end
 for _, v in ipairs(items) do out[#out + 1] = v end

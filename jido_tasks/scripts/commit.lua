@@ -22,14 +22,14 @@ if head[2] then
   touch(ts, {'head', head[2], 'head_attempts', 1})
 else
   touch(ts)
-  redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts')
+  if ARGV[11] ~= '1' then redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts') end
 end
 if ARGV[9] ~= '[]' then
   for _, ev in ipairs(cjson.decode(ARGV[9])) do emit(ev[1], ev[2], ts) end
 end
 if ARGV[11] == '1' and not head[2] then
   redis.call('DEL', KEYS[K_LEASE])
-  unschedule(ts)
+  unschedule(ts)  -- also drops head/head_attempts
   return 'released'
 end
 return 'ok'
