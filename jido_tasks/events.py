@@ -6,13 +6,16 @@ A subscriber resumes from the last id it saw by passing it as `after`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
+from jido_tasks.errors import InvalidParams
 from jido_tasks.models import Event, validate_session_id
 from jido_tasks.redis_layer import RedisLayer
 
 _PAGE = 500
+_STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 
 def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "0",
@@ -23,6 +26,9 @@ def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "
     new events and ends when none arrives within that many seconds of the last one.
     A malformed `session_id` raises `InvalidSessionId` here, at the call, not at the first read.
     """
+    if not isinstance(after, str) or not _STREAM_ID.fullmatch(after):
+        raise InvalidParams(session_id, "events",
+                            f"after={after!r} is not a stream id like '1700000000000-0'")
     if session_id is not None:
         validate_session_id(session_id)
         stream = layer.keys.session(session_id).events

@@ -6,6 +6,7 @@ Every write is one Lua script (one round trip, atomic); reads go through `Sessio
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from jido_tasks import telemetry
 from jido_tasks.errors import (
+    InvalidEntry,
     InvalidParams,
+    InvalidSessionId,
     InvalidTransition,
     JidoTasksError,
     SessionNotActive,
@@ -32,6 +35,8 @@ from jido_tasks.models import (
     validate_session_id,
 )
 from jido_tasks.redis_layer import RedisLayer
+
+log = logging.getLogger(__name__)
 
 
 class NewSession(BaseModel):
@@ -56,6 +61,26 @@ class NewSession(BaseModel):
 def _pairs(flat: Iterable[Any]) -> dict[str, str]:
     items = list(flat)
     return {str(items[i]): str(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+def _state_json(state: Any) -> str:
+    """The initial state as strict JSON (an object; no NaN), or `InvalidParams`."""
+    if not isinstance(state, dict):
+        raise InvalidParams(None, "create_session", "state must be a JSON object")
+    try:
+        return json.dumps(state, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(None, "create_session", f"state is not JSON: {exc}") from exc
+
+
+def _well_formed(index: str, session_id: str) -> bool:
+    """True for a valid session id; a foreign member of an index is logged and skipped."""
+    try:
+        validate_session_id(session_id)
+    except InvalidSessionId:
+        log.warning("index %s holds a malformed member %r; skipped", index, session_id)
+        return False
+    return True
 
 
 class SessionService:
@@ -89,7 +114,7 @@ class SessionService:
         event: dict[str, Any] = {"session_id": session_id, "metadata": req.metadata}
         if restored_from:
             event["restored_from"] = restored_from
-        state_json = "" if state is None else json.dumps(state, separators=(",", ":"))
+        state_json = "" if state is None else _state_json(state)
         started = time.perf_counter()
         ts = self.layer.run("create", session_id, json.dumps(row), state_json, json.dumps(event))
         if ts == "exists":  # a uuid4 collision: practically impossible, but never overwrite
@@ -122,7 +147,8 @@ class SessionService:
         keys = self.layer.keys
         index = keys.terminated if wanted is SessionStatus.TERMINATED else keys.activity
         end = -1 if limit is None else offset + limit - 1
-        ids: list[str] = self.layer.redis.zrevrange(index, offset, end)
+        ids = [sid for sid in self.layer.redis.zrevrange(index, offset, end)
+               if _well_formed(index, sid)]
         if not ids:
             return []
         pipe = self.layer.redis.pipeline(transaction=False)
@@ -132,7 +158,11 @@ class SessionService:
         for sid, row in zip(ids, pipe.execute(), strict=True):
             if not row:  # purged between the two reads
                 continue
-            entry = self._entry(sid, row)
+            try:
+                entry = self._entry(sid, row)
+            except InvalidEntry as exc:  # one bad row must not hide all the others
+                log.warning("list_sessions: skipped %s", exc)
+                continue
             if wanted is None or entry.status is wanted:
                 out.append(entry)
         return out

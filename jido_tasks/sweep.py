@@ -10,19 +10,19 @@ from doing the same work twice.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
 
+from jido_tasks import telemetry
 from jido_tasks.errors import InvalidSessionId
 from jido_tasks.mailbox import Mailbox
 from jido_tasks.models import validate_session_id
+from jido_tasks.persistence import SnapshotStore, save_snapshot, snapshot_store
 from jido_tasks.redis_layer import RedisLayer
 
 log = logging.getLogger(__name__)
@@ -78,29 +78,6 @@ class SweepLock:
             self.held = False
 
 
-def _persistence() -> ModuleType | None:
-    """`jido_tasks.persistence`, or None (logged) while it is not available."""
-    try:
-        return importlib.import_module("jido_tasks.persistence")
-    except ModuleNotFoundError as exc:
-        if exc.name != "jido_tasks.persistence":
-            raise
-        log.warning("jido_tasks.persistence is not available: no snapshot saved")
-        return None
-
-
-def save_snapshot(layer: RedisLayer, session_id: str, stores: dict[str, Any]) -> bool:
-    """Save a snapshot of `session_id` (the store is made once, kept in `stores`); False if
-    persistence is not available. Errors of the store are raised."""
-    persistence = _persistence()
-    if persistence is None:
-        return False
-    if "store" not in stores:
-        stores["store"] = persistence.snapshot_store(layer)
-    persistence.save_snapshot(layer, stores["store"], session_id)
-    return True
-
-
 class Sweeper:
     """One sweep over one namespace; `celery` publishes the drains of recovered sessions."""
 
@@ -110,7 +87,7 @@ class Sweeper:
         self.mailbox = Mailbox(layer, celery)
         self.lock = SweepLock(layer, max(self.settings.sweep_interval, 1.0))
         self.report = SweepReport()
-        self._stores: dict[str, Any] = {}
+        self._store: SnapshotStore | None = None
 
     def run(self, force: bool = False) -> SweepReport:
         """Sweep once; without `force`, do nothing if another sweep holds the lock."""
@@ -132,6 +109,7 @@ class Sweeper:
             self.lock.release()
             self.report.duration = time.monotonic() - started
         log.info("sweep done: %s", self.report.model_dump_json())
+        telemetry.emit("sweep_finished", self.report.model_dump())
         return self.report
 
     def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
@@ -220,8 +198,10 @@ class Sweeper:
     def _snapshot(self, session_id: str) -> bool:
         """Save the expiring session's snapshot; False (logged) if that failed."""
         try:
-            if save_snapshot(self.layer, session_id, self._stores):
-                self.report.snapshots += 1
+            if self._store is None:
+                self._store = snapshot_store(self.layer)
+            save_snapshot(self.layer, self._store, session_id)
+            self.report.snapshots += 1
         except Exception:  # the session is kept (and re-checked) rather than lost unsaved
             log.exception("sweep: snapshot of session %s failed; not expired", session_id)
             return False

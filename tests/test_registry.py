@@ -520,3 +520,35 @@ def test_errors_are_jido_tasks_errors() -> None:
     for cls in (InvalidEntry, InvalidParams, InvalidSessionId, InvalidTransition,
                 SessionNotActive, SessionNotFound):
         assert issubclass(cls, JidoTasksError)
+
+
+def test_listing_skips_a_corrupt_row_and_foreign_members(client: Client,
+                                                          raw_redis: redis.Redis,
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          ) -> None:
+    """One corrupt row or a malformed index member is logged and skipped; the rest list."""
+    good = client.create_session().id
+    bad = client.create_session().id
+    raw_redis.hset(client.layer.keys.session(bad).entry, "status", "bogus")
+    raw_redis.zadd(client.layer.keys.activity, {"../../etc": 1.0})
+    with caplog.at_level("WARNING"):
+        listed = [e.id for e in client.list_sessions()]
+    assert listed == [good]
+    assert bad in caplog.text and "../../etc" in caplog.text
+
+
+def test_initial_state_must_be_strict_json(client: Client) -> None:
+    """A state with NaN or a non-JSON value is refused at create and nothing is stored."""
+    before = client.list_sessions()
+    for state in ({"x": float("nan")}, {"x": object()}, [1, 2]):
+        with pytest.raises(InvalidParams):
+            client.sessions.create(state=state)  # type: ignore[arg-type]
+    assert client.list_sessions() == before
+
+
+@pytest.mark.parametrize("after", ["garbage", "1-2-3", "", "$", "-1"])
+def test_events_refuse_a_malformed_after_id(client: Client, after: str) -> None:
+    """events(after=...) that is not a stream id is a typed error, not a Redis error."""
+    with pytest.raises(InvalidParams) as err:
+        client.events(after=after)
+    assert "stream id" in err.value.problem
