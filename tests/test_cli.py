@@ -231,7 +231,8 @@ def test_worker_argv(settings: Settings) -> None:
     argv = worker_argv(settings, beat=True, concurrency=2, loglevel="DEBUG",
                        extra=("--max-tasks-per-child", "100"))
     assert argv == [sys.executable, "-m", "celery", "-A", "jido_tasks.celery_app", "worker",
-                    "-l", "DEBUG", "-E", "-Q", f"{settings.queue},{settings.sweep_queue}", "-B", "-c", "2",
+                    "-l", "DEBUG", "-E", "-Q", f"{settings.queue},{settings.sweep_queue}",
+                    "-B", "-c", "2",
                     "--max-tasks-per-child", "100"]
 
 
