@@ -46,8 +46,10 @@ def redis_now(c: Client) -> float:
 
 
 def wait_expiry_due(c: Client, sid: str) -> None:
-    """Wait (by Redis TIME) until the session is past its idle deadline."""
-    deadline = float(c.layer.redis.zscore(c.layer.keys.expiry, sid) or 0)
+    """Wait (by Redis TIME) until the session is past its idle deadline (from its registry row:
+    the expiry index score is only a lower bound once the session saw activity)."""
+    entry = c.get_session(sid)
+    deadline = entry.last_activity.timestamp() + entry.timeout_seconds(c.settings.default_timeout)
     wait_for(lambda: redis_now(c) > deadline, message=f"{sid} past its timeout")
 
 
@@ -386,3 +388,20 @@ def test_sweep_settings_reach_the_beat_schedule() -> None:
     app = make_app(Settings(sweep_interval=7.0, redis_url="redis://127.0.0.1:1/0"))
     entry = app.conf.beat_schedule["jido-tasks-sweep"]
     assert entry["task"] == "jido_tasks.sweep" and entry["schedule"] == 7.0
+
+
+def test_stale_index_scores_are_rechecked_not_acted_on(clients: Callable[..., Client]) -> None:
+    """Touches move only the activity index: a session whose active/expiry scores are past
+    due but whose row shows recent activity is re-scored by the sweep, not idled or expired."""
+    c = clients(idle_after=0.3)
+    sid = c.create_session(config={"timeout_minutes": 0.01}).id  # 0.6 s
+    created = c.get_session(sid).last_activity.timestamp()
+    wait_for(lambda: redis_now(c) > created + 0.7, message="both deadlines to pass")
+    touched = c.touch(sid).last_activity.timestamp()
+    k = c.layer.keys
+    assert float(c.layer.redis.zscore(k.expiry, sid)) < redis_now(c)
+    report = c.sweep()
+    assert (report.idled, report.expired) == (0, 0)
+    assert c.get_session(sid).status is SessionStatus.ACTIVE
+    assert float(c.layer.redis.zscore(k.active, sid)) == pytest.approx(touched, abs=1e-6)
+    assert float(c.layer.redis.zscore(k.expiry, sid)) == pytest.approx(touched + 0.6, abs=1e-6)

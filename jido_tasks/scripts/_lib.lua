@@ -85,12 +85,16 @@ local function set_status(old, new, ts, reason)
 end
 
 -- Record activity now; an idle session becomes active again. `extra` (optional): more
--- field/value pairs for the registry hash, written by the same HSET. `row` (optional): the
--- session's {status, timeout} if the caller has read them already.
-local function touch(ts, extra, row)
+-- field/value pairs for the registry hash, written by the same HSET; `status` (optional): the
+-- session's status if the caller has read it already.
+-- Only the `activity` index moves with every touch. The scores in `active` and `expiry` are
+-- lower bounds (exact at creation, on becoming active and after a sweep looked at the
+-- session): a sweep candidate may have seen activity since, which mark_idle.lua and
+-- expire.lua re-check in the registry row before re-scoring it. That keeps send and commit at
+-- one index write, and costs the sweep one re-score per session per idle period.
+local function touch(ts, extra, status)
   local e = KEYS[K_ENTRY]
-  row = row or redis.call('HMGET', e, 'status', 'timeout')
-  local status = row[1]
+  status = status or redis.call('HGET', e, 'status')
   if status == 'terminated' then return status end
   local fields = {'last_activity', fmt(ts)}
   if extra then
@@ -98,14 +102,11 @@ local function touch(ts, extra, row)
   end
   redis.call('HSET', e, unpack(fields))
   redis.call('ZADD', KEYS[K_ACTIVITY], fmt(ts), SID)
-  if status == 'terminating' then return status end
-  redis.call('ZADD', KEYS[K_EXPIRY], fmt(ts + tonumber(row[2])), SID)
   if status == 'idle' then
     set_status('idle', 'active', ts, nil)
-  else
-    redis.call('ZADD', KEYS[K_ACTIVE], fmt(ts), SID)
+    return 'active'
   end
-  return 'active'
+  return status
 end
 
 -- Mark an action finished: outcome stored, id appended to the finished list (bounded),
@@ -121,36 +122,42 @@ local function finish(aid, outcome_json, keep)
 end
 
 -- Drop the scheduled flag (the mailbox is empty: no head either); a terminating session with
--- no work left becomes terminated.
-local function unschedule(ts)
+-- no work left becomes terminated. `status` (optional): the status if already read.
+local function unschedule(ts, status)
   redis.call('HDEL', KEYS[K_ENTRY], 'scheduled', 'head', 'head_attempts')
   redis.call('ZREM', KEYS[K_SCHEDULED], SID)
-  if redis.call('HGET', KEYS[K_ENTRY], 'status') == 'terminating' then
+  status = status or redis.call('HGET', KEYS[K_ENTRY], 'status')
+  if status == 'terminating' then
     set_status('terminating', 'terminated', ts, nil)
   end
 end
 
--- Up to n pending actions from the head of the mailbox, as a flat list id, request, ...
+-- Hand out `ids` (the first pending actions) as a flat list id, request, ...
 -- `head_attempts` counts how often the head was handed to a worker: a new claim (`reclaim`)
 -- of the same head means the previous holder died or lost its lease while holding it.
-local function batch(n, reclaim)
-  local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, n - 1)
-  local out = {}
-  if #ids == 0 then return 0, out end
+-- `known`: the registry's {head, head_attempts} if already read.
+local function hand_out(ids, reclaim, known)
   local e = KEYS[K_ENTRY]
-  local attempts
-  if redis.call('HGET', e, 'head') ~= ids[1] then
+  known = known or redis.call('HMGET', e, 'head', 'head_attempts')
+  local attempts = tonumber(known[2])
+  if known[1] ~= ids[1] then
     redis.call('HSET', e, 'head', ids[1], 'head_attempts', 1)
     attempts = 1
   elseif reclaim then
     attempts = redis.call('HINCRBY', e, 'head_attempts', 1)
-  else
-    attempts = tonumber(redis.call('HGET', e, 'head_attempts'))
   end
   local reqs = redis.call('HMGET', KEYS[K_ACTIONS], unpack(ids))
+  local out = {}
   for i = 1, #ids do
     out[#out + 1] = ids[i]
     out[#out + 1] = reqs[i] or ''
   end
   return attempts, out
+end
+
+-- Up to n pending actions from the head of the mailbox (see hand_out).
+local function batch(n, reclaim)
+  local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, n - 1)
+  if #ids == 0 then return 0, {} end
+  return hand_out(ids, reclaim, nil)
 end

@@ -10,16 +10,17 @@ if #row == 0 then return {'missing'} end
 if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then
   return {'busy', redis.call('PTTL', KEYS[K_LEASE])}
 end
-local ts = now()
-if redis.call('LLEN', KEYS[K_MAILBOX]) == 0 then
-  unschedule(ts)
+local entry = {}
+for i = 1, #row, 2 do entry[row[i]] = row[i + 1] end
+local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(ARGV[7]) - 1)
+if #ids == 0 then
+  unschedule(now(), entry['status'])
   return {'empty'}
 end
 local token = redis.call('HINCRBY', KEYS[K_ENTRY], 'fence', 1)
+-- The scheduled flag stays as it is: the live lease is what tells recovery to keep off.
 redis.call('SET', KEYS[K_LEASE], token .. '|' .. ARGV[5], 'PX', ARGV[6])
-redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
-redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
-local attempts, items = batch(tonumber(ARGV[7]), true)
+local attempts, items = hand_out(ids, true, {entry['head'], entry['head_attempts']})
 local out = {'ok', token, redis.call('GET', KEYS[K_STATE]) or '', attempts, #row}
 for _, v in ipairs(row) do out[#out + 1] = v end
 for _, v in ipairs(items) do out[#out + 1] = v end

@@ -17,11 +17,12 @@ local ts = now()
 if ARGV[8] ~= '' then redis.call('SET', KEYS[K_STATE], ARGV[8]) end
 redis.call('LPOP', KEYS[K_MAILBOX])
 finish(aid, ARGV[7], tonumber(ARGV[10]))
+local status
 if head[2] then
   -- The next action becomes the head: its first run counts as its first attempt.
-  touch(ts, {'head', head[2], 'head_attempts', 1})
+  status = touch(ts, {'head', head[2], 'head_attempts', 1})
 else
-  touch(ts)
+  status = touch(ts)
   if ARGV[11] ~= '1' then redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts') end
 end
 if ARGV[9] ~= '[]' then
@@ -29,7 +30,7 @@ if ARGV[9] ~= '[]' then
 end
 if ARGV[11] == '1' and not head[2] then
   redis.call('DEL', KEYS[K_LEASE])
-  unschedule(ts)  -- also drops head/head_attempts
+  unschedule(ts, status)  -- also drops head/head_attempts
   return 'released'
 end
 return 'ok'

@@ -4,8 +4,8 @@
 -- ARGV[5] action id, ARGV[6] request JSON, ARGV[7] seconds after which a flag with no live
 -- lease is stale (its drain message was lost) and a new drain must be published.
 -- Returns {'ok', publish (0/1)}, {'missing'} or {'inactive', status}.
-local row = redis.call('HMGET', KEYS[K_ENTRY], 'status', 'timeout', 'scheduled')
-local status, flag = row[1], row[3]
+local row = redis.call('HMGET', KEYS[K_ENTRY], 'status', 'scheduled')
+local status, flag = row[1], row[2]
 if not status then return {'missing'} end
 if status ~= 'active' and status ~= 'idle' then return {'inactive', status} end
 local ts = now()
@@ -16,8 +16,8 @@ if not flag or (ts - tonumber(flag) > tonumber(ARGV[7])
                 and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
   publish = 1
   redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
-  touch(ts, {'scheduled', fmt(ts)}, row)
+  touch(ts, {'scheduled', fmt(ts)}, status)
 else
-  touch(ts, nil, row)
+  touch(ts, nil, status)
 end
 return {'ok', publish}
