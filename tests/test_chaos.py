@@ -72,7 +72,7 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
             for sid in sids:
                 last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": 0.003})
         deadline = time.monotonic() + 60 + sessions * per_session * 0.02
-        for sid, handle in last.items():
+        for handle in last.values():
             handle.get(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         chaos.stop.set()
