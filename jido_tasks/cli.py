@@ -12,14 +12,13 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
 from pydantic_core import to_jsonable_python
 
 from jido_tasks.client import Client
-from jido_tasks.errors import JidoTasksError
+from jido_tasks.errors import JidoTasksError, RedisUnavailable
 from jido_tasks.launch import (
     beat_argv,
     exec_argv,
@@ -27,6 +26,7 @@ from jido_tasks.launch import (
     worker_argv,
 )
 from jido_tasks.models import JsonObject, SessionStatus
+from jido_tasks.redis_layer import safe_url
 from jido_tasks.settings import load_settings
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
@@ -37,15 +37,6 @@ _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def emit(value: Any) -> None:
     """Print `value` (models, lists, dicts) as indented JSON on stdout."""
     click.echo(json.dumps(to_jsonable_python(value), indent=2, ensure_ascii=False))
-
-
-def safe_url(url: str) -> str:
-    """`url` with its password replaced, fit to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None,
@@ -73,6 +64,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except RedisUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
         except JidoTasksError as exc:  # includes ConfigError for a bad JIDO_TASKS_* setting
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)

@@ -26,7 +26,7 @@ from jido_tasks.persistence import (
     save_snapshot,
     snapshot_store,
 )
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.redis_layer import RedisLayer, redis_errors
 from jido_tasks.sessions import SessionService
 from jido_tasks.settings import Settings, load_settings
 from jido_tasks.sweep import SweepReport, run_sweep
@@ -59,21 +59,26 @@ class Client:
         return self._mailbox
 
     # -- registry -------------------------------------------------------------------------
+    @redis_errors
     def create_session(self, metadata: JsonObject | None = None,
                        llm_config: JsonObject | None = None,
                        config: SessionConfig | JsonObject | None = None) -> SessionEntry:
         return self.sessions.create(metadata, llm_config, config)
 
+    @redis_errors
     def get_session(self, session_id: str) -> SessionEntry:
         return self.sessions.get(session_id)
 
+    @redis_errors
     def list_sessions(self, status: SessionStatus | str | None = None) -> list[SessionEntry]:
         """Sessions newest activity first; default every one that is not terminated."""
         return self.sessions.list(status)
 
+    @redis_errors
     def touch(self, session_id: str) -> SessionEntry:
         return self.sessions.touch(session_id)
 
+    @redis_errors
     def terminate_session(self, session_id: str, reason: str = "requested", *,
                           drain: bool = False, save: bool = False) -> SessionEntry:
         """Terminate a session: pending actions are cancelled (or, with `drain`, run first).
@@ -86,20 +91,24 @@ class Client:
         entry, _ = self.sessions.terminate(session_id, reason, drain=drain)
         return entry
 
+    @redis_errors
     def get_state(self, session_id: str) -> JsonObject:
         return self.sessions.get_state(session_id)
 
     # -- session work ---------------------------------------------------------------------
+    @redis_errors
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action for the session; returns once it is durably queued."""
         return self.mailbox.send(session_id, action, params)
 
+    @redis_errors
     def call(self, session_id: str, action: str, params: Any = None,
              timeout: float | None = 30.0) -> Any:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
         `TimeoutError`)."""
         return self.mailbox.call(session_id, action, params, timeout)
 
+    @redis_errors
     def action(self, session_id: str, action_id: str) -> ActionRecord:
         """The record of one sent action."""
         return self.mailbox.record(session_id, action_id)
@@ -114,26 +123,32 @@ class Client:
         """The snapshot store chosen by the `persistence` setting ("redis" or "disk")."""
         return snapshot_store(self.layer)
 
+    @redis_errors
     def save_session(self, session_id: str) -> SnapshotInfo:
         """Save the session's entry and whole state (between two actions) under its id."""
         return save_snapshot(self.layer, self.snapshot_store, session_id)
 
+    @redis_errors
     def restore_session(self, saved_id: str) -> SessionEntry:
         """A new active session from a snapshot, with `restored_from` set to `saved_id`."""
         return restore_snapshot(self.layer, self.snapshot_store, saved_id)
 
+    @redis_errors
     def list_saved_sessions(self) -> list[str]:
         """Ids of the readable snapshots, sorted (corrupt ones are skipped with a warning)."""
         return [info.id for info in list_snapshots(self.snapshot_store)]
 
+    @redis_errors
     def saved_sessions(self) -> list[SnapshotInfo]:
         """Id, save time, size and store of each readable snapshot, sorted by id."""
         return list_snapshots(self.snapshot_store)
 
+    @redis_errors
     def delete_saved_session(self, saved_id: str) -> None:
         delete_snapshot(self.snapshot_store, saved_id)
 
     # -- maintenance ----------------------------------------------------------------------
+    @redis_errors
     def sweep(self, force: bool = False) -> SweepReport:
         """Run one sweep now (recover, expire, mark idle, purge); with `force`, even while
         another sweep holds the lock (harmless: every change is re-checked atomically)."""

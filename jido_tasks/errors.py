@@ -209,3 +209,12 @@ class PoisonAction(JidoTasksError):
         self.action_id = action_id
         self.action = action
         self.attempts = attempts
+
+
+class RedisUnavailable(JidoTasksError):
+    """Redis could not be reached (or timed out); nothing was changed by the failed call."""
+
+    def __init__(self, where: str, problem: str, session_id: str | None = None) -> None:
+        super().__init__(f"cannot reach Redis at {where}: {problem}", session_id=session_id)
+        self.where = where
+        self.problem = problem

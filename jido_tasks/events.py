@@ -10,9 +10,11 @@ import re
 import time
 from collections.abc import Iterator
 
-from jido_tasks.errors import InvalidParams
+import redis
+
+from jido_tasks.errors import InvalidParams, RedisUnavailable
 from jido_tasks.models import Event, validate_session_id
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.redis_layer import RedisLayer, safe_url
 
 _PAGE = 500
 _STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
@@ -38,6 +40,14 @@ def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "
 
 
 def _read(layer: RedisLayer, stream: str, after: str, block: float | None) -> Iterator[Event]:
+    try:
+        yield from _read_stream(layer, stream, after, block)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(safe_url(layer.settings.redis_url), str(exc)) from exc
+
+
+def _read_stream(layer: RedisLayer, stream: str, after: str, block: float | None,
+                 ) -> Iterator[Event]:
     last = after
     while True:
         if block is None:

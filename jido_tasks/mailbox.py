@@ -30,7 +30,7 @@ from jido_tasks.models import (
     new_action_id,
     validate_session_id,
 )
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.redis_layer import RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Mailbox:
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
+    @redis_errors
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action durably (or raise a typed error and enqueue nothing)."""
         validate_session_id(session_id)
@@ -96,6 +97,7 @@ class Mailbox:
             log.exception("could not publish drain for session %s; recovery will retry",
                           session_id)
 
+    @redis_errors
     def record(self, session_id: str, action_id: str) -> ActionRecord:
         validate_session_id(session_id)
         sk = self.layer.keys.session(session_id)
@@ -108,6 +110,7 @@ class Mailbox:
         return build_record(session_id, action_id, request, outcome,
                             running=(head == action_id and bool(leased)))
 
+    @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
         validate_session_id(session_id)
@@ -133,6 +136,7 @@ class Mailbox:
             self._listeners.clear()
         self._local = threading.local()
 
+    @redis_errors
     def wait(self, session_id: str, action_id: str, timeout: float | None,
              request: str | None = None, subscribed: bool = False) -> ActionRecord:
         """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout.
@@ -163,6 +167,7 @@ class Mailbox:
         finally:
             listener.unsubscribe(channel)
 
+    @redis_errors
     def call(self, session_id: str, action: str, params: Any, timeout: float | None) -> Any:
         """Send and wait: subscribe first, so the result arrives with no extra read."""
         validate_session_id(session_id)

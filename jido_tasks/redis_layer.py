@@ -6,14 +6,18 @@ from the key schema, so no other code and no script formats a key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from jido_tasks.errors import RedisUnavailable
 from jido_tasks.keys import KeySchema, SessionKeys
 from jido_tasks.settings import Settings
 
@@ -26,6 +30,34 @@ SCRIPT_NAMES = (
 )
 
 _pools: dict[tuple[int, str], redis.Redis] = {}
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password replaced, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a lost or timed-out Redis connection inside `fn` into `RedisUnavailable`.
+
+    For methods of objects with a `settings` attribute (the URL is named, password hidden).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            settings = getattr(args[0], "settings", None) if args else None
+            where = safe_url(settings.redis_url) if settings is not None else "?"
+            sid = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+            raise RedisUnavailable(where, str(exc) or type(exc).__name__, sid) from exc
+    return wrapper
 _pools_lock = threading.Lock()
 
 
