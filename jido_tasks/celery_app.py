@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from jido_tasks.actions import BUILTIN_MODULES
 from jido_tasks.constants import SWEEP_TASK
@@ -60,7 +60,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # The Redis transport rotates between a worker's queues, so a sweep waits for at most
         # one drain per worker process.
         "task_default_queue": settings.queue,
-        "task_queues": [Queue(settings.queue), Queue(settings.sweep_queue)],
+        # Each queue has its own exchange and routing key: two queues bound with the default
+        # key would each get a copy of every message.
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)
+                        for name in (settings.queue, settings.sweep_queue)],
         "task_routes": {SWEEP_TASK: {"queue": settings.sweep_queue}},
         "timezone": "UTC",
         "enable_utc": True,
