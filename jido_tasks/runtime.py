@@ -66,9 +66,37 @@ class _Applied:
     def failed(self) -> bool:
         return self.error_type is not None
 
-    @property
+
+# Longest time a finished action waits for more to share its commit (plus one action's run).
+COMMIT_DELAY = 0.002
+
+
+class _Group:
+    """Actions applied but not yet committed, and the state after them."""
+
+    def __init__(self, state_json: str) -> None:
+        self.committed = state_json
+        self.state = state_json
+        self.actions: list[tuple[str, _Applied]] = []
+        self.started = 0.0
+
+    def add(self, action_id: str, applied: _Applied) -> None:
+        if not self.actions:
+            self.started = time.perf_counter()
+        self.actions.append((action_id, applied))
+        if applied.state_json is not None:
+            self.state = applied.state_json
+
+    def age(self) -> float:
+        return time.perf_counter() - self.started
+
     def events_json(self) -> str:
-        return dumps(self.events) if self.events else "[]"
+        events = [ev for _, applied in self.actions for ev in applied.events]
+        return dumps(events) if events else "[]"
+
+    def committed_now(self) -> None:
+        self.committed = self.state
+        self.actions = []
 
 
 class _Heartbeat:
@@ -178,35 +206,61 @@ class Drainer:
     def _batch(self, items: list[str], attempts: int, state_json: str, report: DrainReport,
                beat: _Heartbeat) -> tuple[str, str]:
         """Apply a batch; returns the committed state JSON and how it ended: 'more' (ask
-        release for the next batch), 'released' (mailbox empty, lease dropped) or 'stale'."""
+        release for the next batch), 'released' (mailbox empty, lease dropped) or 'stale'.
+
+        Consecutive actions are committed together (up to `commit_group` of them, and no
+        action waits more than COMMIT_DELAY plus one action's run for its commit), each group
+        in one atomic step. After a reclaim (the previous holder died) every action is
+        committed alone, so a poison action is told apart from the innocent ones before it.
+        """
+        size = self.settings.commit_group
+        if attempts > 1 or self.settings.max_attempts < 2:
+            size = 1
+        group = _Group(state_json)
         last = len(items) - 2
         for i in range(0, len(items), 2):
             action_id, request = items[i], items[i + 1]
             if beat.lost.is_set():
-                return state_json, "stale"
+                return group.committed, "stale"
+            if group.actions and group.age() >= COMMIT_DELAY:
+                end = self._commit(group, report, False)
+                if end != "ok":
+                    return group.committed, end
             if i == 0 and attempts > self.settings.max_attempts:
                 applied = self._poison(action_id, request, attempts)
             else:
-                applied = self._apply(action_id, request, state_json, attempts if i == 0 else 1)
-            res = self.layer.run(
-                "commit", self.session_id, self.token, action_id, applied.outcome,
-                applied.state_json or "", applied.events_json, self.settings.keep_results,
-                "1" if i == last else "0")
-            if res == "stale":
-                log.warning("session %s: lease lost; drain stops", self.session_id)
-                return state_json, "stale"
-            if res == "moved":  # cancelled meanwhile: re-read the mailbox
-                return state_json, "more"
-            if applied.state_json is not None:
-                state_json = applied.state_json
+                applied = self._apply(action_id, request, group.state,
+                                      attempts if i == 0 else 1)
+            group.add(action_id, applied)
+            if len(group.actions) >= size or i == last:
+                end = self._commit(group, report, i == last)
+                if end != "ok":
+                    return group.committed, end
+        return group.committed, "more"
+
+    def _commit(self, group: _Group, report: DrainReport, last: bool) -> str:
+        """Commit the group: 'ok', 'released', 'stale' or 'more' (cancelled meanwhile: the
+        mailbox must be read again; nothing of the group was written)."""
+        args: list[Any] = []
+        for action_id, applied in group.actions:
+            args += [action_id, applied.outcome]
+        res = self.layer.run(
+            "commit", self.session_id, self.token, len(group.actions),
+            group.state if group.state != group.committed else "", group.events_json(),
+            self.settings.keep_results, "1" if last else "0", *args)
+        if res == "stale":
+            log.warning("session %s: lease lost; drain stops", self.session_id)
+            return "stale"
+        if res == "moved":
+            return "more"
+        for action_id, applied in group.actions:
             report.applied += 1
             report.failed += int(applied.failed)
             telemetry.emit("action_finished", self.session_id, action_id, applied.action,
                            "failed" if applied.failed else "succeeded", applied.duration,
                            applied.error_type)
-            if res == "released":
-                return state_json, "released"
-        return state_json, "more"
+        group.committed_now()
+        return "released" if res == "released" else "ok"
 
     def _poison(self, action_id: str, request: str, attempts: int) -> _Applied:
         name = json.loads(request).get("action", "?") if request else "?"

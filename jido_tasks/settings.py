@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     """Claims of one action (worker deaths) before it is failed as poison."""
     batch_size: int = Field(100, ge=1)
     """Actions a worker applies under one lease before it re-reads the mailbox."""
+    commit_group: int = Field(20, ge=1)
+    """Most consecutive actions a worker commits in one atomic step (1: each alone)."""
     keep_results: int = Field(1000, ge=1)
     """Finished action records kept per session (oldest dropped)."""
     event_maxlen: int = Field(1000, ge=1)

@@ -117,11 +117,11 @@ def test_stale_fencing_token_cannot_commit(client: Client) -> None:
     second = layer.run("claim", sid, "worker-b", 60_000, 10)
     assert second[0] == "ok" and int(second[1]) == int(token_a) + 1
     outcome = json.dumps({"status": "succeeded", "result": 1})
-    res = layer.run("commit", sid, token_a, aid, outcome, '{"items":["stale"]}', "[]", 100, "0")
+    res = layer.run("commit", sid, token_a, 1, '{"items":["stale"]}', "[]", 100, "0", aid, outcome)
     assert res == "stale"
     assert client.get_state(sid) == {}
     assert layer.redis.llen(layer.keys.session(sid).mailbox) == 1
-    res = layer.run("commit", sid, second[1], aid, outcome, '{"items":[1]}', "[]", 100, "0")
+    res = layer.run("commit", sid, second[1], 1, '{"items":[1]}', "[]", 100, "0", aid, outcome)
     assert res == "ok" and client.get_state(sid) == {"items": [1]}
     # A second lease holder is refused while the first is alive.
     client.send(sid, "test.append", {"value": 2})
@@ -302,3 +302,26 @@ def test_many_waiters_on_one_action(workers: Workers) -> None:
     for t in threads:
         t.join()
     assert results == [1] * 5
+
+
+def test_poison_inside_a_commit_group_spares_the_actions_around_it(workers: Workers) -> None:
+    """Actions queued before a worker starts are applied in commit groups; a poison action in
+    the middle of a group kills the worker before the group commits. After the reclaim the
+    actions are committed one by one: the ones before it are applied once, it is failed as
+    poison, the ones after it follow in order."""
+    group = workers(1, wait=False, lease_ttl=0.5, max_attempts=2)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    before = [c.send(sid, "test.append", {"value": i}) for i in range(5)]
+    poison = c.send(sid, "test.kill_worker", {"started_key": key})
+    after = [c.send(sid, "test.append", {"value": i}) for i in range(5, 10)]
+    group.wait_ready(1)
+    assert after[-1].get(timeout=90) == 10
+    with pytest.raises(ActionFailed) as failed:
+        poison.get(timeout=5)
+    assert failed.value.error_type == "PoisonAction"
+    assert c.get_state(sid)["items"] == list(range(10))
+    assert all(h.record().attempts >= 1 for h in before)
+    # Its first run may have been inside a group (not counted): max_attempts or one more.
+    assert 2 <= c.layer.redis.llen(key) <= 3
