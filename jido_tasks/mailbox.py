@@ -34,6 +34,10 @@ from jido_tasks.redis_layer import RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
+# While waiting, the record is read again this often (seconds), in case a finish message was
+# missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
+RECHECK_EVERY = 1.0
+
 
 def build_record(session_id: str, action_id: str, request: str | None,
                  outcome: str | None, running: bool) -> ActionRecord:
@@ -156,12 +160,20 @@ class Mailbox:
                 request = json.dumps({"action": record.action, "params": record.params,
                                       "created_at": record.created_at})
             deadline = None if timeout is None else time.monotonic() + timeout
+            check_at = time.monotonic() + RECHECK_EVERY
             while True:
-                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = RECHECK_EVERY if deadline is None else deadline - now
                 if remaining <= 0:
                     raise TimeoutError(f"session {session_id}: action {action_id} did not "
                                        f"finish within {timeout}s")
-                outcome = listener.next_outcome(action_id, min(remaining, 1.0))
+                if now >= check_at:  # the safety net: a finish message that never came
+                    check_at = now + RECHECK_EVERY
+                    record = self.record(session_id, action_id)
+                    if record.status.finished:
+                        return record
+                wait = min(remaining, max(check_at - now, 0.001))
+                outcome = listener.next_outcome(action_id, wait)
                 if outcome is not None:
                     return build_record(session_id, action_id, request, outcome, False)
         finally:
@@ -169,10 +181,15 @@ class Mailbox:
 
     @redis_errors
     def call(self, session_id: str, action: str, params: Any, timeout: float | None) -> Any:
-        """Send and wait: subscribe first, so the result arrives with no extra read."""
+        """Send and wait: subscribe first, so the result arrives with no extra read.
+
+        The subscription is not waited for: SUBSCRIBE is on the wire before the action is
+        sent, and the finish is published only after a worker has claimed and run it. Should
+        it ever be missed anyway, `wait` re-reads the record every RECHECK_EVERY seconds.
+        """
         validate_session_id(session_id)
         channel = self.layer.keys.session(session_id).done_channel
-        self.listener().subscribe(channel)
+        self.listener().subscribe(channel, confirm=False)
         try:
             handle = self.send(session_id, action, params)
         except BaseException:
@@ -187,9 +204,12 @@ class _Listener:
     def __init__(self, client: Any) -> None:
         self.pubsub = client.pubsub()
 
-    def subscribe(self, channel: str) -> None:
-        """Subscribe and wait for Redis to confirm, so no later finish can be missed."""
+    def subscribe(self, channel: str, confirm: bool = True) -> None:
+        """Subscribe; with `confirm`, wait for Redis to confirm, so no later finish can be
+        missed (the confirmation is otherwise skipped by later reads)."""
         self.pubsub.subscribe(channel)
+        if not confirm:
+            return
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             msg = self.pubsub.get_message(timeout=1.0)

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from jido_tasks import telemetry
 from jido_tasks.actions import ActionContext, get_action, parse_params
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
+from jido_tasks.heartbeat import Heartbeat
 from jido_tasks.models import SessionEntry
 from jido_tasks.redis_layer import RedisLayer
 
@@ -99,36 +100,6 @@ class _Group:
         self.actions = []
 
 
-class _Heartbeat:
-    """Renews the lease every third of its TTL while a batch runs."""
-
-    def __init__(self, layer: RedisLayer, session_id: str, token: str) -> None:
-        self.layer, self.session_id, self.token = layer, session_id, token
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="jido-heartbeat")
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        ttl = self.layer.settings.lease_ttl
-        while not self._stop.wait(ttl / 3):
-            try:
-                ok = self.layer.run("renew", self.session_id, self.token, int(ttl * 1000))
-            except Exception:  # a Redis blip: try again next beat; the lease TTL is the bound
-                log.warning("lease renewal failed for %s", self.session_id, exc_info=True)
-                continue
-            if not ok:
-                self.lost.set()
-                return
-
-
 class _TimeLimit(BaseException):
     """Raised inside an action by SIGALRM; a BaseException so actions cannot swallow it."""
 
@@ -188,7 +159,7 @@ class Drainer:
         self.entry = SessionEntry.from_redis(
             self.session_id, self.layer.keys.session(self.session_id).entry, row)
         report = DrainReport(session_id=self.session_id, outcome="done")
-        with _Heartbeat(self.layer, self.session_id, self.token) as beat:
+        with Heartbeat(self.layer, self.session_id, self.token) as beat:
             while True:
                 state_json, end = self._batch(items, attempts, state_json, report, beat)
                 if end != "more":
@@ -204,7 +175,7 @@ class Drainer:
                 attempts, items = int(nxt[1]), list(nxt[2:])
 
     def _batch(self, items: list[str], attempts: int, state_json: str, report: DrainReport,
-               beat: _Heartbeat) -> tuple[str, str]:
+               beat: Heartbeat) -> tuple[str, str]:
         """Apply a batch; returns the committed state JSON and how it ended: 'more' (ask
         release for the next batch), 'released' (mailbox empty, lease dropped) or 'stale'.
 

@@ -325,3 +325,24 @@ def test_poison_inside_a_commit_group_spares_the_actions_around_it(workers: Work
     assert all(h.record().attempts >= 1 for h in before)
     # Its first run may have been inside a group (not counted): max_attempts or one more.
     assert 2 <= c.layer.redis.llen(key) <= 3
+
+
+def test_heartbeat_keeps_the_lease_of_a_long_action(workers: Workers) -> None:
+    """An action running four lease periods keeps its lease: a sweep finds nothing to recover,
+    no other worker claims the session, and the action runs once."""
+    group = workers(2, lease_ttl=0.5)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    handle = c.send(sid, "test.slow_append", {"value": 1, "seconds": 2.0, "started_key": key})
+    _started(c, key)
+    fence = c.layer.redis.hget(c.layer.keys.session(sid).entry, "fence")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # several lease periods, sweeping as beat would
+        assert c.sweep(force=True).recovered == 0
+        assert c.layer.redis.exists(c.layer.keys.session(sid).lease)
+        time.sleep(0.25)
+    assert handle.get(timeout=10) == 1
+    assert c.layer.redis.llen(key) == 1
+    assert handle.record().attempts == 1
+    assert c.layer.redis.hget(c.layer.keys.session(sid).entry, "fence") == fence

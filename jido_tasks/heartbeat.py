@@ -1,0 +1,84 @@
+"""Lease heartbeats: one thread per process renews every lease the process holds.
+
+A drain registers its lease for as long as it runs (`Heartbeat` is a context manager); the
+thread renews each one every third of `lease_ttl` with the `renew` script, which also keeps
+the drain flag fresh. A renewal that finds the token stale marks the lease lost, and the drain
+stops before its next commit (which the token check would refuse anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from jido_tasks.redis_layer import RedisLayer
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """One held lease, renewed by the process's heartbeat thread while registered."""
+
+    def __init__(self, layer: RedisLayer, session_id: str, token: str) -> None:
+        self.layer, self.session_id, self.token = layer, session_id, token
+        self.period = layer.settings.lease_ttl / 3
+        self.due = time.monotonic() + self.period
+        self.lost = threading.Event()
+
+    def __enter__(self) -> Heartbeat:
+        _beats.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _beats.remove(self)
+
+    def renew(self) -> None:
+        self.due = time.monotonic() + self.period
+        try:
+            ok = self.layer.run("renew", self.session_id, self.token,
+                                int(self.layer.settings.lease_ttl * 1000))
+        except Exception:  # a Redis blip: try again next beat; the lease TTL is the bound
+            log.warning("lease renewal failed for %s", self.session_id, exc_info=True)
+            return
+        if not ok:
+            self.lost.set()
+
+
+class _Beats:
+    """The process's heartbeat thread (started on first use, again after a fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._leases: list[Heartbeat] = []
+        self._pid = 0
+
+    def add(self, beat: Heartbeat) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # threads do not survive fork
+                self._pid = os.getpid()
+                self._leases = []
+                threading.Thread(target=self._run, daemon=True, name="jido-heartbeat").start()
+            self._leases.append(beat)
+            self._wake.notify()
+
+    def remove(self, beat: Heartbeat) -> None:
+        with self._lock:
+            if beat in self._leases:
+                self._leases.remove(beat)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                due = [b for b in self._leases if b.due <= time.monotonic() and not b.lost.is_set()]
+                if not due:
+                    nxt = min((b.due for b in self._leases), default=time.monotonic() + 60)
+                    self._wake.wait(max(0.001, nxt - time.monotonic()))
+                    continue
+            for beat in due:  # outside the lock: a renewal is a round trip
+                beat.renew()
+
+
+_beats = _Beats()
