@@ -43,20 +43,22 @@ def _record(ctx: ActionContext, kind: str, item: JsonObject) -> None:
         del items[: len(items) - MAX_RECORDS]
 
 
+def _announce(ctx: ActionContext, params: BaseModel, kind: str, event: str) -> JsonObject:
+    """Record `params` (stamped) under `kind` and emit `event` with it."""
+    item = {**params.model_dump(), "session_id": ctx.session_id, "at": time.time()}
+    _record(ctx, kind, item)
+    ctx.emit(event, item)
+    return item
+
+
 @action("coordinator.analysis_complete", params=AnalysisComplete)
 def _analysis_complete(ctx: ActionContext, params: AnalysisComplete) -> JsonObject:
-    item = {**params.model_dump(), "session_id": ctx.session_id, "at": time.time()}
-    _record(ctx, "analyses", item)
-    ctx.emit("analysis.complete", item)
-    return item
+    return _announce(ctx, params, "analyses", "analysis.complete")
 
 
 @action("coordinator.issue_found", params=IssueFound)
 def _issue_found(ctx: ActionContext, params: IssueFound) -> JsonObject:
-    item = {**params.model_dump(), "session_id": ctx.session_id, "at": time.time()}
-    _record(ctx, "issues", item)
-    ctx.emit("issue.found", item)
-    return item
+    return _announce(ctx, params, "issues", "issue.found")
 
 
 @action("coordinator.chat_request", params=ChatRequest)
