@@ -112,7 +112,8 @@ class RedisLayer:
         """
         s = self.settings
         args = [session_id, s.event_maxlen, s.global_event_maxlen,
-                self.keys.session(session_id).done_channel, *argv]
+                self.keys.session(session_id).done_channel,
+                int(s.terminated_events_ttl * 1000), *argv]
         return self.script(name)(keys=self.script_keys(session_id), args=args, client=client)
 
     def check_eviction_policy(self) -> str | None:

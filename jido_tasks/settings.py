@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     """Finished action records kept per session (oldest dropped)."""
     event_maxlen: int = Field(1000, ge=1)
     """Approximate length bound of each session's event stream."""
+    terminated_events_ttl: Seconds = 86400.0
+    """How long a terminated session keeps its own event stream (the global one keeps its
+    events); the registry row stays for `retention`."""
     global_event_maxlen: int = Field(100_000, ge=1)
     """Approximate length bound of the global event stream."""
     sweep_batch: int = Field(500, ge=1)

@@ -236,3 +236,15 @@ def test_event_from_stream_tolerates_missing_fields() -> None:
     assert ev.id == "1-0" and ev.type == "x"
     assert ev.session_id is None and ev.data == {}
     assert ev.ts.timestamp() == 1700000000.5
+
+
+def test_terminated_session_stream_expires(client: Client, raw_redis: redis.Redis) -> None:
+    """A terminated session's own stream gets a TTL of terminated_events_ttl; the registry
+    row itself stays (for the retention period)."""
+    sid = client.create_session().id
+    client.terminate_session(sid)
+    keys = client.layer.keys.session(sid)
+    ttl_ms = raw_redis.pttl(keys.events)
+    assert 0 < ttl_ms <= client.settings.terminated_events_ttl * 1000
+    assert raw_redis.pttl(keys.entry) == -1
+    assert [e.type for e in client.events(sid)][-1] == "session.terminated"

@@ -17,8 +17,9 @@
 --   KEYS[14] scheduled  zset of sessions with a drain scheduled
 -- and the same first ARGV:
 --   ARGV[1] session id, ARGV[2] session stream maxlen, ARGV[3] global stream maxlen,
---   ARGV[4] done channel (pub/sub, not a key)
--- Script-specific ARGV start at ARGV[5].
+--   ARGV[4] done channel (pub/sub, not a key), ARGV[5] ms a terminated session keeps its own
+--   event stream
+-- Script-specific ARGV start at ARGV[6].
 
 local K_ENTRY, K_STATE, K_MAILBOX, K_ACTIONS, K_RESULTS, K_FINISHED, K_LEASE = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_GEVENTS, K_ACTIVITY, K_ACTIVE, K_EXPIRY, K_TERMINATED, K_SCHEDULED =
@@ -81,6 +82,9 @@ local function set_status(old, new, ts, reason)
   if new == 'terminated' then
     emit('session.terminated', cjson.encode({session_id = SID,
                                              reason = redis.call('HGET', e, 'reason')}), ts)
+    -- Its events stay in the global stream; its own goes after a while, not at the purge,
+    -- so terminated sessions kept for `retention` do not each hold a stream.
+    redis.call('PEXPIRE', KEYS[K_EVENTS], ARGV[5])
   end
 end
 

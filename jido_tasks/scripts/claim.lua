@@ -1,7 +1,7 @@
 -- claim: take the lease on a session if it is free, with a new fencing token, and return the
 -- first batch of pending actions with the state.
 -- KEYS: the session set (see _lib.lua).
--- ARGV[5] worker id, ARGV[6] lease ms, ARGV[7] batch size.
+-- ARGV[6] worker id, ARGV[7] lease ms, ARGV[8] batch size.
 -- Returns {'ok', token, state or '', head_attempts, n, <n registry hash fields and values>,
 -- id1, req1, ...}, {'busy', lease ms left},
 -- {'empty'} (nothing pending: the flag is dropped) or {'missing'}.
@@ -12,14 +12,14 @@ if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then
 end
 local entry = {}
 for i = 1, #row, 2 do entry[row[i]] = row[i + 1] end
-local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(ARGV[7]) - 1)
+local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(ARGV[8]) - 1)
 if #ids == 0 then
   unschedule(now(), entry['status'])
   return {'empty'}
 end
 local token = redis.call('HINCRBY', KEYS[K_ENTRY], 'fence', 1)
 -- The scheduled flag stays as it is: the live lease is what tells recovery to keep off.
-redis.call('SET', KEYS[K_LEASE], token .. '|' .. ARGV[5], 'PX', ARGV[6])
+redis.call('SET', KEYS[K_LEASE], token .. '|' .. ARGV[6], 'PX', ARGV[7])
 local attempts, items = hand_out(ids, true, {entry['head'], entry['head_attempts']})
 local out = {'ok', token, redis.call('GET', KEYS[K_STATE]) or '', attempts, #row}
 for _, v in ipairs(row) do out[#out + 1] = v end

@@ -5,22 +5,22 @@
 -- end of the worker's batch) and nothing left in the mailbox, also release the lease, so a
 -- drain that empties the mailbox ends without another round trip.
 -- KEYS: the session set (see _lib.lua).
--- ARGV[5] token, ARGV[6] n, ARGV[7] new state JSON or '' to keep it, ARGV[8] events JSON list
--- of [type, data JSON], ARGV[9] keep_results, ARGV[10] '1' if this ends the batch,
--- ARGV[11], ARGV[12], ...: action id and outcome JSON of each of the n actions.
+-- ARGV[6] token, ARGV[7] n, ARGV[8] new state JSON or '' to keep it, ARGV[9] events JSON list
+-- of [type, data JSON], ARGV[10] keep_results, ARGV[11] '1' if this ends the batch,
+-- ARGV[12], ARGV[13], ...: action id and outcome JSON of each of the n actions.
 -- Returns 'ok', 'released' (ok, and the lease was dropped: mailbox empty), 'stale' (lease
 -- lost: nothing written) or 'moved' (one was cancelled meanwhile: nothing written).
-if lease_token() ~= ARGV[5] then return 'stale' end
-local n = tonumber(ARGV[6])
+if lease_token() ~= ARGV[6] then return 'stale' end
+local n = tonumber(ARGV[7])
 local head = redis.call('LRANGE', KEYS[K_MAILBOX], 0, n)
 for i = 1, n do
-  if head[i] ~= ARGV[9 + 2 * i] then return 'moved' end
+  if head[i] ~= ARGV[10 + 2 * i] then return 'moved' end
 end
 local ts = now()
-if ARGV[7] ~= '' then redis.call('SET', KEYS[K_STATE], ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[K_STATE], ARGV[8]) end
 redis.call('LTRIM', KEYS[K_MAILBOX], n, -1)
-local keep = tonumber(ARGV[9])
-for i = 1, n do finish(ARGV[9 + 2 * i], ARGV[10 + 2 * i], keep) end
+local keep = tonumber(ARGV[10])
+for i = 1, n do finish(ARGV[10 + 2 * i], ARGV[11 + 2 * i], keep) end
 local nxt = head[n + 1]
 local status
 if nxt then
@@ -28,12 +28,12 @@ if nxt then
   status = touch(ts, {'head', nxt, 'head_attempts', 1})
 else
   status = touch(ts)
-  if ARGV[10] ~= '1' then redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts') end
+  if ARGV[11] ~= '1' then redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts') end
 end
-if ARGV[8] ~= '[]' then
-  for _, ev in ipairs(cjson.decode(ARGV[8])) do emit(ev[1], ev[2], ts) end
+if ARGV[9] ~= '[]' then
+  for _, ev in ipairs(cjson.decode(ARGV[9])) do emit(ev[1], ev[2], ts) end
 end
-if ARGV[10] == '1' and not nxt then
+if ARGV[11] == '1' and not nxt then
   redis.call('DEL', KEYS[K_LEASE])
   unschedule(ts, status)  -- also drops head/head_attempts
   return 'released'

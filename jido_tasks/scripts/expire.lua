@@ -1,8 +1,8 @@
--- expire: terminate a session past its idle timeout, with reason ARGV[5], after one atomic check
+-- expire: terminate a session past its idle timeout, with reason ARGV[6], after one atomic check
 -- (by Redis TIME) that it is still past its timeout, holds no lease and has no pending action.
 -- KEYS: the session set (see _lib.lua).
--- ARGV[5] reason, ARGV[6] last_activity seen when its snapshot was saved, or '' for none.
--- With ARGV[6] set, the session expires only if it saw no activity since (the snapshot is
+-- ARGV[6] reason, ARGV[7] last_activity seen when its snapshot was saved, or '' for none.
+-- With ARGV[7] set, the session expires only if it saw no activity since (the snapshot is
 -- current); without it, a session with persistence enabled is not expired but answered
 -- {'snapshot', last_activity} so the caller saves one first.
 -- Returns {'expired'}, {'snapshot', last_activity}, {'busy', 'lease'|'pending'}, {'fresh'}
@@ -21,12 +21,12 @@ if deadline > ts then
   redis.call('ZADD', KEYS[K_EXPIRY], fmt(deadline), SID)
   return {'fresh'}
 end
-if ARGV[6] ~= '' and ARGV[6] ~= last then return {'changed'} end
+if ARGV[7] ~= '' and ARGV[7] ~= last then return {'changed'} end
 if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then return {'busy', 'lease'} end
 if redis.call('LLEN', KEYS[K_MAILBOX]) > 0 then return {'busy', 'pending'} end
-if ARGV[6] == '' and row[4] and cjson.decode(row[4]).persistence_enabled == true then
+if ARGV[7] == '' and row[4] and cjson.decode(row[4]).persistence_enabled == true then
   return {'snapshot', last}
 end
-set_status(status, 'terminating', ts, ARGV[5])
+set_status(status, 'terminating', ts, ARGV[6])
 unschedule(ts)
 return {'expired'}

@@ -1,6 +1,6 @@
--- mark_idle: an active session with no activity for ARGV[5] seconds (by Redis TIME), no lease
+-- mark_idle: an active session with no activity for ARGV[6] seconds (by Redis TIME), no lease
 -- and no pending action becomes idle (any later activity makes it active again: see touch()).
--- KEYS: the session set (see _lib.lua).  ARGV[5] idle_after seconds.
+-- KEYS: the session set (see _lib.lua).  ARGV[6] idle_after seconds.
 -- Returns 'idled', 'busy' (holds a lease or has pending work: looked at again later), 'fresh'
 -- (recent activity: the active index is set right) or 'gone' (not active: dropped from it).
 local e = KEYS[K_ENTRY]
@@ -10,7 +10,7 @@ if row[1] ~= 'active' then
   return 'gone'
 end
 local ts = now()
-if tonumber(row[2]) + tonumber(ARGV[5]) > ts then
+if tonumber(row[2]) + tonumber(ARGV[6]) > ts then
   redis.call('ZADD', KEYS[K_ACTIVE], row[2], SID)
   return 'fresh'
 end

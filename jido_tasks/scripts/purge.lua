@@ -1,7 +1,7 @@
--- purge: delete a session terminated more than ARGV[5] seconds ago (by Redis TIME): every key
+-- purge: delete a session terminated more than ARGV[6] seconds ago (by Redis TIME): every key
 -- it owns (KEYS[1..8]) and its place in every index (KEYS[10..14]). Idempotent: a session
 -- already purged (no registry row) only has leftovers removed.
--- KEYS: the session set (see _lib.lua).  ARGV[5] retention seconds.
+-- KEYS: the session set (see _lib.lua).  ARGV[6] retention seconds.
 -- Emits session.purged on the global stream only (the session's own stream is gone).
 -- Returns 'purged', 'gone' (nothing was left to purge but leftovers), 'young' (terminated
 -- too recently: the terminated index is set right) or 'live' (not terminated: dropped from the
@@ -12,7 +12,7 @@ if status and status ~= 'terminated' then
   redis.call('ZREM', KEYS[K_TERMINATED], SID)
   return 'live'
 end
-if status and at and at + tonumber(ARGV[5]) > now() then
+if status and at and at + tonumber(ARGV[6]) > now() then
   redis.call('ZADD', KEYS[K_TERMINATED], row[2], SID)
   return 'young'
 end
