@@ -223,7 +223,11 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
     except (ValueError, ValidationError) as exc:
         raise InvalidEntry(session_id, layer.keys.session(session_id).state,
                            f"the state is not a JSON object: {exc}") from None
-    return store.save(session_id, snap.model_dump_json().encode(), snap.saved_at)
+    info = store.save(session_id, snap.model_dump_json().encode(), snap.saved_at)
+    event = {"session_id": session_id, "saved_id": info.id, "store": info.store,
+             "size": info.size, "saved_at": info.saved_at.isoformat()}
+    layer.run("emit", session_id, "session.saved", json.dumps(event))
+    return info
 
 
 def restore_snapshot(layer: RedisLayer, store: SnapshotStore, saved_id: str) -> SessionEntry:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SCRIPT_NAMES = (
     "create", "transition", "touch", "terminate", "send", "claim", "commit", "release", "renew",
-    "progress", "cancel", "mark_idle", "expire", "purge", "recover", "release_lock",
+    "progress", "cancel", "mark_idle", "expire", "purge", "emit", "recover", "release_lock",
     "extend_lock",
 )
 

@@ -721,3 +721,14 @@ def test_snapshot_times_are_utc(pclient: Client) -> None:
     info = c.saved_sessions()[0]
     assert info.id == sid
     assert info.saved_at.utcoffset() == timedelta(0)
+
+
+def test_save_appends_a_session_saved_event(client: Client) -> None:
+    """A save is announced on the session's and the global stream with where it went."""
+    sid = client.create_session().id
+    info = client.save_session(sid)
+    saved = [e for e in client.events(sid) if e.type == "session.saved"]
+    assert len(saved) == 1
+    assert saved[0].data == {"session_id": sid, "saved_id": info.id, "store": info.store,
+                             "size": info.size, "saved_at": info.saved_at.isoformat()}
+    assert any(e.type == "session.saved" and e.session_id == sid for e in client.events())
