@@ -163,9 +163,12 @@ def sessions() -> None:
 @sessions.command("list")
 @click.option("--status", type=click.Choice([s.value for s in SessionStatus]),
               help="Only this status (default: every session not terminated).")
-def sessions_list(status: str | None) -> None:
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many rows of the index (default: all).")
+def sessions_list(status: str | None, offset: int, limit: int | None) -> None:
     """Sessions, most recent activity first."""
-    emit(client().list_sessions(status))
+    emit(client().list_sessions(status, offset=offset, limit=limit))
 
 
 @sessions.command("show")

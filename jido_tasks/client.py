@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -70,9 +70,14 @@ class Client:
         return self.sessions.get(session_id)
 
     @redis_errors
-    def list_sessions(self, status: SessionStatus | str | None = None) -> list[SessionEntry]:
-        """Sessions newest activity first; default every one that is not terminated."""
-        return self.sessions.list(status)
+    def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
+                      limit: int | None = None) -> list[SessionEntry]:
+        """Sessions newest activity first; default every one that is not terminated.
+
+        `offset`/`limit` page the index read (live sessions, or terminated ones for
+        `status="terminated"`); another status filter applies within that page.
+        """
+        return self.sessions.list(status, offset=offset, limit=limit)
 
     @redis_errors
     def touch(self, session_id: str) -> SessionEntry:
@@ -100,6 +105,13 @@ class Client:
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action for the session; returns once it is durably queued."""
         return self.mailbox.send(session_id, action, params)
+
+    @redis_errors
+    def send_many(self, session_id: str,
+                  actions: Iterable[tuple[str, Any] | str]) -> list[ActionHandle]:
+        """Accept several actions (`(name, params)` or a bare name), all or none, in order,
+        in one round trip."""
+        return self.mailbox.send_many(session_id, actions)
 
     @redis_errors
     def call(self, session_id: str, action: str, params: Any = None,
@@ -159,6 +171,12 @@ class Client:
                block: float | None = None) -> Iterator[Event]:
         """Events of one session (or all), after stream id `after`; see `iter_events`."""
         return iter_events(self.layer, session_id, after, block)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close pub/sub listeners and the Celery connection pool."""

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from jido_tasks import telemetry
@@ -72,25 +73,60 @@ class Mailbox:
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
-    @redis_errors
-    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
-        """Accept an action durably (or raise a typed error and enqueue nothing)."""
-        validate_session_id(session_id)
+    def _request(self, session_id: str, action: str, params: Any) -> tuple[str, str]:
+        """A new action id and its request JSON, after validating name and params."""
         spec = get_action(action, session_id)
         clean, _ = check_params(spec, params, session_id, self.settings.max_params_bytes)
-        action_id = new_action_id()
         request = json.dumps({"action": action, "params": clean, "created_at": time.time()},
                              separators=(",", ":"))
-        res = self.layer.run("send", session_id, action_id, request,
-                             self.settings.lease_ttl * 3)
+        return new_action_id(), request
+
+    def _accepted(self, session_id: str, res: list[Any]) -> bool:
+        """Raise the typed error of a refused send; else whether to publish a drain."""
         if res[0] == "missing":
             raise SessionNotFound(session_id)
         if res[0] == "inactive":
             raise SessionNotActive(session_id, res[1])
-        if int(res[1]):
+        return bool(int(res[1]))
+
+    @redis_errors
+    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
+        """Accept an action durably (or raise a typed error and enqueue nothing)."""
+        validate_session_id(session_id)
+        action_id, request = self._request(session_id, action, params)
+        res = self.layer.run("send", session_id, action_id, request,
+                             self.settings.lease_ttl * 3)
+        if self._accepted(session_id, res):
             self.publish_drain(session_id)
         telemetry.emit("action_sent", session_id, action_id, action)
         return ActionHandle(self, session_id, action_id, action, request)
+
+    @redis_errors
+    def send_many(self, session_id: str,
+                  actions: Iterable[tuple[str, Any] | str]) -> list[ActionHandle]:
+        """Accept several actions, in order, all or none, in one round trip.
+
+        Every name and params are validated first; then one MULTI/EXEC runs the send script
+        for each, so no other client's action lands between them and a session that is not
+        active refuses them all.
+        """
+        validate_session_id(session_id)
+        items = [(a, None) if isinstance(a, str) else a for a in actions]
+        prepared = [(name, *self._request(session_id, name, params)) for name, params in items]
+        if not prepared:
+            return []
+        pipe = self.layer.redis.pipeline(transaction=True)
+        for _, action_id, request in prepared:
+            self.layer.run("send", session_id, action_id, request,
+                           self.settings.lease_ttl * 3, client=pipe)
+        results = pipe.execute()
+        publish = [self._accepted(session_id, res) for res in results]
+        if any(publish):
+            self.publish_drain(session_id)
+        for name, action_id, _ in prepared:
+            telemetry.emit("action_sent", session_id, action_id, name)
+        return [ActionHandle(self, session_id, action_id, name, request)
+                for name, action_id, request in prepared]
 
     def publish_drain(self, session_id: str) -> None:
         """Publish a Celery drain message. A failure is logged, not raised: the action is

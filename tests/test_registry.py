@@ -553,3 +553,15 @@ def test_events_refuse_a_malformed_after_id(client: Client, after: str) -> None:
     with pytest.raises(InvalidParams) as err:
         client.events(after=after)
     assert "stream id" in err.value.problem
+
+
+def test_list_sessions_pages_newest_first(client: Client) -> None:
+    """offset/limit page the listing, newest activity first; the client closes as a context
+    manager."""
+    sids = [client.create_session().id for _ in range(5)]
+    newest_first = list(reversed(sids))
+    assert [e.id for e in client.list_sessions(limit=2)] == newest_first[:2]
+    assert [e.id for e in client.list_sessions(offset=2, limit=2)] == newest_first[2:4]
+    assert [e.id for e in client.list_sessions(offset=4)] == newest_first[4:]
+    with Client(client.settings) as other:
+        assert len(other.list_sessions()) == 5

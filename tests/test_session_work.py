@@ -346,3 +346,26 @@ def test_heartbeat_keeps_the_lease_of_a_long_action(workers: Workers) -> None:
     assert c.layer.redis.llen(key) == 1
     assert handle.record().attempts == 1
     assert c.layer.redis.hget(c.layer.keys.session(sid).entry, "fence") == fence
+
+
+def test_send_many_is_ordered_and_all_or_nothing(workers: Workers) -> None:
+    """send_many queues every action in order in one step, or none of them."""
+    c = workers(1).client
+    sid = c.create_session().id
+    handles = c.send_many(sid, [("test.append", {"value": i}) for i in range(50)]
+                          + ["test.noop"])
+    assert [h.action for h in handles][-2:] == ["test.append", "test.noop"]
+    assert handles[-2].get(timeout=30) == 50
+    assert c.get_state(sid)["items"] == list(range(50))
+    mailbox = c.layer.keys.session(sid).mailbox
+    handles[-1].get(timeout=10)
+    with pytest.raises(InvalidParams):
+        c.send_many(sid, [("test.append", {"value": 1}), ("test.append", [1])])
+    with pytest.raises(UnknownAction):
+        c.send_many(sid, [("test.append", {"value": 1}), "no.such"])
+    assert c.layer.redis.llen(mailbox) == 0
+    c.terminate_session(sid)
+    with pytest.raises(SessionNotActive):
+        c.send_many(sid, ["test.noop", "test.noop"])
+    assert c.layer.redis.llen(mailbox) == 0
+    assert c.send_many(sid, []) == []
