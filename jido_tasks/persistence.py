@@ -133,6 +133,11 @@ class SnapshotStore(ABC):
     def _remove(self, saved_id: str) -> None:
         """Delete a snapshot; `SnapshotNotFound` if there is none."""
 
+    def remove_stale_temp(self, max_age: float) -> int:
+        """Remove leftovers of writers that died mid-save, older than `max_age` seconds;
+        returns how many. Nothing to do for stores that write atomically in one step."""
+        return 0
+
     @abstractmethod
     def _ids(self) -> list[str]:
         """Ids of the stored snapshots (valid ids only), sorted."""

@@ -28,6 +28,7 @@ from jido_tasks.redis_layer import RedisLayer
 log = logging.getLogger(__name__)
 
 EXPIRE_REASON = "idle_timeout"
+STALE_TEMP_AGE = 3600.0  # seconds; a save never takes this long
 
 
 class SweepReport(BaseModel):
@@ -45,6 +46,8 @@ class SweepReport(BaseModel):
     purged: int = 0
     rechecked: int = 0
     """Expiry candidates that failed the check (busy or touched): looked at again later."""
+    temp_removed: int = 0
+    """Leftover temporary files of dead snapshot writers removed (disk store)."""
     errors: int = 0
     """Candidates whose script failed (logged); looked at again later."""
     skipped_locked: bool = False
@@ -105,6 +108,7 @@ class Sweeper:
             self._scan(k.expiry, now, self._expire)
             self._scan(k.active, now - s.idle_after, self._idle)
             self._scan(k.terminated, now - s.retention, self._purge)
+            self._remove_stale_temp()
         finally:
             self.lock.release()
             self.report.duration = time.monotonic() - started
@@ -206,6 +210,16 @@ class Sweeper:
             log.exception("sweep: snapshot of session %s failed; not expired", session_id)
             return False
         return True
+
+    def _remove_stale_temp(self) -> None:
+        """Clean what snapshot writers that died mid-save left behind (older than an hour)."""
+        try:
+            if self._store is None:
+                self._store = snapshot_store(self.layer)
+            self.report.temp_removed += self._store.remove_stale_temp(STALE_TEMP_AGE)
+        except Exception:  # the store's own problem: logged, the sweep goes on
+            self.report.errors += 1
+            log.exception("sweep: cleaning the snapshot store's temporary files failed")
 
     def _idle(self, ids: list[str]) -> int:
         results = self._batch("mark_idle", [(sid, (self.settings.idle_after,)) for sid in ids])

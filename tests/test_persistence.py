@@ -732,3 +732,23 @@ def test_save_appends_a_session_saved_event(client: Client) -> None:
     assert saved[0].data == {"session_id": sid, "saved_id": info.id, "store": info.store,
                              "size": info.size, "saved_at": info.saved_at.isoformat()}
     assert any(e.type == "session.saved" and e.session_id == sid for e in client.events())
+
+
+def test_sweep_removes_stale_temporary_files(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Temporary files of a writer that died mid-save are removed by the sweep after an hour;
+    fresh ones (a save in progress) and other files are left alone."""
+    c = Client(make_settings(redis_server.url, **overrides("disk", tmp_path)))
+    info = c.save_session(c.create_session().id)
+    snaps = tmp_path / "snaps"
+    stale = snaps / f".{info.id}.{'a' * 32}.tmp"
+    fresh = snaps / f".{info.id}.{'b' * 32}.tmp"
+    other = snaps / "notes.tmp"
+    for path in (stale, fresh, other):
+        path.write_text("{")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    assert c.sweep(force=True).temp_removed == 1
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert c.list_saved_sessions() == [info.id]
+    c.close()

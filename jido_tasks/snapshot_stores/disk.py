@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -22,6 +23,7 @@ from jido_tasks.errors import PersistenceError, SnapshotCorrupt, SnapshotNotFoun
 from jido_tasks.persistence import SnapshotStore
 
 _FILE = re.compile(r"(session_[0-9a-f]{32})\.json")
+_TEMP = re.compile(r"\.session_[0-9a-f]{32}\.[0-9a-f]{32}\.tmp")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -73,6 +75,23 @@ class DiskSnapshotStore(SnapshotStore):
             yield fd
         finally:
             os.close(fd)
+
+    def remove_stale_temp(self, max_age: float) -> int:
+        """Remove temporary files of saves that died (a crash between create and rename)."""
+        removed = 0
+        cutoff = time.time() - max_age
+        with self._dir() as dfd:
+            if dfd is None:
+                return 0
+            for name in os.listdir(dfd):
+                if not _TEMP.fullmatch(name):
+                    continue
+                with suppress(FileNotFoundError):
+                    info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        os.unlink(name, dir_fd=dfd)
+                        removed += 1
+        return removed
 
     def _write(self, saved_id: str, data: bytes, saved_at: datetime) -> None:
         name = f"{saved_id}.json"
