@@ -1,9 +1,10 @@
 """Worker side of session work: claim a session, apply its pending actions in order, release.
 
-One drain: `claim` (lease + fencing token + first batch + state) -> for each action, run it on
-a private copy of the state and `commit` (token check, new state, outcome, mailbox pop,
-activity, events: one atomic Lua call) -> `release` (drop the lease only if the mailbox is
-empty, else take the next batch). A heartbeat thread renews the lease while actions run.
+One drain: `claim` (lease + fencing token + first batch + state) -> run each action on a
+private copy of the state, and `commit` each group of consecutive finished actions (token
+check, new state, outcomes, mailbox pop, activity, events: one atomic Lua call; the last one
+of a batch also releases the lease when the mailbox is empty) -> `release` (the next batch, or
+drop the lease if nothing is left). The process's heartbeat thread renews the lease meanwhile.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from jido_tasks.models import SessionEntry
 from jido_tasks.redis_layer import RedisLayer
 
 log = logging.getLogger(__name__)
-
 
 
 def dumps(value: Any) -> str:
