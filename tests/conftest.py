@@ -1,6 +1,6 @@
 """Test harness: a private redis-server and real Celery worker subprocesses.
 
-No fakeredis, no mocks, no eager mode. Each test gets its own key namespace (and, for worker
+No in-memory stand-in for Redis, no mocks, no eager Celery. Each test gets its own key namespace (and, for worker
 groups it starts, its own Celery queue), and keys of the shared namespace are deleted before
 each test.
 """
