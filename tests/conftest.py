@@ -1,8 +1,9 @@
 """Test harness: a private redis-server and real Celery worker subprocesses.
 
-No in-memory stand-in for Redis, no mocks, no eager Celery. Each test gets its own key namespace (and, for worker
-groups it starts, its own Celery queue), and keys of the shared namespace are deleted before
-each test.
+No in-memory stand-in for Redis, no mocks, no eager Celery. The private redis-server lives for
+the whole run; each test gets a key namespace (and, for the worker groups it starts, a Celery
+queue) of its own, so no test sees another's keys or messages. A test that kills Redis uses
+`own_redis`, a server of its own.
 """
 
 from __future__ import annotations
