@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/jido-tasks worker --beat
 
 lint: $(STAMP)
-	$(BIN)/ruff check jido_tasks tests benchmarks
+	$(BIN)/ruff check jido_tasks tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy jido_tasks
