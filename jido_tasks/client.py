@@ -73,10 +73,7 @@ class Client:
     def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
                       limit: int | None = None) -> list[SessionEntry]:
         """Sessions newest activity first; default every one that is not terminated.
-
-        `offset`/`limit` page the index read (live sessions, or terminated ones for
-        `status="terminated"`); another status filter applies within that page.
-        """
+        `offset`/`limit` count sessions of the requested status."""
         return self.sessions.list(status, offset=offset, limit=limit)
 
     @redis_errors

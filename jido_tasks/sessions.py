@@ -5,6 +5,7 @@ Every write is one Lua script (one round trip, atomic); reads go through `Sessio
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from jido_tasks.models import (
 from jido_tasks.redis_layer import RedisLayer
 
 log = logging.getLogger(__name__)
+_PAGE = 500  # index entries read per round trip when listing
 
 
 class NewSession(BaseModel):
@@ -136,7 +138,8 @@ class SessionService:
              limit: int | None = None) -> list[SessionEntry]:
         """Sessions by last activity, newest first; default all not terminated.
 
-        Reads one index (never scans the keyspace) and the rows in one pipeline.
+        `offset` and `limit` count sessions of the requested status. Reads one index page at a
+        time (never scans the keyspace), each page's rows in one pipeline.
         """
         try:
             wanted = SessionStatus(status) if status is not None else None
@@ -144,27 +147,47 @@ class SessionService:
             raise InvalidParams(None, "list_sessions",
                                 f"unknown status {status!r} (expected one of "
                                 f"{', '.join(s.value for s in SessionStatus)})") from None
-        keys = self.layer.keys
-        index = keys.terminated if wanted is SessionStatus.TERMINATED else keys.activity
-        end = -1 if limit is None else offset + limit - 1
-        ids = [sid for sid in self.layer.redis.zrevrange(index, offset, end)
-               if _well_formed(index, sid)]
+        if offset < 0 or (limit is not None and limit < 0):
+            raise InvalidParams(None, "list_sessions", "offset and limit must not be negative")
+        index = (self.layer.keys.terminated if wanted is SessionStatus.TERMINATED
+                 else self.layer.keys.activity)
+        # The terminated index holds only terminated sessions, and no filter means every
+        # live one: then the index itself can be paged. Otherwise page through it and filter.
+        exact = wanted in (None, SessionStatus.TERMINATED)
+        page = (limit or _PAGE) if exact else max(limit or 0, _PAGE)
+        start = offset if exact else 0
+        skip = 0 if exact else offset
+        out: list[SessionEntry] = []
+        while limit is None or len(out) < limit:
+            ids = self.layer.redis.zrevrange(index, start, start + page - 1)
+            for entry in self._rows(index, ids):
+                if wanted is None or entry.status is wanted:
+                    if skip:
+                        skip -= 1
+                    else:
+                        out.append(entry)
+            if len(ids) < page:
+                break
+            start += page
+        return out if limit is None else out[:limit]
+
+    def _rows(self, index: str, ids: builtins.list[str]) -> builtins.list[SessionEntry]:
+        """The registry rows of `ids` (one pipeline); foreign, vanished or corrupt ones are
+        skipped (logged), so one bad row never hides the others."""
+        ids = [sid for sid in ids if _well_formed(index, sid)]
         if not ids:
             return []
         pipe = self.layer.redis.pipeline(transaction=False)
         for sid in ids:
-            pipe.hgetall(keys.session(sid).entry)
-        out: list[SessionEntry] = []
+            pipe.hgetall(self.layer.keys.session(sid).entry)
+        out: builtins.list[SessionEntry] = []
         for sid, row in zip(ids, pipe.execute(), strict=True):
             if not row:  # purged between the two reads
                 continue
             try:
-                entry = self._entry(sid, row)
-            except InvalidEntry as exc:  # one bad row must not hide all the others
+                out.append(self._entry(sid, row))
+            except InvalidEntry as exc:
                 log.warning("list_sessions: skipped %s", exc)
-                continue
-            if wanted is None or entry.status is wanted:
-                out.append(entry)
         return out
 
     def transition(self, session_id: str, target: SessionStatus | str,

@@ -565,3 +565,18 @@ def test_list_sessions_pages_newest_first(client: Client) -> None:
     assert [e.id for e in client.list_sessions(offset=4)] == newest_first[4:]
     with Client(client.settings) as other:
         assert len(other.list_sessions()) == 5
+
+
+def test_list_sessions_pages_within_a_status(client: Client) -> None:
+    """With a status filter, offset/limit count sessions of that status."""
+    sids = [client.create_session().id for _ in range(6)]
+    for sid in sids[::2]:
+        client.sessions.transition(sid, IDLE)
+    idle_newest_first = [e.id for e in client.list_sessions("idle")]
+    assert sorted(idle_newest_first) == sorted(sids[::2])
+    assert [e.id for e in client.list_sessions("idle", limit=2)] == idle_newest_first[:2]
+    paged = [e.id for e in client.list_sessions("idle", offset=1, limit=5)]
+    assert paged == idle_newest_first[1:]
+    assert len(client.list_sessions("active", offset=2)) == 1
+    with pytest.raises(InvalidParams):
+        client.list_sessions(offset=-1)
