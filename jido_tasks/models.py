@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -40,6 +41,18 @@ def validate_session_id(session_id: object) -> str:
     if not SESSION_ID.fullmatch(session_id):
         raise InvalidSessionId(session_id, "has characters outside the allowed form")
     return session_id
+
+
+def is_index_member(index: str, session_id: str) -> bool:
+    """True for a valid session id; a foreign member of an index is logged and skipped (its
+    name never reaches a key)."""
+    try:
+        validate_session_id(session_id)
+    except InvalidSessionId:
+        logging.getLogger("jido_tasks").warning(
+            "index %s holds a malformed member %r; skipped", index, session_id)
+        return False
+    return True
 
 
 def to_ts(value: datetime | None) -> str | None:

@@ -23,11 +23,6 @@ from jido_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCRIPT_NAMES = (
-    "create", "transition", "touch", "terminate", "send", "claim", "commit", "release", "renew",
-    "progress", "cancel", "mark_idle", "expire", "purge", "emit", "recover", "release_lock",
-    "extend_lock",
-)
 
 _pools: dict[tuple[int, str], redis.Redis] = {}
 P = ParamSpec("P")

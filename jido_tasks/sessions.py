@@ -18,7 +18,6 @@ from jido_tasks import telemetry
 from jido_tasks.errors import (
     InvalidEntry,
     InvalidParams,
-    InvalidSessionId,
     InvalidTransition,
     JidoTasksError,
     SessionNotActive,
@@ -32,6 +31,7 @@ from jido_tasks.models import (
     allowed_from,
     check_transition,
     from_ts,
+    is_index_member,
     new_session_id,
     validate_session_id,
 )
@@ -73,16 +73,6 @@ def _state_json(state: Any) -> str:
         return json.dumps(state, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidParams(None, "create_session", f"state is not JSON: {exc}") from exc
-
-
-def _well_formed(index: str, session_id: str) -> bool:
-    """True for a valid session id; a foreign member of an index is logged and skipped."""
-    try:
-        validate_session_id(session_id)
-    except InvalidSessionId:
-        log.warning("index %s holds a malformed member %r; skipped", index, session_id)
-        return False
-    return True
 
 
 class SessionService:
@@ -174,7 +164,7 @@ class SessionService:
     def _rows(self, index: str, ids: builtins.list[str]) -> builtins.list[SessionEntry]:
         """The registry rows of `ids` (one pipeline); foreign, vanished or corrupt ones are
         skipped (logged), so one bad row never hides the others."""
-        ids = [sid for sid in ids if _well_formed(index, sid)]
+        ids = [sid for sid in ids if is_index_member(index, sid)]
         if not ids:
             return []
         pipe = self.layer.redis.pipeline(transaction=False)

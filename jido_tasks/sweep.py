@@ -19,9 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from jido_tasks import telemetry
-from jido_tasks.errors import InvalidSessionId
 from jido_tasks.mailbox import Mailbox
-from jido_tasks.models import validate_session_id
+from jido_tasks.models import is_index_member
 from jido_tasks.persistence import SnapshotStore, save_snapshot, snapshot_store
 from jido_tasks.redis_layer import RedisLayer
 
@@ -134,10 +133,9 @@ class Sweeper:
                     offset += 1
                     continue
                 seen.add(sid)
-                try:
-                    fresh.append(validate_session_id(sid))
-                except InvalidSessionId:
-                    log.warning("sweep: %s holds a malformed member %r; skipped", index, sid)
+                if is_index_member(index, sid):
+                    fresh.append(sid)
+                else:
                     offset += 1
             if fresh:
                 offset += step(fresh)
