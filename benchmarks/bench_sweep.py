@@ -26,8 +26,8 @@ import redis
 from benchmarks.common import Redis, settings_for
 from jido_tasks.celery_app import make_app
 from jido_tasks.models import SessionEntry, SessionStatus, from_ts, new_session_id
-from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.sessions import SessionService
+from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import Sweeper
 
 CHUNK = 5000

@@ -63,11 +63,7 @@ def settings_for(url: str, **overrides: Any) -> Settings:
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIDO_TASKS_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        env[f"JIDO_TASKS_{name.upper()}"] = ",".join(value) if isinstance(value, list) \
-            else str(value)
+    env.update(settings.to_env())
     env["JIDO_TASKS_CONFIG"] = "/nonexistent"
     env["PYTHONPATH"] = str(ROOT)
     return env

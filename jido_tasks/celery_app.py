@@ -1,6 +1,9 @@
 """The Celery app: `celery -A jido_tasks.celery_app worker|beat|flower`.
 
 Configured from `Settings` with safe defaults; each non-default below says why it is there.
+The module-level `app` (what `celery -A` finds) is built from the environment on first access
+only, so a `Client(Settings(...))` that builds its own app with `make_app(settings)` never reads
+`JIDO_TASKS_*`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from jido_tasks.actions import BUILTIN_MODULES
-from jido_tasks.constants import SWEEP_TASK
+from jido_tasks.dispatch import SWEEP_TASK
 from jido_tasks.settings import Settings, load_settings
 
 
@@ -89,4 +92,15 @@ def make_app(settings: Settings | None = None) -> JidoCelery:
     return celery
 
 
-app = make_app()
+_app: JidoCelery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the Celery app of `celery -A jido_tasks.celery_app`, built from the environment
+    on first access (not at import)."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = make_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,15 +26,14 @@ from jido_tasks.launch import (
     worker_argv,
 )
 from jido_tasks.models import JsonObject, SessionStatus
-from jido_tasks.redis_layer import safe_url
-from jido_tasks.settings import load_settings
+from jido_tasks.settings import load_settings, safe_url
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
-def emit(value: Any) -> None:
+def print_json(value: Any) -> None:
     """Print `value` (models, lists, dicts) as indented JSON on stdout."""
     click.echo(json.dumps(to_jsonable_python(value), indent=2, ensure_ascii=False))
 
@@ -72,7 +71,7 @@ class _Group(click.Group):
             ctx.exit(2)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             client = ctx.find_root().obj
-            where = f" at {safe_url(client.settings.redis_url)}" if client is not None else ""
+            where = f" at {safe_url(client.settings.redis_dsn)}" if client is not None else ""
             click.echo(f"error: cannot reach Redis{where}: {exc}", err=True)
             ctx.exit(1)
         except redis.RedisError as exc:  # e.g. a read-only replica, a disk error (MISCONF)
@@ -139,7 +138,7 @@ def check(ping_workers: bool) -> None:
     c = client()
     c.layer.redis.ping()
     report: dict[str, Any] = {
-        "redis_url": safe_url(c.settings.redis_url),
+        "redis_url": safe_url(c.settings.redis_dsn),
         "redis_version": c.layer.redis.info("server").get("redis_version"),
         "namespace": c.settings.namespace,
         "queue": c.settings.queue,
@@ -148,7 +147,7 @@ def check(ping_workers: bool) -> None:
     if ping_workers:
         report["workers"] = sorted(name for reply in c.celery.control.ping(timeout=1.0)
                                    for name in reply)
-    emit(report)  # an eviction warning is also logged on stderr
+    print_json(report)  # an eviction warning is also logged on stderr
     if ping_workers and not report["workers"]:
         click.echo("error: no worker answered", err=True)
         sys.exit(1)
@@ -168,14 +167,14 @@ def sessions() -> None:
               help="At most this many rows of the index (default: all).")
 def sessions_list(status: str | None, offset: int, limit: int | None) -> None:
     """Sessions, most recent activity first."""
-    emit(client().list_sessions(status, offset=offset, limit=limit))
+    print_json(client().list_sessions(status, offset=offset, limit=limit))
 
 
 @sessions.command("show")
 @click.argument("session_id")
 def sessions_show(session_id: str) -> None:
     """One session's registry entry."""
-    emit(client().get_session(session_id))
+    print_json(client().get_session(session_id))
 
 
 @sessions.command("create")
@@ -186,14 +185,14 @@ def sessions_show(session_id: str) -> None:
 def sessions_create(metadata: JsonObject | None, llm_config: JsonObject | None,
                     config: JsonObject | None) -> None:
     """Create an active session and print its entry."""
-    emit(client().create_session(metadata, llm_config, config))
+    print_json(client().create_session(metadata, llm_config, config))
 
 
 @sessions.command("touch")
 @click.argument("session_id")
 def sessions_touch(session_id: str) -> None:
     """Record activity on a session (an idle one becomes active)."""
-    emit(client().touch(session_id))
+    print_json(client().touch(session_id))
 
 
 @sessions.command("terminate")
@@ -205,16 +204,16 @@ def sessions_terminate(session_id: str, reason: str, drain: bool, save: bool) ->
     """Terminate a session; pending actions are cancelled unless --drain."""
     c = client()
     if save:
-        emit(c.terminate_session(session_id, reason, drain=drain, save=True))
+        print_json(c.terminate_session(session_id, reason, drain=drain, save=True))
     else:
-        emit(c.terminate_session(session_id, reason, drain=drain))
+        print_json(c.terminate_session(session_id, reason, drain=drain))
 
 
 @sessions.command("state")
 @click.argument("session_id")
 def sessions_state(session_id: str) -> None:
     """A session's committed state document."""
-    emit(client().get_state(session_id))
+    print_json(client().get_state(session_id))
 
 
 # -- events and actions ----------------------------------------------------------------------
@@ -259,7 +258,7 @@ def send(session_id: str, action: str, params: JsonObject | None, wait: bool,
     out: dict[str, Any] = {"id": handle.id, "session_id": handle.session_id,
                            "action": handle.action}
     if not wait:
-        emit({**out, "status": handle.status()})
+        print_json({**out, "status": handle.status()})
         return
     try:
         result = handle.get(timeout)
@@ -267,7 +266,7 @@ def send(session_id: str, action: str, params: JsonObject | None, wait: bool,
         click.echo(f"error: action {handle.id} not finished after {timeout:g}s "
                    f"(see: jido-tasks action {session_id} {handle.id})", err=True)
         sys.exit(1)
-    emit({**out, "status": "succeeded", "result": result})
+    print_json({**out, "status": "succeeded", "result": result})
 
 
 @cli.command()
@@ -275,7 +274,7 @@ def send(session_id: str, action: str, params: JsonObject | None, wait: bool,
 @click.argument("action_id")
 def action(session_id: str, action_id: str) -> None:
     """One action's record: status, attempts, result or error."""
-    emit(client().action(session_id, action_id))
+    print_json(client().action(session_id, action_id))
 
 
 @cli.command()
@@ -294,14 +293,14 @@ def snapshot() -> None:
 @click.argument("session_id")
 def snapshot_save(session_id: str) -> None:
     """Save a snapshot of a session (entry and full state)."""
-    emit(client().save_session(session_id))
+    print_json(client().save_session(session_id))
 
 
 @snapshot.command("restore")
 @click.argument("saved_id")
 def snapshot_restore(saved_id: str) -> None:
     """Create a new session from a saved snapshot and print its entry."""
-    emit(client().restore_session(saved_id))
+    print_json(client().restore_session(saved_id))
 
 
 @snapshot.command("list")
@@ -309,7 +308,7 @@ def snapshot_restore(saved_id: str) -> None:
 def snapshot_list(long_: bool) -> None:
     """Saved snapshots."""
     c = client()
-    emit(c.saved_sessions() if long_ else c.list_saved_sessions())
+    print_json(c.saved_sessions() if long_ else c.list_saved_sessions())
 
 
 @snapshot.command("delete")
@@ -317,7 +316,7 @@ def snapshot_list(long_: bool) -> None:
 def snapshot_delete(saved_id: str) -> None:
     """Delete a saved snapshot."""
     client().delete_saved_session(saved_id)
-    emit({"deleted": saved_id})
+    print_json({"deleted": saved_id})
 
 
 def main() -> None:

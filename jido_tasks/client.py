@@ -26,9 +26,9 @@ from jido_tasks.persistence import (
     save_snapshot,
     snapshot_store,
 )
-from jido_tasks.redis_layer import RedisLayer, redis_errors
 from jido_tasks.sessions import SessionService
 from jido_tasks.settings import Settings, load_settings
+from jido_tasks.store.connection import RedisLayer, redis_errors
 from jido_tasks.sweep import SweepReport, run_sweep
 
 

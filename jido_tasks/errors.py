@@ -148,15 +148,6 @@ class ActionCancelled(JidoTasksError):
         self.reason = reason
 
 
-class LeaseLost(JidoTasksError):
-    """A worker's lease or fencing token is stale: another worker owns the session now."""
-
-    def __init__(self, session_id: str, token: int) -> None:
-        super().__init__(f"session {session_id}: lease with token {token} is no longer held",
-                         session_id=session_id)
-        self.token = token
-
-
 class SnapshotNotFound(JidoTasksError):
     """No saved snapshot under this id in the configured store."""
 
@@ -218,3 +209,50 @@ class RedisUnavailable(JidoTasksError):
         super().__init__(f"cannot reach Redis at {where}: {problem}", session_id=session_id)
         self.where = where
         self.problem = problem
+
+
+class RedisOutOfMemory(JidoTasksError):
+    """Redis refused a write because it reached `maxmemory` (policy `noeviction`); nothing of
+    the refused call was written. Free memory or raise the limit, then retry."""
+
+    def __init__(self, where: str, problem: str, session_id: str | None = None) -> None:
+        super().__init__(f"Redis at {where} is out of memory: {problem}", session_id=session_id)
+        self.where = where
+        self.problem = problem
+
+
+class InvalidArgument(JidoTasksError, ValueError):
+    """An argument of a call (not an action's params) is invalid: `argument` names it and
+    `operation` the call."""
+
+    def __init__(self, operation: str, argument: str, problem: str,
+                 session_id: str | None = None) -> None:
+        super().__init__(f"{operation}: invalid {argument}: {problem}", session_id=session_id)
+        self.operation = operation
+        self.argument = argument
+        self.problem = problem
+
+
+class ActionTimeout(JidoTasksError, TimeoutError):
+    """Waiting for an action took longer than `timeout` seconds. Only the wait ended: the
+    action is still accepted and goes on; its outcome stays readable by its id."""
+
+    def __init__(self, session_id: str, action_id: str, timeout: float | None) -> None:
+        super().__init__(f"session {session_id}: action {action_id} did not finish within "
+                         f"{timeout}s", session_id=session_id)
+        self.action_id = action_id
+        self.timeout = timeout
+
+
+class ProtocolError(JidoTasksError):
+    """A Lua script answered something its typed function does not know (a version mismatch
+    between the scripts and the code, or foreign data under our keys)."""
+
+    def __init__(self, script: str, reply: object, session_id: str | None = None) -> None:
+        shown = repr(reply)
+        if len(shown) > 200:
+            shown = shown[:197] + "..."
+        super().__init__(f"script {script} gave an unexpected reply {shown}",
+                         session_id=session_id)
+        self.script = script
+        self.reply = reply

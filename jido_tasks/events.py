@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import redis
 
-from jido_tasks.errors import InvalidParams, RedisUnavailable
+from jido_tasks.errors import InvalidArgument
 from jido_tasks.models import Event, validate_session_id
-from jido_tasks.redis_layer import RedisLayer, safe_url
+from jido_tasks.store.connection import RedisLayer, typed_redis_error
 
 _PAGE = 500
 _STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
@@ -29,8 +29,9 @@ def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "
     A malformed `session_id` raises `InvalidSessionId` here, at the call, not at the first read.
     """
     if not isinstance(after, str) or not _STREAM_ID.fullmatch(after):
-        raise InvalidParams(session_id, "events",
-                            f"after={after!r} is not a stream id like '1700000000000-0'")
+        raise InvalidArgument("events", "after",
+                              f"{after!r} is not a stream id like '1700000000000-0'",
+                              session_id=session_id)
     if session_id is not None:
         validate_session_id(session_id)
         stream = layer.keys.session(session_id).events
@@ -42,8 +43,11 @@ def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "
 def _read(layer: RedisLayer, stream: str, after: str, block: float | None) -> Iterator[Event]:
     try:
         yield from _read_stream(layer, stream, after, block)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(safe_url(layer.settings.redis_url), str(exc)) from exc
+    except redis.RedisError as exc:
+        typed = typed_redis_error(exc, layer.settings, None)
+        if typed is None:
+            raise
+        raise typed from exc
 
 
 def _read_stream(layer: RedisLayer, stream: str, after: str, block: float | None,

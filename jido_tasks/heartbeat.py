@@ -13,7 +13,8 @@ import os
 import threading
 import time
 
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ class Heartbeat:
     def renew(self) -> None:
         self.due = time.monotonic() + self.period
         try:
-            ok = self.layer.run("renew", self.session_id, self.token,
-                                int(self.layer.settings.lease_ttl * 1000))
+            ok = self.layer.call(scripts.renew(self.session_id, token=self.token,
+                                               lease_ms=self.layer.settings.lease_ms))
         except Exception:  # a Redis blip: try again next beat; the lease TTL is the bound
             log.warning("lease renewal failed for %s", self.session_id, exc_info=True)
             return

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,50 +15,25 @@ from typing import Any
 
 from jido_tasks import telemetry
 from jido_tasks.actions import check_params, get_action
-from jido_tasks.constants import DRAIN_TASK
-from jido_tasks.errors import (
-    ActionCancelled,
-    ActionFailed,
-    ActionNotFound,
-    SessionNotActive,
-    SessionNotFound,
-)
+from jido_tasks.dispatch import publish_drain
+from jido_tasks.errors import ActionCancelled, ActionFailed, ActionNotFound, ActionTimeout
 from jido_tasks.models import (
     ActionRecord,
+    ActionRequest,
     ActionStatus,
     JsonObject,
+    Outcome,
     new_action_id,
     validate_session_id,
 )
-from jido_tasks.redis_layer import RedisLayer, redis_errors
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
 # While waiting, the record is read again this often (seconds), in case a finish message was
 # missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
 RECHECK_EVERY = 1.0
-
-
-def build_record(session_id: str, action_id: str, request: str | None,
-                 outcome: str | None, running: bool) -> ActionRecord:
-    """Assemble an `ActionRecord` from the stored request and outcome JSON."""
-    if request is None and outcome is None:
-        raise ActionNotFound(session_id, action_id)
-    req: dict[str, Any] = json.loads(request) if request else {}
-    out: dict[str, Any] = json.loads(outcome) if outcome else {}
-    # No outcome yet: running if it heads the mailbox under a lease; a progress report also
-    # records "running".
-    status = out.get("status") or ("running" if running else "pending")
-    error = out.get("error")
-    if status == "cancelled" and error is None:
-        error = {"type": "ActionCancelled", "message": out.get("reason", "")}
-    return ActionRecord(
-        id=action_id, session_id=session_id, action=req.get("action", "?"),
-        params=req.get("params", {}), status=ActionStatus(status),
-        attempts=int(out.get("attempts", 0)), result=out.get("result"), error=error,
-        progress=out.get("progress"), created_at=float(req.get("created_at", 0.0)),
-        finished_at=out.get("finished_at"),
-    )
 
 
 class Mailbox:
@@ -73,33 +47,27 @@ class Mailbox:
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
-    def _request(self, session_id: str, action: str, params: Any) -> tuple[str, str]:
-        """A new action id and its request JSON, after validating name and params."""
+    def _request(self, session_id: str, action: str, params: Any) -> tuple[str, ActionRequest]:
+        """A new action id and its request, after validating name and params."""
         spec = get_action(action, session_id)
         clean, _ = check_params(spec, params, session_id, self.settings.max_params_bytes)
-        request = json.dumps({"action": action, "params": clean, "created_at": time.time()},
-                             separators=(",", ":"))
-        return new_action_id(), request
+        return new_action_id(), ActionRequest(action=action, params=clean,
+                                              created_at=time.time())
 
-    def _accepted(self, session_id: str, res: list[Any]) -> bool:
-        """Raise the typed error of a refused send; else whether to publish a drain."""
-        if res[0] == "missing":
-            raise SessionNotFound(session_id)
-        if res[0] == "inactive":
-            raise SessionNotActive(session_id, res[1])
-        return bool(int(res[1]))
+    def _send_op(self, session_id: str, action_id: str, request: str) -> scripts.Op[bool]:
+        return scripts.send(session_id, action_id=action_id, request=request,
+                            stale_after=self.settings.stale_after)
 
     @redis_errors
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action durably (or raise a typed error and enqueue nothing)."""
         validate_session_id(session_id)
         action_id, request = self._request(session_id, action, params)
-        res = self.layer.run("send", session_id, action_id, request,
-                             self.settings.lease_ttl * 3)
-        if self._accepted(session_id, res):
-            self.publish_drain(session_id)
-        telemetry.emit("action_sent", session_id, action_id, action)
-        return ActionHandle(self, session_id, action_id, action, request)
+        request_json = request.to_json()
+        if self.layer.call(self._send_op(session_id, action_id, request_json)):
+            publish_drain(self.celery, self.settings, session_id)
+        telemetry.dispatch.action_sent(session_id, action_id, action)
+        return ActionHandle(self, session_id, action_id, action, request_json)
 
     @redis_errors
     def send_many(self, session_id: str,
@@ -115,27 +83,20 @@ class Mailbox:
         prepared = [(name, *self._request(session_id, name, params)) for name, params in items]
         if not prepared:
             return []
-        pipe = self.layer.redis.pipeline(transaction=True)
-        for _, action_id, request in prepared:
-            self.layer.run("send", session_id, action_id, request,
-                           self.settings.lease_ttl * 3, client=pipe)
-        results = pipe.execute()
-        publish = [self._accepted(session_id, res) for res in results]
-        if any(publish):
-            self.publish_drain(session_id)
-        for name, action_id, _ in prepared:
-            telemetry.emit("action_sent", session_id, action_id, name)
+        requests = [(name, action_id, request.to_json())
+                    for name, action_id, request in prepared]
+        replies = self.layer.call_many(
+            [self._send_op(session_id, action_id, request) for _, action_id, request in requests],
+            transaction=True)
+        for reply in replies:
+            if isinstance(reply, Exception):  # the same refusal for all (one transaction)
+                raise reply
+        if any(replies):
+            publish_drain(self.celery, self.settings, session_id)
+        for name, action_id, _ in requests:
+            telemetry.dispatch.action_sent(session_id, action_id, name)
         return [ActionHandle(self, session_id, action_id, name, request)
-                for name, action_id, request in prepared]
-
-    def publish_drain(self, session_id: str) -> None:
-        """Publish a Celery drain message. A failure is logged, not raised: the action is
-        already accepted, and the next send or the sweep publishes again (stale flag)."""
-        try:
-            self.celery.send_task(DRAIN_TASK, args=[session_id], queue=self.settings.queue)
-        except Exception:  # broker down: recovery republishes
-            log.exception("could not publish drain for session %s; recovery will retry",
-                          session_id)
+                for name, action_id, request in requests]
 
     @redis_errors
     def record(self, session_id: str, action_id: str) -> ActionRecord:
@@ -147,17 +108,21 @@ class Mailbox:
         pipe.lindex(sk.mailbox, 0)
         pipe.exists(sk.lease)
         request, outcome, head, leased = pipe.execute()
-        return build_record(session_id, action_id, request, outcome,
-                            running=(head == action_id and bool(leased)))
+        if request is None and outcome is None:
+            raise ActionNotFound(session_id, action_id)
+        return ActionRecord.build(
+            session_id, action_id,
+            ActionRequest.model_validate_json(request) if request else None,
+            Outcome.model_validate_json(outcome) if outcome else None,
+            running=(head == action_id and bool(leased)))
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
         validate_session_id(session_id)
-        res = self.layer.run("cancel", session_id, action_id, reason, self.settings.keep_results)
-        if res == "unknown":
-            raise ActionNotFound(session_id, action_id)
-        return bool(res == "cancelled")
+        tag = self.layer.call(scripts.cancel(session_id, action_id=action_id, reason=reason,
+                                             keep=self.settings.keep_results))
+        return tag is scripts.Tag.CANCELLED
 
     def listener(self) -> _Listener:
         """This thread's pub/sub listener (kept open: no connect per wait)."""
@@ -179,7 +144,8 @@ class Mailbox:
     @redis_errors
     def wait(self, session_id: str, action_id: str, timeout: float | None,
              request: str | None = None, subscribed: bool = False) -> ActionRecord:
-        """Block until the action finishes (pub/sub, no polling); `TimeoutError` after timeout.
+        """Block until the action finishes (pub/sub, no polling); `ActionTimeout` after
+        `timeout` seconds (the action itself goes on).
 
         With `subscribed` (the channel was subscribed before the action was sent) and its
         `request` JSON, the record is built from the finish message alone: no read of Redis.
@@ -189,20 +155,22 @@ class Mailbox:
         if not subscribed:
             listener.subscribe(channel)
         try:
+            req: ActionRequest | None = None
             if request is None or not subscribed:
                 record = self.record(session_id, action_id)
                 if record.status.finished:
                     return record
-                request = json.dumps({"action": record.action, "params": record.params,
-                                      "created_at": record.created_at})
+                req = ActionRequest(action=record.action, params=record.params,
+                                    created_at=record.created_at)
+            else:
+                req = ActionRequest.model_validate_json(request)
             deadline = None if timeout is None else time.monotonic() + timeout
             check_at = time.monotonic() + RECHECK_EVERY
             while True:
                 now = time.monotonic()
                 remaining = RECHECK_EVERY if deadline is None else deadline - now
                 if remaining <= 0:
-                    raise TimeoutError(f"session {session_id}: action {action_id} did not "
-                                       f"finish within {timeout}s")
+                    raise ActionTimeout(session_id, action_id, timeout)
                 if now >= check_at:  # the safety net: a finish message that never came
                     check_at = now + RECHECK_EVERY
                     record = self.record(session_id, action_id)
@@ -211,7 +179,7 @@ class Mailbox:
                 wait = min(remaining, max(check_at - now, 0.001))
                 outcome = listener.next_outcome(action_id, wait)
                 if outcome is not None:
-                    return build_record(session_id, action_id, request, outcome, False)
+                    return ActionRecord.build(session_id, action_id, req, outcome, False)
         finally:
             listener.unsubscribe(channel)
 
@@ -260,12 +228,12 @@ class _Listener:
         except Exception:  # a broken connection: start afresh next time
             self.pubsub.reset()
 
-    def next_outcome(self, action_id: str, timeout: float) -> str | None:
-        """The outcome JSON if `action_id` finishes within `timeout`, else None."""
+    def next_outcome(self, action_id: str, timeout: float) -> Outcome | None:
+        """The outcome if `action_id` finishes within `timeout`, else None."""
         msg = self.pubsub.get_message(timeout=timeout)
         if msg is None or msg["type"] != "message":
             return None
-        aid, _, outcome = str(msg["data"]).partition("\n")
+        aid, outcome = scripts.parse_finish(str(msg["data"]))
         return outcome if aid == action_id else None
 
     def close(self) -> None:
@@ -309,7 +277,8 @@ class ActionHandle:
         return None if rec.progress is None else rec.progress.model_dump()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The result; raises `ActionFailed`, `ActionCancelled` or `TimeoutError`."""
+        """The result; raises `ActionFailed`, `ActionCancelled` or `ActionTimeout` (a
+        `TimeoutError`: only the wait ended, the action goes on)."""
         return result_of(self._mailbox.wait(self.session_id, self.id, timeout))
 
     def cancel(self, reason: str = "cancelled") -> bool:

@@ -1,6 +1,8 @@
-"""Typed forms of everything stored in Redis: sessions, action records and events.
+"""Typed forms of everything stored in Redis: sessions, action requests and outcomes, events.
 
-`SessionEntry` is the only code that maps a registry row to and from its Redis hash.
+`SessionEntry` is the only code that maps a registry row to and from its Redis hash; `Outcome`
+is the one form of an action's outcome, written by the runtime and by the Lua scripts (cancel,
+terminate) with the same field names, and read back into `ActionRecord`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ ALLOWED_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
 }
 
 
+ACCEPTS_WORK: frozenset[SessionStatus] = frozenset({SessionStatus.ACTIVE, SessionStatus.IDLE})
+"""Statuses in which a session accepts new actions (and touches)."""
+
+
 def allowed_from(target: SessionStatus) -> list[SessionStatus]:
     """The statuses from which `target` may be reached."""
     return [src for src, dests in ALLOWED_TRANSITIONS.items() if target in dests]
@@ -121,7 +127,8 @@ class SessionConfig(BaseModel):
 _DEFAULT_CONFIG_JSON = SessionConfig().model_dump_json()
 
 # Fields of the registry hash that are runtime bookkeeping, not part of SessionEntry.
-INTERNAL_FIELDS = frozenset({"fence", "scheduled", "timeout", "head", "head_attempts"})
+INTERNAL_FIELDS = frozenset({"fence", "scheduled", "timeout", "persist", "head",
+                             "head_attempts"})
 
 
 class SessionEntry(BaseModel):
@@ -169,6 +176,8 @@ class SessionEntry(BaseModel):
         config_json = self.config.model_dump_json()
         if config_json != _DEFAULT_CONFIG_JSON:
             row["config"] = config_json
+        if self.config.persistence_enabled:  # read by expire.lua (no JSON decoding in Lua)
+            row["persist"] = "1"
         for name in ("terminated_at",):
             stamp = to_ts(getattr(self, name))
             if stamp is not None:
@@ -220,8 +229,43 @@ class Progress(BaseModel):
     message: str = ""
 
 
+def dumps(value: Any) -> str:
+    """Compact, strict JSON (NaN, infinity and non-JSON types raise)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class ActionRequest(BaseModel):
+    """What a sender stored for an action (the `actions` hash); immutable once sent."""
+
+    action: str
+    params: JsonObject = Field(default_factory=dict)
+    created_at: float = 0.0
+
+    def to_json(self) -> str:
+        return dumps(self.model_dump())
+
+
+class Outcome(BaseModel):
+    """What became of an action (the `results` hash, and the finish message to waiters).
+
+    Written by the runtime (running with progress, succeeded, failed) and by the Lua scripts
+    `cancel` and `terminate` (cancelled, with an `ActionCancelled` error), field for field.
+    """
+
+    status: ActionStatus
+    result: Any = None
+    error: ActionError | None = None
+    attempts: int = 0
+    progress: Progress | None = None
+    finished_at: float | None = None
+
+    def to_json(self) -> str:
+        """Strict JSON, without empty fields (a result that is not JSON raises ValueError)."""
+        return dumps(self.model_dump(mode="python", exclude_none=True))
+
+
 class ActionRecord(BaseModel):
-    """What is known of one sent action; stored as JSON in the session's `actions` hash."""
+    """What is known of one sent action: its request and its outcome together."""
 
     id: str
     session_id: str
@@ -234,6 +278,19 @@ class ActionRecord(BaseModel):
     progress: Progress | None = None
     created_at: float
     finished_at: float | None = None
+
+    @classmethod
+    def build(cls, session_id: str, action_id: str, request: ActionRequest | None,
+              outcome: Outcome | None, running: bool) -> ActionRecord:
+        """The record from the stored request and outcome. With no outcome yet the action is
+        running if it heads the mailbox under a lease (`running`), else pending."""
+        req = request or ActionRequest(action="?")
+        if outcome is None:
+            status = ActionStatus.RUNNING if running else ActionStatus.PENDING
+            outcome = Outcome(status=status)
+        return cls(id=action_id, session_id=session_id, action=req.action, params=req.params,
+                   created_at=req.created_at, **outcome.model_dump(exclude={"status"}),
+                   status=outcome.status)
 
 
 class Event(BaseModel):

@@ -33,8 +33,9 @@ from jido_tasks.models import (
     utcnow,
     validate_session_id,
 )
-from jido_tasks.redis_layer import RedisLayer
 from jido_tasks.sessions import SessionService
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
     info = store.save(session_id, snap.model_dump_json().encode(), snap.saved_at)
     event = {"session_id": session_id, "saved_id": info.id, "store": info.store,
              "size": info.size, "saved_at": info.saved_at.isoformat()}
-    layer.run("emit", session_id, "session.saved", json.dumps(event))
+    layer.call(scripts.emit(session_id, event_type="session.saved", data_json=json.dumps(event)))
     return info
 
 

@@ -28,15 +28,19 @@ from jido_tasks import telemetry
 from jido_tasks.actions import ActionContext, get_action, parse_params
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
 from jido_tasks.heartbeat import Heartbeat
-from jido_tasks.models import SessionEntry
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.models import (
+    ActionError,
+    ActionRequest,
+    ActionStatus,
+    Outcome,
+    Progress,
+    SessionEntry,
+    dumps,
+)
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
-
-
-def dumps(value: Any) -> str:
-    """Compact, strict JSON (NaN and non-JSON types raise)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def worker_id() -> str:
@@ -131,53 +135,51 @@ class Drainer:
         self.settings = layer.settings
         self.session_id = session_id
         self.worker = worker or worker_id()
-        self.lease_ms = int(self.settings.lease_ttl * 1000)
         self.token = ""
         self.entry: SessionEntry | None = None
 
     def drain(self) -> DrainReport:
         started = time.perf_counter()
         report = self._drain()
-        telemetry.emit("drain_finished", self.session_id, report.outcome, report.applied,
-                       report.failed, time.perf_counter() - started)
+        telemetry.dispatch.drain_finished(self.session_id, report.outcome, report.applied,
+                                          report.failed, time.perf_counter() - started)
         return report
 
     def _drain(self) -> DrainReport:
         s = self.settings
-        res = self.layer.run("claim", self.session_id, self.worker, self.lease_ms, s.batch_size)
-        kind = res[0]
-        if kind == "busy":
+        claimed = self.layer.call(scripts.claim(self.session_id, worker=self.worker,
+                                                lease_ms=s.lease_ms, batch_size=s.batch_size))
+        if isinstance(claimed, scripts.Busy):
             return DrainReport(session_id=self.session_id, outcome="busy",
-                               retry_after=max(int(res[1]), 50) / 1000.0)
-        if kind != "ok":
-            return DrainReport(session_id=self.session_id, outcome=kind)
-        self.token = str(res[1])
-        state_json = res[2] or "{}"
-        attempts, nrow = int(res[3]), int(res[4])
-        row = {str(res[5 + i]): str(res[6 + i]) for i in range(0, nrow, 2)}
-        items = list(res[5 + nrow:])
+                               retry_after=claimed.retry_after)
+        if not isinstance(claimed, scripts.Claimed):
+            return DrainReport(session_id=self.session_id, outcome=claimed.value)
+        self.token = claimed.token
+        state_json = claimed.state or "{}"
+        batch = claimed.batch
         self.entry = SessionEntry.from_redis(
-            self.session_id, self.layer.keys.session(self.session_id).entry, row)
+            self.session_id, self.layer.keys.session(self.session_id).entry, claimed.row)
         report = DrainReport(session_id=self.session_id, outcome="done")
         with Heartbeat(self.layer, self.session_id, self.token) as beat:
             while True:
-                state_json, end = self._batch(items, attempts, state_json, report, beat)
-                if end != "more":
-                    if end == "stale":
+                state_json, end = self._batch(batch, state_json, report, beat)
+                if end is not scripts.Tag.MORE:
+                    if end is scripts.Tag.STALE:
                         report.outcome = "stale"
                     return report
-                nxt = self.layer.run("release", self.session_id, self.token, s.batch_size,
-                                     self.lease_ms)
-                if nxt[0] != "more":
-                    if nxt[0] == "stale":
+                nxt = self.layer.call(scripts.release(
+                    self.session_id, token=self.token, batch_size=s.batch_size,
+                    lease_ms=s.lease_ms))
+                if not isinstance(nxt, scripts.Batch):
+                    if nxt is scripts.Tag.STALE:
                         report.outcome = "stale"
                     return report
-                attempts, items = int(nxt[1]), list(nxt[2:])
+                batch = nxt
 
-    def _batch(self, items: list[str], attempts: int, state_json: str, report: DrainReport,
-               beat: Heartbeat) -> tuple[str, str]:
-        """Apply a batch; returns the committed state JSON and how it ended: 'more' (ask
-        release for the next batch), 'released' (mailbox empty, lease dropped) or 'stale'.
+    def _batch(self, batch: scripts.Batch, state_json: str, report: DrainReport,
+               beat: Heartbeat) -> tuple[str, scripts.Tag]:
+        """Apply a batch; returns the committed state JSON and how it ended: MORE (ask
+        release for the next batch), RELEASED (mailbox empty, lease dropped) or STALE.
 
         Consecutive actions are committed together (up to `commit_group` of them, and no
         action waits more than COMMIT_DELAY plus one action's run for its commit), each group
@@ -185,76 +187,79 @@ class Drainer:
         committed alone, so a poison action is told apart from the innocent ones before it.
         """
         size = self.settings.commit_group
+        attempts = batch.attempts
         if attempts > 1 or self.settings.max_attempts < 2:
             size = 1
         group = _Group(state_json)
-        last = len(items) - 2
-        for i in range(0, len(items), 2):
-            action_id, request = items[i], items[i + 1]
+        last = len(batch.actions) - 1
+        for i, pending in enumerate(batch.actions):
             if beat.lost.is_set():
-                return group.committed, "stale"
+                return group.committed, scripts.Tag.STALE
             if group.actions and group.age() >= COMMIT_DELAY:
                 end = self._commit(group, report, False)
-                if end != "ok":
+                if end is not scripts.Tag.OK:
                     return group.committed, end
             if i == 0 and attempts > self.settings.max_attempts:
-                applied = self._poison(action_id, request, attempts)
+                applied = self._poison(pending, attempts)
             else:
-                applied = self._apply(action_id, request, group.state,
-                                      attempts if i == 0 else 1)
-            group.add(action_id, applied)
+                applied = self._apply(pending, group.state, attempts if i == 0 else 1)
+            group.add(pending.id, applied)
             if len(group.actions) >= size or i == last:
                 end = self._commit(group, report, i == last)
-                if end != "ok":
+                if end is not scripts.Tag.OK:
                     return group.committed, end
-        return group.committed, "more"
+        return group.committed, scripts.Tag.MORE
 
-    def _commit(self, group: _Group, report: DrainReport, last: bool) -> str:
-        """Commit the group: 'ok', 'released', 'stale' or 'more' (cancelled meanwhile: the
-        mailbox must be read again; nothing of the group was written)."""
-        args: list[Any] = []
-        for action_id, applied in group.actions:
-            args += [action_id, applied.outcome]
-        res = self.layer.run(
-            "commit", self.session_id, self.token, len(group.actions),
-            group.state if group.state != group.committed else "", group.events_json(),
-            self.settings.keep_results, "1" if last else "0", *args)
-        if res == "stale":
+    def _commit(self, group: _Group, report: DrainReport, last: bool) -> scripts.Tag:
+        """Commit the group: OK, RELEASED, STALE or MORE (an action was cancelled
+        meanwhile: nothing of the group was written, the mailbox must be read again)."""
+        res = self.layer.call(scripts.commit(
+            self.session_id, token=self.token,
+            state=group.state if group.state != group.committed else "",
+            events=group.events_json(), keep=self.settings.keep_results, last=last,
+            outcomes=[(action_id, applied.outcome) for action_id, applied in group.actions]))
+        if res is scripts.Tag.STALE:
             log.warning("session %s: lease lost; drain stops", self.session_id)
-            return "stale"
-        if res == "moved":
-            return "more"
+            return res
+        if res is scripts.Tag.MOVED:
+            return scripts.Tag.MORE
         for action_id, applied in group.actions:
             report.applied += 1
             report.failed += int(applied.failed)
-            telemetry.emit("action_finished", self.session_id, action_id, applied.action,
-                           "failed" if applied.failed else "succeeded", applied.duration,
-                           applied.error_type)
+            telemetry.dispatch.action_finished(
+                self.session_id, action_id, applied.action,
+                "failed" if applied.failed else "succeeded", applied.duration,
+                applied.error_type)
         group.committed_now()
-        return "released" if res == "released" else "ok"
+        return res
 
-    def _poison(self, action_id: str, request: str, attempts: int) -> _Applied:
-        name = json.loads(request).get("action", "?") if request else "?"
-        err = PoisonAction(self.session_id, action_id, name, attempts - 1)
-        return self._failure(action_id, name, err, attempts - 1)
+    def _poison(self, pending: scripts.PendingAction, attempts: int) -> _Applied:
+        try:
+            name = _request(pending).action
+        except ValueError:  # a vanished or corrupt request is failed all the same
+            name = "?"
+        err = PoisonAction(self.session_id, pending.id, name, attempts - 1)
+        return self._failure(pending.id, name, err, attempts - 1)
 
     def _failure(self, action_id: str, name: str, exc: BaseException, attempts: int,
                  ) -> _Applied:
-        error = {"type": type(exc).__name__, "message": str(exc)}
-        outcome = dumps({"status": "failed", "error": error, "attempts": attempts,
-                         "finished_at": time.time()})
-        event = dumps({"action_id": action_id, "action": name, "error": error})
-        return _Applied(outcome, None, [["action.failed", event]], name, error["type"])
+        error = ActionError(type=type(exc).__name__, message=str(exc))
+        outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts,
+                          finished_at=time.time())
+        event = dumps({"action_id": action_id, "action": name, "error": error.model_dump()})
+        return _Applied(outcome.to_json(), None, [["action.failed", event]], name, error.type)
 
-    def _apply(self, action_id: str, request: str, state_json: str, attempts: int) -> _Applied:
+    def _apply(self, pending: scripts.PendingAction, state_json: str, attempts: int,
+               ) -> _Applied:
         """Run one action on a private copy of the state; never raises."""
         name = "?"
+        action_id = pending.id
         started = time.perf_counter()
         try:
-            req = json.loads(request)
-            name = req["action"]
+            req = _request(pending)
+            name = req.action
             spec = get_action(name, self.session_id)
-            params = parse_params(spec, req.get("params", {}), self.session_id)
+            params = parse_params(spec, req.params, self.session_id)
             assert self.entry is not None
             ctx = ActionContext(session=self.entry, state=json.loads(state_json),
                                 settings=self.settings, action_id=action_id, action=name,
@@ -267,8 +272,8 @@ class Drainer:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
             new_state = dumps(ctx.state)
             # The result must be JSON: an action returning anything else fails.
-            outcome = dumps({"status": "succeeded", "result": result, "attempts": attempts,
-                             "finished_at": time.time()})
+            outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
+                              finished_at=time.time()).to_json()
         except Exception as exc:
             if not isinstance(exc, JidoTasksError):
                 log.info("session %s: action %s failed:\n%s", self.session_id, name,
@@ -283,11 +288,18 @@ class Drainer:
 
     def _reporter(self, action_id: str, name: str) -> Any:
         def report(fraction: float, message: str) -> None:
-            progress = {"fraction": fraction, "message": message}
-            outcome = dumps({"status": "running", "progress": progress})
-            data = dumps({"action_id": action_id, "action": name, **progress})
-            self.layer.run("progress", self.session_id, self.token, action_id, outcome, data)
+            progress = Progress(fraction=fraction, message=message)
+            outcome = Outcome(status=ActionStatus.RUNNING, progress=progress)
+            data = dumps({"action_id": action_id, "action": name, **progress.model_dump()})
+            self.layer.call(scripts.progress(self.session_id, token=self.token,
+                                             action_id=action_id, outcome=outcome.to_json(),
+                                             event_data=data))
         return report
+
+
+def _request(pending: scripts.PendingAction) -> ActionRequest:
+    """The stored request of a handed-out action (a vanished or corrupt one raises)."""
+    return ActionRequest.model_validate_json(pending.request or "{}")
 
 
 def drain(layer: RedisLayer, session_id: str, worker: str | None = None) -> DrainReport:

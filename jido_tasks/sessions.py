@@ -9,18 +9,15 @@ import builtins
 import json
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jido_tasks import telemetry
 from jido_tasks.errors import (
+    InvalidArgument,
     InvalidEntry,
-    InvalidParams,
     InvalidTransition,
-    JidoTasksError,
-    SessionNotActive,
     SessionNotFound,
 )
 from jido_tasks.models import (
@@ -28,14 +25,13 @@ from jido_tasks.models import (
     SessionConfig,
     SessionEntry,
     SessionStatus,
-    allowed_from,
-    check_transition,
     from_ts,
     is_index_member,
     new_session_id,
     validate_session_id,
 )
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 _PAGE = 500  # index entries read per round trip when listing
@@ -60,19 +56,14 @@ class NewSession(BaseModel):
         return value
 
 
-def _pairs(flat: Iterable[Any]) -> dict[str, str]:
-    items = list(flat)
-    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items), 2)}
-
-
 def _state_json(state: Any) -> str:
-    """The initial state as strict JSON (an object; no NaN), or `InvalidParams`."""
+    """The initial state as strict JSON (an object; no NaN), or `InvalidArgument`."""
     if not isinstance(state, dict):
-        raise InvalidParams(None, "create_session", "state must be a JSON object")
+        raise InvalidArgument("create_session", "state", "must be a JSON object")
     try:
         return json.dumps(state, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidParams(None, "create_session", f"state is not JSON: {exc}") from exc
+        raise InvalidArgument("create_session", "state", f"not JSON: {exc}") from exc
 
 
 class SessionService:
@@ -95,7 +86,9 @@ class SessionService:
                              llm_config={} if llm_config is None else llm_config,
                              config=config if config is not None else SessionConfig())
         except ValidationError as exc:
-            raise InvalidParams(None, "create_session", str(exc)) from exc
+            first = exc.errors()[0]["loc"] if exc.errors() else ()
+            raise InvalidArgument("create_session", str(first[0]) if first else "arguments",
+                                  str(exc)) from exc
         session_id = new_session_id()
         placeholder = from_ts(0.0)
         assert placeholder is not None
@@ -108,13 +101,12 @@ class SessionService:
             event["restored_from"] = restored_from
         state_json = "" if state is None else _state_json(state)
         started = time.perf_counter()
-        ts = self.layer.run("create", session_id, json.dumps(row), state_json, json.dumps(event))
-        if ts == "exists":  # a uuid4 collision: practically impossible, but never overwrite
-            raise JidoTasksError(f"session {session_id} already exists", session_id=session_id)
+        ts = self.layer.call(scripts.create(session_id, row_json=json.dumps(row),
+                                            state_json=state_json, event_json=json.dumps(event)))
         stamp = from_ts(ts)
         created = entry.model_copy(update={"created_at": stamp, "updated_at": stamp,
                                            "last_activity": stamp})
-        telemetry.emit("session_created", created, time.perf_counter() - started)
+        telemetry.dispatch.session_created(created, time.perf_counter() - started)
         return created
 
     def get(self, session_id: str) -> SessionEntry:
@@ -134,11 +126,11 @@ class SessionService:
         try:
             wanted = SessionStatus(status) if status is not None else None
         except ValueError:
-            raise InvalidParams(None, "list_sessions",
-                                f"unknown status {status!r} (expected one of "
-                                f"{', '.join(s.value for s in SessionStatus)})") from None
+            raise InvalidArgument("list_sessions", "status",
+                                  f"unknown status {status!r} (expected one of "
+                                  f"{', '.join(s.value for s in SessionStatus)})") from None
         if offset < 0 or (limit is not None and limit < 0):
-            raise InvalidParams(None, "list_sessions", "offset and limit must not be negative")
+            raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
         index = (self.layer.keys.terminated if wanted is SessionStatus.TERMINATED
                  else self.layer.keys.activity)
         # The terminated index holds only terminated sessions, and no filter means every
@@ -188,41 +180,36 @@ class SessionService:
             dst = SessionStatus(target)
         except ValueError:
             raise InvalidTransition(session_id, "?", str(target)) from None
-        sources = ",".join(s.value for s in allowed_from(dst))
-        res = self.layer.run("transition", session_id, dst.value, sources, reason or "")
-        if res[0] == "missing":
-            raise SessionNotFound(session_id)
-        if res[0] == "invalid":
-            check_transition(session_id, res[1], dst)  # raises with both statuses named
-        return self._entry(session_id, _pairs(res[2:]))
+        done = self.layer.call(scripts.transition(session_id, target=dst, reason=reason or ""))
+        return self._entry(session_id, done.row)
 
     def touch(self, session_id: str) -> SessionEntry:
         validate_session_id(session_id)
-        res = self.layer.run("touch", session_id)
-        if res[0] == "missing":
-            raise SessionNotFound(session_id)
-        if res[0] == "inactive":
-            raise SessionNotActive(session_id, res[1])
-        return self._entry(session_id, _pairs(res[1:]))
+        return self._entry(session_id, self.layer.call(scripts.touch(session_id)))
 
     def terminate(self, session_id: str, reason: str = "requested",
                   drain: bool = False) -> tuple[SessionEntry, int]:
         """Start termination; returns the entry and how many pending actions were cancelled.
 
         The session is `terminated` at once when no work is left; otherwise `terminating` until
-        the worker finishes the running action (and, with `drain`, the pending ones).
+        the worker finishes the running action (and, with `drain`, the pending ones). Pending
+        actions are withdrawn in one step; their records are finished `CANCEL_CHUNK` per
+        script call, so a session with a huge backlog never blocks Redis for long.
         """
         validate_session_id(session_id)
         started = time.perf_counter()
-        res = self.layer.run("terminate", session_id, reason, "1" if drain else "0",
-                             self.settings.keep_results)
-        if res[0] == "missing":
-            raise SessionNotFound(session_id)
-        if res[0] == "invalid":
-            raise InvalidTransition(session_id, res[1], SessionStatus.TERMINATING.value)
-        entry, cancelled = self._entry(session_id, _pairs(res[2:])), int(res[1])
-        telemetry.emit("session_terminated", entry, cancelled, time.perf_counter() - started)
-        return entry, cancelled
+        keep = self.settings.keep_results
+        done = self.layer.call(scripts.terminate(session_id, reason=reason, drain=drain,
+                                                 keep=keep))
+        row, left = done.row, done.left
+        while left:
+            left = self.layer.call(scripts.cancel_pending(session_id, keep=keep))
+            if not left:
+                row = self.layer.redis.hgetall(self.layer.keys.session(session_id).entry)
+        entry = self._entry(session_id, row)
+        telemetry.dispatch.session_terminated(entry, done.withdrawn,
+                                              time.perf_counter() - started)
+        return entry, done.withdrawn
 
     def get_state(self, session_id: str) -> JsonObject:
         """The session's committed state (between two actions, never half of one)."""

@@ -11,8 +11,16 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,9 +36,28 @@ DEFAULT_CONFIG_FILE = Path("config/jido-tasks.toml")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
-Seconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MAX_BATCH_SIZE = 1000
+"""Upper bound of `batch_size`: a claim hands out at most this many actions in one reply."""
 # Never echoed in errors: they may hold passwords.
 _SECRET_FIELDS = frozenset({"redis_url", "broker_url", "result_backend", "flower_basic_auth"})
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password replaced, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class SecretUrl(SecretStr):
+    """A URL that may hold a password: `repr`, `str` and dumps show it with the password
+    masked; `get_secret_value()` gives the real one (for connecting, never for printing)."""
+
+    def _display(self) -> str:
+        return safe_url(self.get_secret_value())
 
 
 def config_file() -> Path:
@@ -43,10 +70,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    redis_url: str = "redis://localhost:6379/0"
-    broker_url: str | None = None
+    redis_url: SecretUrl = SecretUrl("redis://localhost:6379/0")
+    broker_url: SecretUrl | None = None
     """Celery broker; defaults to `redis_url`."""
-    result_backend: str | None = None
+    result_backend: SecretUrl | None = None
     """Celery result backend; defaults to `redis_url`."""
     namespace: str = "jido"
     """Prefix of every Redis key, so several deployments can share one Redis."""
@@ -73,7 +100,7 @@ class Settings(BaseSettings):
     """Default per-action time limit; an action may declare its own."""
     max_attempts: int = Field(3, ge=1)
     """Claims of one action (worker deaths) before it is failed as poison."""
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=MAX_BATCH_SIZE)
     """Actions a worker applies under one lease before it re-reads the mailbox."""
     commit_group: int = Field(20, ge=1)
     """Most consecutive actions a worker commits in one atomic step (1: each alone)."""
@@ -138,10 +165,14 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url", "broker_url", "result_backend")
     @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise ValueError(f"{value!r} is not a URL (expected e.g. redis://host:6379/0)")
+    def _check_url(cls, value: SecretUrl | None) -> SecretUrl | None:
+        if value is not None and "://" not in value.get_secret_value():
+            raise ValueError("not a URL (expected e.g. redis://host:6379/0)")
         return value
+
+    @field_serializer("redis_url", "broker_url", "result_backend", when_used="json")
+    def _masked_url(self, value: SecretUrl | None) -> str | None:
+        return None if value is None else str(value)
 
     @model_validator(mode="after")
     def _defaults_from_redis_url(self) -> Settings:
@@ -152,19 +183,51 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redis_dsn(self) -> str:
+        """The Redis URL with its password: for connecting only, never for printing."""
+        return self.redis_url.get_secret_value()
+
+    @property
+    def lease_ms(self) -> int:
+        """`lease_ttl` in milliseconds, as the scripts take it."""
+        return max(int(self.lease_ttl * 1000), 1)
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds after which a drain flag with no live lease is stale (its drain message or
+        worker was lost) and recovery may publish a new drain: three lease periods, so a
+        live worker's heartbeat (every third of a lease) is never mistaken for a dead one."""
+        return self.lease_ttl * 3
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as `JIDO_TASKS_*` environment variables, secrets included (to start
+        a worker or another process with exactly these settings; never print it)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
+    @property
     def sweep_queue(self) -> str:
         """Queue of the beat's sweeps: never stuck behind a backlog of drains."""
         return f"{self.queue}.sweep"
 
     @property
     def broker(self) -> str:
-        """The broker URL, resolved."""
-        return self.broker_url or self.redis_url
+        """The broker URL, resolved, with its password (never print it: see `safe_url`)."""
+        return (self.broker_url or self.redis_url).get_secret_value()
 
     @property
     def backend(self) -> str:
-        """The result backend URL, resolved."""
-        return self.result_backend or self.redis_url
+        """The result backend URL, resolved, with its password (never print it)."""
+        return (self.result_backend or self.redis_url).get_secret_value()
 
     @classmethod
     def settings_customise_sources(

@@ -14,17 +14,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from jido_tasks import telemetry
-from jido_tasks.mailbox import Mailbox
+from jido_tasks.dispatch import publish_drain
 from jido_tasks.models import is_index_member
 from jido_tasks.persistence import SnapshotStore, save_snapshot, snapshot_store
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.scripts import Op, Tag
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXPIRE_REASON = "idle_timeout"
 STALE_TEMP_AGE = 3600.0  # seconds; a save never takes this long
@@ -71,12 +74,12 @@ class SweepLock:
 
     def extend(self) -> None:
         if self.held:
-            self.held = bool(self.layer.script("extend_lock")(
-                keys=[self.key], args=[self.token, self.ttl_ms]))
+            self.held = self.layer.call(scripts.extend_lock(self.key, token=self.token,
+                                                            ms=self.ttl_ms))
 
     def release(self) -> None:
         if self.held:
-            self.layer.script("release_lock")(keys=[self.key], args=[self.token])
+            self.layer.call(scripts.release_lock(self.key, token=self.token))
             self.held = False
 
 
@@ -86,7 +89,7 @@ class Sweeper:
     def __init__(self, layer: RedisLayer, celery: Any) -> None:
         self.layer = layer
         self.settings = layer.settings
-        self.mailbox = Mailbox(layer, celery)
+        self.celery = celery
         self.lock = SweepLock(layer, max(self.settings.sweep_interval, 1.0))
         self.report = SweepReport()
         self._store: SnapshotStore | None = None
@@ -103,7 +106,7 @@ class Sweeper:
             sec, usec = self.layer.redis.time()
             now = sec + usec / 1e6
             s, k = self.settings, self.layer.keys
-            self._scan(k.scheduled, now - s.lease_ttl * 3, self._recover)
+            self._scan(k.scheduled, now - s.stale_after, self._recover)
             self._scan(k.expiry, now, self._expire)
             self._scan(k.active, now - s.idle_after, self._idle)
             self._scan(k.terminated, now - s.retention, self._purge)
@@ -112,7 +115,7 @@ class Sweeper:
             self.lock.release()
             self.report.duration = time.monotonic() - started
         log.info("sweep done: %s", self.report.model_dump_json())
-        telemetry.emit("sweep_finished", self.report.model_dump())
+        telemetry.dispatch.sweep_finished(self.report.model_dump())
         return self.report
 
     def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
@@ -143,32 +146,30 @@ class Sweeper:
                 return
             self.lock.extend()
 
-    def _batch(self, script: str, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        """Run session script `script` once per (session id, argv) in one pipeline. A failure
-        comes back as an exception in the list (logged, counted), so one bad row cannot stop
-        the sweep."""
-        pipe = self.layer.redis.pipeline(transaction=False)
-        for sid, argv in calls:
-            self.layer.run(script, sid, *argv, client=pipe)
-        results: list[Any] = pipe.execute(raise_on_error=False)
-        for (sid, _), res in zip(calls, results, strict=True):
+    def _batch(self, ops: list[Op[T]]) -> list[T | Exception]:
+        """Run the script calls in one pipeline. A failure comes back as an exception in the
+        list (logged, counted), so one bad row cannot stop the sweep."""
+        results = self.layer.call_many(ops)
+        for op, res in zip(ops, results, strict=True):
             if isinstance(res, Exception):
                 self.report.errors += 1
-                log.error("sweep: %s failed for session %s: %s", script, sid, res)
+                log.error("sweep: %s failed for session %s: %s", op.script.name,
+                          op.session_id, res)
         return results
 
     def _recover(self, ids: list[str]) -> int:
         stay = 0
-        stale = self.settings.lease_ttl * 3
-        results = self._batch("recover", [(sid, (stale,)) for sid in ids])
+        s = self.settings
+        results = self._batch([scripts.recover(sid, stale_after=s.stale_after,
+                                               keep=s.keep_results) for sid in ids])
         for sid, res in zip(ids, results, strict=True):
-            if res == "recover":
-                self.mailbox.publish_drain(sid)
+            if res is Tag.RECOVER:
+                publish_drain(self.celery, s, sid)
                 self.report.recovered += 1
                 log.info("sweep: session %s recovered (abandoned work re-published)", sid)
-            elif res == "unscheduled":
+            elif res is Tag.UNSCHEDULED:
                 self.report.unscheduled += 1
-            elif res == "leased" or isinstance(res, Exception):
+            elif res in (Tag.LEASED, Tag.CANCELLING) or isinstance(res, Exception):
                 stay += 1
         return stay
 
@@ -178,20 +179,21 @@ class Sweeper:
         since (`seen_activity`)."""
         stay = 0
         lasts = seen_activity or [""] * len(ids)
-        results = self._batch("expire", [(sid, (EXPIRE_REASON, last))
-                                         for sid, last in zip(ids, lasts, strict=True)])
+        results = self._batch([scripts.expire(sid, reason=EXPIRE_REASON, snapshot_last=last)
+                               for sid, last in zip(ids, lasts, strict=True)])
         snap_ids, snap_lasts = [], []
         for sid, res in zip(ids, results, strict=True):
-            kind = "error" if isinstance(res, Exception) else res[0]
-            if kind == "expired":
+            tag = None if isinstance(res, Exception) else res.tag
+            if tag is Tag.EXPIRED:
                 self.report.expired += 1
-            elif kind == "snapshot" and self._snapshot(sid):
+            elif (tag is Tag.SNAPSHOT and not isinstance(res, Exception)
+                  and res.last_activity is not None and self._snapshot(sid)):
                 snap_ids.append(sid)
-                snap_lasts.append(str(res[1]))
-            elif kind in ("busy", "error", "snapshot"):  # still due: paging steps over it
+                snap_lasts.append(res.last_activity)
+            elif tag in (Tag.BUSY, Tag.SNAPSHOT, None):  # still due: paging steps over it
                 self.report.rechecked += 1
                 stay += 1
-            elif kind in ("fresh", "changed"):  # touched: no longer due
+            elif tag in (Tag.FRESH, Tag.CHANGED):  # touched: no longer due
                 self.report.rechecked += 1
         if snap_ids:
             stay += self._expire(snap_ids, snap_lasts)
@@ -220,13 +222,15 @@ class Sweeper:
             log.exception("sweep: cleaning the snapshot store's temporary files failed")
 
     def _idle(self, ids: list[str]) -> int:
-        results = self._batch("mark_idle", [(sid, (self.settings.idle_after,)) for sid in ids])
-        self.report.idled += sum(1 for res in results if res == "idled")
-        return sum(1 for res in results if res == "busy" or isinstance(res, Exception))
+        results = self._batch([scripts.mark_idle(sid, idle_after=self.settings.idle_after)
+                               for sid in ids])
+        self.report.idled += sum(1 for res in results if res is Tag.IDLED)
+        return sum(1 for res in results if res is Tag.BUSY or isinstance(res, Exception))
 
     def _purge(self, ids: list[str]) -> int:
-        results = self._batch("purge", [(sid, (self.settings.retention,)) for sid in ids])
-        self.report.purged += sum(1 for res in results if res == "purged")
+        results = self._batch([scripts.purge(sid, retention=self.settings.retention)
+                               for sid in ids])
+        self.report.purged += sum(1 for res in results if res is Tag.PURGED)
         return sum(1 for res in results if isinstance(res, Exception))
 
 

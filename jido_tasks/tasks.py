@@ -10,9 +10,9 @@ from celery import Task, shared_task
 from celery.signals import worker_init, worker_ready
 
 from jido_tasks import telemetry
-from jido_tasks.constants import DRAIN_TASK, PING_TASK, SWEEP_TASK
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK
 from jido_tasks.runtime import drain as drain_session
+from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
 
 # A busy claim (another live worker holds the lease) is retried after the lease's remaining

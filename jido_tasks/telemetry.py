@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -98,12 +99,45 @@ def load_hooks(paths: list[str]) -> None:
             add_hook(cls())
 
 
-def emit(name: str, *args: Any) -> None:
-    """Call hook method `name` on every registered hook; errors are logged, never raised."""
-    if not _hooks:
-        return
-    for hook in list(_hooks):
-        try:
-            getattr(hook, name)(*args)
-        except Exception:
-            log.exception("telemetry hook %r failed in %s", hook, name)
+class _Dispatch(Telemetry):
+    """Calls each hook method on every registered hook; errors are logged, never raised."""
+
+    def _each(self, name: str, call: Callable[[Telemetry], None]) -> None:
+        for hook in list(_hooks):
+            try:
+                call(hook)
+            except Exception:
+                log.exception("telemetry hook %r failed in %s", hook, name)
+
+    def session_created(self, entry: SessionEntry, duration: float) -> None:
+        if _hooks:
+            self._each("session_created", lambda h: h.session_created(entry, duration))
+
+    def session_terminated(self, entry: SessionEntry, cancelled: int, duration: float) -> None:
+        if _hooks:
+            self._each("session_terminated",
+                       lambda h: h.session_terminated(entry, cancelled, duration))
+
+    def action_sent(self, session_id: str, action_id: str, action: str) -> None:
+        if _hooks:
+            self._each("action_sent", lambda h: h.action_sent(session_id, action_id, action))
+
+    def action_finished(self, session_id: str, action_id: str, action: str, status: str,
+                        duration: float, error_type: str | None) -> None:
+        if _hooks:
+            self._each("action_finished", lambda h: h.action_finished(
+                session_id, action_id, action, status, duration, error_type))
+
+    def drain_finished(self, session_id: str, outcome: str, applied: int, failed: int,
+                       duration: float) -> None:
+        if _hooks:
+            self._each("drain_finished", lambda h: h.drain_finished(
+                session_id, outcome, applied, failed, duration))
+
+    def sweep_finished(self, report: dict[str, Any]) -> None:
+        if _hooks:
+            self._each("sweep_finished", lambda h: h.sweep_finished(report))
+
+
+dispatch: Telemetry = _Dispatch()
+"""Where the core reports: `telemetry.dispatch.action_sent(...)` calls every registered hook."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from jido_tasks import action, telemetry
 from jido_tasks.actions import ActionContext
-from jido_tasks.redis_layer import connect
+from jido_tasks.store.connection import connect
 
 
 @action("test.append")
@@ -38,7 +38,7 @@ def _signal_started(ctx: ActionContext, params: dict[str, Any]) -> None:
     """Tell the test (through a Redis list it names) that the action started, and where."""
     key = params.get("started_key")
     if key:
-        connect(ctx.settings.redis_url).rpush(key, f"{os.getpid()}")
+        connect(ctx.settings.redis_dsn).rpush(key, f"{os.getpid()}")
 
 
 @action("test.slow_append")
@@ -99,5 +99,5 @@ class RecordingTelemetry(telemetry.Telemetry):
         from jido_tasks.settings import load_settings
 
         settings = load_settings()
-        connect(settings.redis_url).rpush(f"{settings.namespace}:test:telemetry",
+        connect(settings.redis_dsn).rpush(f"{settings.namespace}:test:telemetry",
                                           f"{action}|{status}|{error_type}")

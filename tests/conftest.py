@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from jido_tasks import Client, Settings
+from jido_tasks import Client, Settings, runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -151,15 +151,43 @@ def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
     r.close()
 
 
+def burst(client: Client, session_id: str) -> int:
+    """Drain the session in this process until its mailbox is empty, like arq's burst worker:
+    real Redis, real Lua, the real `runtime.drain`. For tests of pure action logic; order, fault
+    and chaos tests use worker subprocesses. Returns the number of actions applied."""
+    mailbox = client.layer.keys.session(session_id).mailbox
+    applied = 0
+    for _ in range(10_000):
+        if not client.layer.redis.llen(mailbox):
+            return applied
+        report = runtime.drain(client.layer, session_id, worker="burst")
+        if report.outcome == "busy":  # a lease of an earlier drain still lives
+            time.sleep(report.retry_after or 0.05)
+        applied += report.applied
+    raise AssertionError(f"session {session_id} did not drain")
+
+
+class BurstClient(Client):
+    """A `Client` whose `call` drains the session in this process (see `burst`)."""
+
+    def call(self, session_id: str, action: str, params: Any = None,
+             timeout: float | None = 30.0) -> Any:
+        handle = self.send(session_id, action, params)
+        burst(self, session_id)
+        return handle.get(timeout)
+
+
+@pytest.fixture
+def burst_client(settings: Settings) -> Iterator[BurstClient]:
+    """A client whose calls are drained in the test process (no worker subprocess)."""
+    c = BurstClient(settings)
+    yield c
+    c.close()
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIDO_TASKS_")}
-    data = settings.model_dump(mode="json")
-    for name, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = ",".join(value)
-        env[f"JIDO_TASKS_{name.upper()}"] = str(value)
+    env.update(settings.to_env())
     env["JIDO_TASKS_CONFIG"] = "/nonexistent"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env

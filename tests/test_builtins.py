@@ -1,29 +1,21 @@
-"""Built-in actions (context, cache, coordinator) on a real worker, limits and events."""
+"""Built-in actions (context, cache, coordinator), limits and events.
+
+Pure action logic: drained in the test process (`burst`: real Redis, real Lua, the real
+`runtime.drain`); the worker subprocess paths are covered by the session-work tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from jido_tasks import ActionFailed, Client, InvalidParams
-from tests.conftest import RedisServer, WorkerGroup, make_settings
-
-
-@pytest.fixture(scope="module")
-def group(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory,
-          ) -> Iterator[WorkerGroup]:
-    """One worker for the whole module (the actions under test are fast)."""
-    g = WorkerGroup(make_settings(redis_server.url), tmp_path_factory.mktemp("builtins"))
-    g.start(1)
-    yield g
-    g.stop()
+from tests.conftest import BurstClient
 
 
 @pytest.fixture
-def c(group: WorkerGroup) -> Client:
-    return group.client
+def c(burst_client: BurstClient) -> Client:
+    return burst_client
 
 
 def types(c: Client, sid: str) -> list[str]:

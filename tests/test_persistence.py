@@ -66,7 +66,7 @@ def stored(c: Client, saved_id: str) -> bytes:
     store = c.snapshot_store
     if isinstance(store, DiskSnapshotStore):
         return Path(store.where(saved_id)).read_bytes()
-    raw = redis.Redis.from_url(c.settings.redis_url)
+    raw = redis.Redis.from_url(c.settings.redis_dsn)
     try:
         data = raw.get(store.where(saved_id))
     finally:
@@ -646,7 +646,7 @@ def test_killed_writer_never_leaves_half_a_snapshot(dclient: Client) -> None:
     env.update(PYTHONPATH=str(ROOT), JIDO_TASKS_CONFIG="/nonexistent")
     for delay in (0.05, 0.13, 0.29):
         proc = subprocess.Popen(
-            [sys.executable, "-c", _SAVER, c.settings.redis_url, c.settings.namespace,
+            [sys.executable, "-c", _SAVER, c.settings.redis_dsn, c.settings.namespace,
              str(store.directory), sid], env=env, stdout=subprocess.PIPE, cwd=ROOT)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"

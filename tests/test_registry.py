@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from jido_tasks import Client, Settings
 from jido_tasks.errors import (
+    InvalidArgument,
     InvalidEntry,
     InvalidParams,
     InvalidSessionId,
@@ -150,12 +151,13 @@ def test_get_state_of_new_session_is_empty(client: Client) -> None:
 ], ids=lambda kw: repr(kw)[:40])
 def test_create_session_rejects_bad_input(client: Client, raw_redis: redis.Redis,
                                           settings: Settings, kwargs: dict[str, Any]) -> None:
-    """Bad metadata, llm_config or config -> InvalidParams, and nothing is stored."""
+    """Bad metadata, llm_config or config -> InvalidArgument naming it; nothing is stored."""
     before = all_keys(raw_redis)
-    with pytest.raises(InvalidParams) as info:
+    with pytest.raises(InvalidArgument) as info:
         client.create_session(**kwargs)
-    assert type(info.value) is InvalidParams
-    assert info.value.action == "create_session"
+    assert type(info.value) is InvalidArgument
+    assert info.value.operation == "create_session"
+    assert info.value.argument == next(iter(kwargs))
     assert info.value.problem
     assert info.value.session_id is None
     assert ns_keys(raw_redis, settings) == set()
@@ -200,9 +202,9 @@ def test_list_sessions_empty_namespace(client: Client) -> None:
 def test_list_sessions_unknown_status(client: Client) -> None:
     """An unknown status filter is a typed error, not a bare ValueError."""
     client.create_session()
-    with pytest.raises(InvalidParams) as info:
+    with pytest.raises(InvalidArgument) as info:
         client.list_sessions("sleeping")
-    assert info.value.action == "list_sessions"
+    assert (info.value.operation, info.value.argument) == ("list_sessions", "status")
     assert "sleeping" in info.value.problem
 
 
@@ -518,7 +520,7 @@ def test_concurrent_creates(client: Client) -> None:
 
 def test_errors_are_jido_tasks_errors() -> None:
     """Every error the registry raises is a JidoTasksError (one except clause catches all)."""
-    for cls in (InvalidEntry, InvalidParams, InvalidSessionId, InvalidTransition,
+    for cls in (InvalidArgument, InvalidEntry, InvalidParams, InvalidSessionId, InvalidTransition,
                 SessionNotActive, SessionNotFound):
         assert issubclass(cls, JidoTasksError)
 
@@ -542,7 +544,7 @@ def test_initial_state_must_be_strict_json(client: Client) -> None:
     """A state with NaN or a non-JSON value is refused at create and nothing is stored."""
     before = client.list_sessions()
     for state in ({"x": float("nan")}, {"x": object()}, [1, 2]):
-        with pytest.raises(InvalidParams):
+        with pytest.raises(InvalidArgument):
             client.sessions.create(state=state)  # type: ignore[arg-type]
     assert client.list_sessions() == before
 
@@ -550,7 +552,7 @@ def test_initial_state_must_be_strict_json(client: Client) -> None:
 @pytest.mark.parametrize("after", ["garbage", "1-2-3", "", "$", "-1"])
 def test_events_refuse_a_malformed_after_id(client: Client, after: str) -> None:
     """events(after=...) that is not a stream id is a typed error, not a Redis error."""
-    with pytest.raises(InvalidParams) as err:
+    with pytest.raises(InvalidArgument) as err:
         client.events(after=after)
     assert "stream id" in err.value.problem
 
@@ -578,5 +580,5 @@ def test_list_sessions_pages_within_a_status(client: Client) -> None:
     paged = [e.id for e in client.list_sessions("idle", offset=1, limit=5)]
     assert paged == idle_newest_first[1:]
     assert len(client.list_sessions("active", offset=2)) == 1
-    with pytest.raises(InvalidParams):
+    with pytest.raises(InvalidArgument):
         client.list_sessions(offset=-1)

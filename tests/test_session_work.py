@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -18,12 +17,14 @@ from jido_tasks import (
     ActionStatus,
     Client,
     InvalidParams,
+    Outcome,
     SessionNotActive,
     SessionNotFound,
     SessionStatus,
     UnknownAction,
 )
 from jido_tasks.errors import ActionNotFound, InvalidSessionId
+from jido_tasks.store import scripts
 from tests.conftest import WorkerGroup, wait_for
 
 Workers = Callable[..., WorkerGroup]
@@ -110,22 +111,27 @@ def test_stale_fencing_token_cannot_commit(client: Client) -> None:
     layer = client.layer
     sid = client.create_session().id
     client.send(sid, "test.append", {"value": 1})  # no workers: stays pending
-    first = layer.run("claim", sid, "worker-a", 60_000, 10)
-    assert first[0] == "ok"
-    token_a, aid = first[1], first[5 + int(first[4])]
+    first = layer.call(scripts.claim(sid, worker="worker-a", lease_ms=60_000, batch_size=10))
+    assert isinstance(first, scripts.Claimed)
+    token_a, aid = first.token, first.batch.actions[0].id
     layer.redis.delete(layer.keys.session(sid).lease)  # worker-a's lease expires
-    second = layer.run("claim", sid, "worker-b", 60_000, 10)
-    assert second[0] == "ok" and int(second[1]) == int(token_a) + 1
-    outcome = json.dumps({"status": "succeeded", "result": 1})
-    res = layer.run("commit", sid, token_a, 1, '{"items":["stale"]}', "[]", 100, "0", aid, outcome)
-    assert res == "stale"
+    second = layer.call(scripts.claim(sid, worker="worker-b", lease_ms=60_000, batch_size=10))
+    assert isinstance(second, scripts.Claimed) and int(second.token) == int(token_a) + 1
+    outcome = Outcome(status=ActionStatus.SUCCEEDED, result=1).to_json()
+
+    def commit(token: str, state: str) -> scripts.Tag:
+        return layer.call(scripts.commit(sid, token=token, state=state, events="[]", keep=100,
+                                         last=False, outcomes=[(aid, outcome)]))
+
+    assert commit(token_a, '{"items":["stale"]}') is scripts.Tag.STALE
     assert client.get_state(sid) == {}
     assert layer.redis.llen(layer.keys.session(sid).mailbox) == 1
-    res = layer.run("commit", sid, second[1], 1, '{"items":[1]}', "[]", 100, "0", aid, outcome)
-    assert res == "ok" and client.get_state(sid) == {"items": [1]}
+    assert commit(second.token, '{"items":[1]}') is scripts.Tag.OK
+    assert client.get_state(sid) == {"items": [1]}
     # A second lease holder is refused while the first is alive.
     client.send(sid, "test.append", {"value": 2})
-    assert layer.run("claim", sid, "worker-c", 60_000, 10)[0] == "busy"
+    third = layer.call(scripts.claim(sid, worker="worker-c", lease_ms=60_000, batch_size=10))
+    assert isinstance(third, scripts.Busy)
 
 
 def _started(client: Client, key: str, n: int = 1, timeout: float = 30) -> list[int]:

@@ -34,9 +34,8 @@ def test_defaults() -> None:
     """With no environment and no file, every setting has its documented default."""
     s = load_settings()
     assert isinstance(s, Settings)
-    assert s.redis_url == "redis://localhost:6379/0"
-    assert s.broker_url == "redis://localhost:6379/0"
-    assert s.result_backend == "redis://localhost:6379/0"
+    assert s.redis_dsn == "redis://localhost:6379/0"
+    assert s.broker == s.backend == "redis://localhost:6379/0"
     assert s.broker == s.backend == "redis://localhost:6379/0"
     assert s.namespace == "jido"
     assert s.queue == "jido_tasks"
@@ -51,11 +50,11 @@ def test_broker_and_backend_follow_redis_url(monkeypatch: pytest.MonkeyPatch) ->
     """broker_url and result_backend default to redis_url, but an explicit value wins."""
     monkeypatch.setenv("JIDO_TASKS_REDIS_URL", "redis://cache:6380/2")
     s = load_settings()
-    assert s.broker_url == s.result_backend == "redis://cache:6380/2"
+    assert s.broker == s.backend == "redis://cache:6380/2"
     monkeypatch.setenv("JIDO_TASKS_BROKER_URL", "redis://broker:6379/1")
     s = load_settings()
-    assert s.broker_url == "redis://broker:6379/1"
-    assert s.result_backend == "redis://cache:6380/2"
+    assert s.broker == "redis://broker:6379/1"
+    assert s.backend == "redis://cache:6380/2"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

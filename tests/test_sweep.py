@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from jido_tasks import Client, SessionStatus, Settings
 from jido_tasks.celery_app import make_app
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import Sweeper, SweepReport
 from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 
@@ -144,8 +145,8 @@ def test_busy_candidates_are_rechecked_and_paged_over(clients: Callable[..., Cli
     c = clients(sweep_batch=2)
     sids = [c.create_session(config=TINY).id for _ in range(6)]
     leased, pending = sids[0], sids[3]
-    c.layer.redis.set(c.layer.session_keys(leased).lease, "1|someone", px=60_000)
-    c.layer.redis.rpush(c.layer.session_keys(pending).mailbox, "act_" + "0" * 32)
+    c.layer.redis.set(c.layer.keys.session(leased).lease, "1|someone", px=60_000)
+    c.layer.redis.rpush(c.layer.keys.session(pending).mailbox, "act_" + "0" * 32)
     for sid in sids:
         wait_expiry_due(c, sid)
 
@@ -156,7 +157,7 @@ def test_busy_candidates_are_rechecked_and_paged_over(clients: Callable[..., Cli
         s for s in sids if s not in (leased, pending)]
     assert counts(c.sweep()) == only(rechecked=2)
 
-    c.layer.redis.delete(c.layer.session_keys(leased).lease)
+    c.layer.redis.delete(c.layer.keys.session(leased).lease)
     assert counts(c.sweep()) == only(expired=1, rechecked=1)
 
 
@@ -221,12 +222,15 @@ def test_lost_drain_message_is_republished(workers: Callable[..., WorkerGroup]) 
     sid = c.create_session().id
     aid = "act_" + uuid.uuid4().hex
     request = json.dumps({"action": "test.append", "params": {"value": 1}, "created_at": 0})
-    assert c.layer.run("send", sid, aid, request, 1.5) == ["ok", 1]  # not published
+    # the send script alone: the client "dies" before publishing
+    assert c.layer.call(scripts.send(sid, action_id=aid, request=request, stale_after=1.5))
 
     assert counts(c.sweep()) == only()  # flag still fresh
     flag = float(c.layer.redis.zscore(c.layer.keys.scheduled, sid) or 0)
     wait_for(lambda: redis_now(c) > flag + 1.5, message="the flag to go stale")
     assert counts(c.sweep()) == only(recovered=1)
+    recovered = [e for e in c.events(sid) if e.type == "session.recovered"]
+    assert len(recovered) == 1 and recovered[0].data["pending"] == 1
     assert c.handle(sid, aid).get(timeout=10) == 1
     wait_for(lambda: c.layer.redis.zscore(c.layer.keys.scheduled, sid) is None,
              message="release to drop the flag")
@@ -248,7 +252,7 @@ def test_stale_flag_without_work_is_dropped(clients: Callable[..., Client]) -> N
 
     assert counts(c.sweep()) == only(unscheduled=2)
     assert c.layer.redis.zcard(c.layer.keys.scheduled) == 0
-    assert c.layer.redis.hget(c.layer.session_keys(plain).entry, "scheduled") is None
+    assert c.layer.redis.hget(c.layer.keys.session(plain).entry, "scheduled") is None
     assert c.get_session(plain).status is SessionStatus.ACTIVE
     assert c.get_session(ending).status is SessionStatus.TERMINATED
     assert event_types(c, ending)[-1] == "session.terminated"
@@ -264,7 +268,7 @@ def test_concurrent_sweeps_terminate_each_session_once(clients: Callable[..., Cl
     reports: list[SweepReport] = []
 
     def sweep() -> None:
-        layer = RedisLayer(c.settings, redis.Redis.from_url(c.settings.redis_url,
+        layer = RedisLayer(c.settings, redis.Redis.from_url(c.settings.redis_dsn,
                                                              decode_responses=True))
         sweeper = Sweeper(layer, c.celery)
         barrier.wait()
@@ -314,7 +318,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
     c.send(sid, "test.noop")  # no worker: cancelled by terminate
     c.send(sid, "test.noop")
     c.terminate_session(sid)
-    owned = [k for k in c.layer.session_keys(sid).owned() if raw_redis.exists(k)]
+    owned = [k for k in c.layer.keys.session(sid).owned() if raw_redis.exists(k)]
     assert len(owned) >= 5  # entry, state, actions, results, finished, events
     assert counts(c.sweep()) == only()  # not old enough yet
 
@@ -330,7 +334,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
 
     # A leftover index entry of a purged session is cleaned, idempotently.
     raw_redis.zadd(c.layer.keys.terminated, {sid: 1.0})
-    assert c.layer.run("purge", sid, 0.5) == "gone"
+    assert c.layer.call(scripts.purge(sid, retention=0.5)) is scripts.Tag.GONE
     assert list(raw_redis.scan_iter(match=f"*{sid}*", count=1000)) == []
 
 

@@ -12,7 +12,7 @@ import redis
 from jido_tasks.errors import InvalidSessionId, SnapshotCorrupt, SnapshotNotFound
 from jido_tasks.models import validate_session_id
 from jido_tasks.persistence import SnapshotStore
-from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,9 @@
 """The one place that builds Redis key names (Lua scripts receive every key through KEYS).
 
+`SCRIPT_KEYS` fixes the order of the KEYS every session script receives; the Lua prelude's
+`K_*` constants, `OWNED` and `INDEXES` tables are generated from these tuples (see
+`jido_tasks.store.scripts`), so the order is written down once.
+
 Layout, for namespace `ns` and session id `sid` (the `{sid}` hash tag keeps one session's keys
 in one Redis Cluster slot):
 
@@ -12,6 +16,8 @@ in one Redis Cluster slot):
     ns:s:{sid}:finished   list    finished action ids, oldest first (bounds the two hashes)
     ns:s:{sid}:lease      string  "token|worker" of the worker that owns the session, with a TTL
     ns:s:{sid}:events     stream  the session's events
+    ns:s:{sid}:cancelling list    ids of pending actions a termination withdrew, whose records
+                                  are still being finished (in bounded chunks)
     ns:s:{sid}:done       channel pub/sub: finished action records, for waiters
     ns:events             stream  every session's events
     ns:idx:activity       zset    live (not terminated) sessions by last activity
@@ -28,6 +34,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "actions", "results", "finished",
+                               "lease", "events", "cancelling")
+"""Names of the keys one session owns (`SessionKeys` attributes): what a purge deletes."""
+INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled")
+"""Names of the global session indexes (`KeySchema` properties): a purge leaves every one."""
+SCRIPT_KEYS: tuple[str, ...] = (*OWNED_KEYS, "events_global", *INDEX_KEYS)
+"""The KEYS of every session script, in order."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
@@ -41,12 +55,12 @@ class SessionKeys:
     finished: str
     lease: str
     events: str
+    cancelling: str
     done_channel: str
 
     def owned(self) -> list[str]:
         """Every key the session owns (what a purge deletes)."""
-        return [self.entry, self.state, self.mailbox, self.actions, self.results, self.finished,
-                self.lease, self.events]
+        return [getattr(self, name) for name in OWNED_KEYS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +80,18 @@ class KeySchema:
             finished=f"{base}:finished",
             lease=f"{base}:lease",
             events=f"{base}:events",
+            cancelling=f"{base}:cancelling",
             done_channel=f"{base}:done",
         )
 
     @property
     def events(self) -> str:
         return f"{self.namespace}:events"
+
+    @property
+    def events_global(self) -> str:
+        """The global event stream (alias of `events`, the name used in `SCRIPT_KEYS`)."""
+        return self.events
 
     @property
     def activity(self) -> str:
@@ -106,4 +126,10 @@ class KeySchema:
 
     def indexes(self) -> list[str]:
         """The global session indexes (a purged session must leave all of them)."""
-        return [self.activity, self.active, self.expiry, self.terminated, self.scheduled]
+        return [getattr(self, name) for name in INDEX_KEYS]
+
+    def script_keys(self, session_id: str) -> list[str]:
+        """The KEYS of a session script, in `SCRIPT_KEYS` order."""
+        sk = self.session(session_id)
+        own = sk.owned()
+        return [*own, self.events_global, *self.indexes()]

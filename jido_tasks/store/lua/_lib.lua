@@ -1,30 +1,21 @@
--- Shared prelude, prepended to every script by jido_tasks/redis_layer.py.
+-- Shared prelude of every session script (jido_tasks/store/scripts.py prepends it).
 --
--- Every session script receives the same KEYS (built by jido_tasks.keys, never here):
---   KEYS[1]  entry      hash of the registry row
---   KEYS[2]  state      string, JSON state
---   KEYS[3]  mailbox    list of pending action ids
---   KEYS[4]  actions    hash action id -> request JSON
---   KEYS[5]  results    hash action id -> outcome JSON
---   KEYS[6]  finished   list of finished action ids
---   KEYS[7]  lease      string "token|worker" with a TTL
---   KEYS[8]  events     the session's event stream
---   KEYS[9]  gevents    the global event stream
---   KEYS[10] activity   zset of live sessions by last activity
---   KEYS[11] active     zset of active sessions by last activity
---   KEYS[12] expiry     zset of live sessions by idle deadline
---   KEYS[13] terminated zset of terminated sessions by termination time
---   KEYS[14] scheduled  zset of sessions with a drain scheduled
--- and the same first ARGV:
---   ARGV[1] session id, ARGV[2] session stream maxlen, ARGV[3] global stream maxlen,
---   ARGV[4] done channel (pub/sub, not a key), ARGV[5] ms a terminated session keeps its own
---   event stream
--- Script-specific ARGV start at ARGV[6].
-
-local K_ENTRY, K_STATE, K_MAILBOX, K_ACTIONS, K_RESULTS, K_FINISHED, K_LEASE = 1, 2, 3, 4, 5, 6, 7
-local K_EVENTS, K_GEVENTS, K_ACTIVITY, K_ACTIVE, K_EXPIRY, K_TERMINATED, K_SCHEDULED =
-  8, 9, 10, 11, 12, 13, 14
-local SID = ARGV[1]
+-- Generated before this file, from the Python tuples that the calls use (never edit by hand):
+--   K_ENTRY, K_STATE, ...   1-based positions in KEYS (jido_tasks.store.keys.SCRIPT_KEYS):
+--                           entry (hash, registry row), state (string, JSON), mailbox (list of
+--                           pending action ids), actions (hash id -> request JSON), results
+--                           (hash id -> Outcome JSON), finished (list of finished ids), lease
+--                           (string "token|worker", with a TTL), events (the session's stream),
+--                           cancelling (list of withdrawn ids still to finish), events_global
+--                           (the global stream), and the indexes activity, active, expiry,
+--                           terminated, scheduled (zsets)
+--   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
+--   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS
+--                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
+--   ACCEPTS_WORK[status], ALLOWED_FROM[target][status]   the lifecycle (jido_tasks.models)
+--   CANCEL_CHUNK, UNPACK_CHUNK                          bounds of the work of one call
+-- and, after this file, the script's own ARGV as named locals (and REST, the position of its
+-- first variadic argument).
 
 local function now()
   local t = redis.call('TIME')
@@ -39,15 +30,29 @@ end
 local function emit(etype, data_json, ts, global_only)
   local fields = {'type', etype, 'sid', SID, 'ts', fmt(ts), 'data', data_json}
   if not global_only then
-    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENT_MAXLEN, '*', unpack(fields))
   end
-  redis.call('XADD', KEYS[K_GEVENTS], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+  redis.call('XADD', KEYS[K_EVENTS_GLOBAL], 'MAXLEN', '~', GLOBAL_EVENT_MAXLEN, '*',
+             unpack(fields))
 end
 
 local function lease_token()
   local lease = redis.call('GET', KEYS[K_LEASE])
   if not lease then return nil end
   return string.match(lease, '^([^|]+)|')
+end
+
+-- The registry fields `names` as a table name -> value (false when absent).
+local function fields(names)
+  local values = redis.call('HMGET', KEYS[K_ENTRY], unpack(names))
+  local out = {}
+  for i, name in ipairs(names) do out[name] = values[i] end
+  return out
+end
+
+-- The whole registry row, flat (field, value, ...), for replies.
+local function row()
+  return redis.call('HGETALL', KEYS[K_ENTRY])
 end
 
 -- Change status, keep the indexes in step and emit session.status (and session.terminated).
@@ -84,7 +89,7 @@ local function set_status(old, new, ts, reason)
                                              reason = redis.call('HGET', e, 'reason')}), ts)
     -- Its events stay in the global stream; its own goes after a while, not at the purge,
     -- so terminated sessions kept for `retention` do not each hold a stream.
-    redis.call('PEXPIRE', KEYS[K_EVENTS], ARGV[5])
+    redis.call('PEXPIRE', KEYS[K_EVENTS], TERMINATED_EVENTS_MS)
   end
 end
 
@@ -100,11 +105,11 @@ local function touch(ts, extra, status)
   local e = KEYS[K_ENTRY]
   status = status or redis.call('HGET', e, 'status')
   if status == 'terminated' then return status end
-  local fields = {'last_activity', fmt(ts)}
+  local pairs_ = {'last_activity', fmt(ts)}
   if extra then
-    for _, v in ipairs(extra) do fields[#fields + 1] = v end
+    for _, v in ipairs(extra) do pairs_[#pairs_ + 1] = v end
   end
-  redis.call('HSET', e, unpack(fields))
+  redis.call('HSET', e, unpack(pairs_))
   redis.call('ZADD', KEYS[K_ACTIVITY], fmt(ts), SID)
   if status == 'idle' then
     set_status('idle', 'active', ts, nil)
@@ -113,8 +118,8 @@ local function touch(ts, extra, status)
   return status
 end
 
--- Mark an action finished: outcome stored, id appended to the finished list (bounded),
--- waiters told. The caller has already removed it from the mailbox.
+-- Mark an action finished: its Outcome JSON stored, id appended to the finished list
+-- (bounded), waiters told. The caller has already removed it from the mailbox.
 local function finish(aid, outcome_json, keep)
   redis.call('HSET', KEYS[K_RESULTS], aid, outcome_json)
   if redis.call('RPUSH', KEYS[K_FINISHED], aid) > keep then
@@ -122,7 +127,19 @@ local function finish(aid, outcome_json, keep)
     redis.call('HDEL', KEYS[K_ACTIONS], old)
     redis.call('HDEL', KEYS[K_RESULTS], old)
   end
-  redis.call('PUBLISH', ARGV[4], aid .. '\n' .. outcome_json)
+  redis.call('PUBLISH', DONE_CHANNEL, aid .. '\n' .. outcome_json)
+end
+
+-- The Outcome (jido_tasks.models.Outcome) of an action withdrawn before it ran.
+local function cancelled_outcome(message, ts)
+  return cjson.encode({status = 'cancelled', finished_at = ts,
+                       error = {type = 'ActionCancelled', message = message}})
+end
+
+-- The status field of a stored Outcome JSON (nil when there is none).
+local function outcome_status(outcome_json)
+  if not outcome_json then return nil end
+  return cjson.decode(outcome_json).status
 end
 
 -- Drop the scheduled flag (the mailbox is empty: no head either); a terminating session with
@@ -134,6 +151,32 @@ local function unschedule(ts, status)
   if status == 'terminating' then
     set_status('terminating', 'terminated', ts, nil)
   end
+end
+
+-- Finish up to CANCEL_CHUNK of the actions a termination withdrew (cancelled outcome and
+-- event each); returns how many are left. Bounded, so no call blocks Redis for long.
+local function cancel_chunk(keep, ts)
+  local ids = redis.call('LPOP', KEYS[K_CANCELLING], CANCEL_CHUNK)
+  if ids then
+    local reason = redis.call('HGET', KEYS[K_ENTRY], 'reason') or ''
+    local outcome = cancelled_outcome('session terminating: ' .. reason, ts)
+    for _, aid in ipairs(ids) do
+      finish(aid, outcome, keep)
+      emit('action.cancelled', cjson.encode({action_id = aid, reason = reason}), ts)
+    end
+  end
+  return redis.call('LLEN', KEYS[K_CANCELLING])
+end
+
+-- HMGET of many fields, UNPACK_CHUNK at a time (Lua's unpack has a hard limit).
+local function hmget_many(key, names)
+  local out = {}
+  for first = 1, #names, UNPACK_CHUNK do
+    local last = math.min(first + UNPACK_CHUNK - 1, #names)
+    local part = redis.call('HMGET', key, unpack(names, first, last))
+    for i = 1, #part do out[#out + 1] = part[i] end
+  end
+  return out
 end
 
 -- Hand out `ids` (the first pending actions) as a flat list id, request, ...
@@ -150,7 +193,7 @@ local function hand_out(ids, reclaim, known)
   elseif reclaim then
     attempts = redis.call('HINCRBY', e, 'head_attempts', 1)
   end
-  local reqs = redis.call('HMGET', KEYS[K_ACTIONS], unpack(ids))
+  local reqs = hmget_many(KEYS[K_ACTIONS], ids)
   local out = {}
   for i = 1, #ids do
     out[#out + 1] = ids[i]

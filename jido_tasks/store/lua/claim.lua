@@ -1,27 +1,26 @@
 -- claim: take the lease on a session if it is free, with a new fencing token, and return the
 -- first batch of pending actions with the state.
--- KEYS: the session set (see _lib.lua).
--- ARGV[6] worker id, ARGV[7] lease ms, ARGV[8] batch size.
+-- KEYS: the session keys (see _lib.lua).  ARGV: worker, lease_ms, batch_size.
 -- Returns {'ok', token, state or '', head_attempts, n, <n registry hash fields and values>,
--- id1, req1, ...}, {'busy', lease ms left},
--- {'empty'} (nothing pending: the flag is dropped) or {'missing'}.
-local row = redis.call('HGETALL', KEYS[K_ENTRY])
-if #row == 0 then return {'missing'} end
+-- id1, req1, ...}, {'busy', lease ms left}, {'empty'} (nothing pending: the flag is dropped)
+-- or {'missing'}.
+local flat = row()
+if #flat == 0 then return {'missing'} end
 if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then
   return {'busy', redis.call('PTTL', KEYS[K_LEASE])}
 end
 local entry = {}
-for i = 1, #row, 2 do entry[row[i]] = row[i + 1] end
-local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(ARGV[8]) - 1)
+for i = 1, #flat, 2 do entry[flat[i]] = flat[i + 1] end
+local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(batch_size) - 1)
 if #ids == 0 then
   unschedule(now(), entry['status'])
   return {'empty'}
 end
 local token = redis.call('HINCRBY', KEYS[K_ENTRY], 'fence', 1)
 -- The scheduled flag stays as it is: the live lease is what tells recovery to keep off.
-redis.call('SET', KEYS[K_LEASE], token .. '|' .. ARGV[6], 'PX', ARGV[7])
+redis.call('SET', KEYS[K_LEASE], token .. '|' .. worker, 'PX', lease_ms)
 local attempts, items = hand_out(ids, true, {entry['head'], entry['head_attempts']})
-local out = {'ok', token, redis.call('GET', KEYS[K_STATE]) or '', attempts, #row}
-for _, v in ipairs(row) do out[#out + 1] = v end
+local out = {'ok', token, redis.call('GET', KEYS[K_STATE]) or '', attempts, #flat}
+for _, v in ipairs(flat) do out[#out + 1] = v end
 for _, v in ipairs(items) do out[#out + 1] = v end
 return out

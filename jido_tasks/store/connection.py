@@ -1,0 +1,149 @@
+"""Connections to Redis, and the translation of Redis failures into the project's typed errors.
+
+`RedisLayer` bundles what every core service needs: the settings, one process-wide client, the
+key schema and the loaded scripts (`jido_tasks.store.scripts`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import redis
+
+from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
+from jido_tasks.settings import Settings, safe_url
+from jido_tasks.store.keys import KeySchema
+
+if TYPE_CHECKING:
+    from jido_tasks.store.scripts import Op
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_pools: dict[tuple[int, str], redis.Redis] = {}
+_pools_lock = threading.Lock()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for Redis's refusal of a write at `maxmemory` (also when raised inside a script)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM "))
+
+
+def typed_redis_error(exc: BaseException, settings: Settings | None,
+                      session_id: str | None) -> Exception | None:
+    """The project's typed error for a Redis failure, or None if `exc` is not one we map."""
+    where = safe_url(settings.redis_dsn) if settings is not None else "?"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return RedisUnavailable(where, str(exc) or type(exc).__name__, session_id)
+    if is_out_of_memory(exc):
+        return RedisOutOfMemory(where, str(exc), session_id)
+    return None
+
+
+def redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn Redis failures inside `fn` into typed errors (`RedisUnavailable`,
+    `RedisOutOfMemory`) naming the URL (password hidden) and the session.
+
+    For methods of objects with a `settings` attribute. The session is the call's argument
+    named `session_id`, when `fn` has one (bound by name, never guessed by position).
+    """
+    signature = inspect.signature(fn)
+    has_session = "session_id" in signature.parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            sid = None
+            if has_session:
+                value = signature.bind_partial(*args, **kwargs).arguments.get("session_id")
+                sid = value if isinstance(value, str) else None
+            settings = getattr(args[0], "settings", None) if args else None
+            typed = typed_redis_error(exc, settings, sid)
+            if typed is None:
+                raise
+            raise typed from exc
+    return wrapper
+
+
+def connect(url: str) -> redis.Redis:
+    """A process-wide client for `url` (a fresh one after fork, so workers never share sockets)."""
+    key = (os.getpid(), url)
+    with _pools_lock:
+        client = _pools.get(key)
+        if client is None:
+            client = redis.Redis.from_url(url, decode_responses=True,
+                                          health_check_interval=30)
+            _pools[key] = client
+        return client
+
+
+class RedisLayer:
+    """Redis access for one namespace: the connection, the key schema and the scripts."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        # Typed Any on purpose: with decode_responses=True every reply is str, but redis-py's
+        # annotations say `bytes | str` (or Awaitable) for each, which would need a cast per
+        # call. Script replies are typed by `jido_tasks.store.scripts`.
+        self.redis: Any = client if client is not None else connect(settings.redis_dsn)
+        self.keys = KeySchema(settings.namespace)
+        self._loaded: dict[str, Any] = {}
+
+    def loaded(self, name: str, source: Callable[[], str]) -> Any:
+        """The registered script `name` (loaded once per layer, then run by SHA)."""
+        found = self._loaded.get(name)
+        if found is None:
+            found = self.redis.register_script(source())
+            self._loaded[name] = found
+        return found
+
+    def call(self, op: Op[T]) -> T:
+        """Run one script call in one round trip and return its typed reply."""
+        return op.run(self)
+
+    def call_many(self, ops: list[Op[T]], *, transaction: bool = False,
+                  ) -> list[T | Exception]:
+        """Run script calls in one pipeline (a MULTI/EXEC with `transaction`). A call that
+        failed comes back as its exception in the list, so one bad call cannot hide the
+        others; typed errors of the replies (e.g. `SessionNotFound`) come back the same way."""
+        if not ops:
+            return []
+        pipe = self.redis.pipeline(transaction=transaction)
+        for op in ops:
+            op.queue(self, pipe)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        out: list[T | Exception] = []
+        for op, reply in zip(ops, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(typed_redis_error(reply, self.settings, op.session_id) or reply)
+                continue
+            try:
+                out.append(op.decode(reply))
+            except Exception as exc:  # a typed refusal of this one call
+                out.append(exc)
+        return out
+
+    def check_eviction_policy(self) -> str | None:
+        """A warning if Redis may evict session keys under memory pressure, else None."""
+        try:
+            policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        except redis.ResponseError:  # CONFIG may be disabled on managed Redis
+            return None
+        if policy and policy != "noeviction":
+            msg = (f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict "
+                   "session keys and lose work; set it to 'noeviction'")
+            log.warning(msg)
+            return msg
+        return None

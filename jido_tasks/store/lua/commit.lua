@@ -1,0 +1,45 @@
+-- commit: atomically apply a group of n finished actions (n >= 1, in mailbox order): check the
+-- fencing token and that they are still the first n entries of the mailbox, write the new
+-- state (the state after the last of them; unless unchanged), store each outcome, drop them
+-- from the mailbox, touch activity, append their events, tell waiters. With `last` set (the
+-- end of the worker's batch) and nothing left in the mailbox, also release the lease, so a
+-- drain that empties the mailbox ends without another round trip.
+-- Everything is read and decoded before the first write: Redis does not undo the writes of a
+-- script that fails halfway.
+-- KEYS: the session keys (see _lib.lua).
+-- ARGV: token, n, state (new state JSON, '' to keep it), events (JSON list of [type, data
+-- JSON]), keep, last ('1' if this ends the batch); then from REST on, the action id and
+-- Outcome JSON of each of the n actions.
+-- Returns 'ok', 'released' (ok, and the lease was dropped: mailbox empty), 'stale' (lease
+-- lost: nothing written) or 'moved' (one was cancelled meanwhile: nothing written).
+if lease_token() ~= token then return 'stale' end
+local count = tonumber(n)
+local head = redis.call('LRANGE', KEYS[K_MAILBOX], 0, count)
+for i = 1, count do
+  if head[i] ~= ARGV[REST + 2 * (i - 1)] then return 'moved' end
+end
+local evs = {}
+if events ~= '[]' then evs = cjson.decode(events) end
+local ts = now()
+if state ~= '' then redis.call('SET', KEYS[K_STATE], state) end
+redis.call('LTRIM', KEYS[K_MAILBOX], count, -1)
+local bound = tonumber(keep)
+for i = 1, count do
+  finish(ARGV[REST + 2 * (i - 1)], ARGV[REST + 2 * (i - 1) + 1], bound)
+end
+local nxt = head[count + 1]
+local status
+if nxt then
+  -- The next action becomes the head: its first run counts as its first attempt.
+  status = touch(ts, {'head', nxt, 'head_attempts', 1})
+else
+  status = touch(ts)
+  if last ~= '1' then redis.call('HDEL', KEYS[K_ENTRY], 'head', 'head_attempts') end
+end
+for _, ev in ipairs(evs) do emit(ev[1], ev[2], ts) end
+if last == '1' and not nxt then
+  redis.call('DEL', KEYS[K_LEASE])
+  unschedule(ts, status)  -- also drops head/head_attempts
+  return 'released'
+end
+return 'ok'

@@ -1,0 +1,34 @@
+-- recover: a session whose drain flag is older than `stale_after` seconds (by Redis TIME) and
+-- that holds no live lease was abandoned (its worker died, or a client died before
+-- publishing). With pending actions the flag is refreshed, session.recovered is emitted and
+-- the caller publishes a new drain; with none the flag is dropped (a terminating session
+-- becomes terminated: see unschedule()). Actions a termination withdrew whose records were
+-- left unfinished (the terminating client died) are finished here, a chunk per sweep.
+-- KEYS: the session keys (see _lib.lua).  ARGV: stale_after, keep.
+-- Returns 'recover' (publish a drain), 'unscheduled', 'leased' (a lease still lives: looked at
+-- again later), 'fresh' (the flag was refreshed meanwhile), 'cancelling' (withdrawn actions
+-- are left: looked at again by the next sweep) or 'gone' (no flag or no session: dropped from
+-- the scheduled index).
+local e = KEYS[K_ENTRY]
+local flag = redis.call('HGET', e, 'scheduled')
+if not flag then
+  redis.call('ZREM', KEYS[K_SCHEDULED], SID)
+  return 'gone'
+end
+local ts = now()
+if ts - tonumber(flag) <= tonumber(stale_after) then
+  redis.call('ZADD', KEYS[K_SCHEDULED], flag, SID)
+  return 'fresh'
+end
+if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then return 'leased' end
+if cancel_chunk(tonumber(keep), ts) > 0 then return 'cancelling' end
+local pending = redis.call('LLEN', KEYS[K_MAILBOX])
+if pending == 0 then
+  unschedule(ts)
+  return 'unscheduled'
+end
+redis.call('HSET', e, 'scheduled', fmt(ts))
+redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+emit('session.recovered', cjson.encode({session_id = SID, pending = pending,
+                                        abandoned_for = ts - tonumber(flag)}), ts)
+return 'recover'

@@ -1,0 +1,443 @@
+"""The Python side of every Lua script: one typed function per script (as RQ's `scripts.py`).
+
+Each function takes its script's arguments by name and returns an `Op`, a prepared call that
+`RedisLayer.call` runs in one round trip (or `call_many` in one pipeline) and whose reply is
+turned into a typed result here, and only here: no other code indexes a script's reply. Replies
+that mean "no" for the caller (a missing session, a status that refuses the call) become the
+project's typed errors in one place, `_refuse`.
+
+A script's source is a prelude generated from the Python definitions (the order of KEYS, the
+common ARGV, the lifecycle tables, the bounds), then `lua/_lib.lua`, then the script's own ARGV
+as named locals, then its `lua/<name>.lua` body. So the key order, the ARGV order and the
+lifecycle rules are each written down once, in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from jido_tasks.errors import (
+    ActionNotFound,
+    InvalidTransition,
+    JidoTasksError,
+    ProtocolError,
+    SessionNotActive,
+    SessionNotFound,
+)
+from jido_tasks.models import ACCEPTS_WORK, ALLOWED_TRANSITIONS, Outcome, SessionStatus
+from jido_tasks.store.keys import INDEX_KEYS, OWNED_KEYS, SCRIPT_KEYS
+
+if TYPE_CHECKING:
+    from jido_tasks.store.connection import RedisLayer
+
+T = TypeVar("T")
+
+COMMON_ARGV: tuple[str, ...] = ("SID", "EVENT_MAXLEN", "GLOBAL_EVENT_MAXLEN", "DONE_CHANNEL",
+                                "TERMINATED_EVENTS_MS")
+"""The first ARGV of every session script (Lua names), built by `_common_args`."""
+CANCEL_CHUNK = 500
+"""Most withdrawn actions one call finishes (terminate, cancel_pending, recover)."""
+UNPACK_CHUNK = 1000
+"""Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
+
+
+class Tag(StrEnum):
+    """The control-flow words the scripts answer with."""
+
+    OK = "ok"
+    MISSING = "missing"
+    INACTIVE = "inactive"
+    INVALID = "invalid"
+    EXISTS = "exists"
+    BUSY = "busy"
+    EMPTY = "empty"
+    STALE = "stale"
+    MOVED = "moved"
+    RELEASED = "released"
+    MORE = "more"
+    CANCELLED = "cancelled"
+    RUNNING = "running"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
+    IDLED = "idled"
+    FRESH = "fresh"
+    GONE = "gone"
+    EXPIRED = "expired"
+    SNAPSHOT = "snapshot"
+    CHANGED = "changed"
+    RECOVER = "recover"
+    UNSCHEDULED = "unscheduled"
+    LEASED = "leased"
+    CANCELLING = "cancelling"
+    PURGED = "purged"
+    YOUNG = "young"
+    LIVE = "live"
+
+
+# -- typed replies -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """One handed-out action: its id and stored request JSON ('' if the request is gone)."""
+
+    id: str
+    request: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Pending actions handed to the lease holder; `attempts` counts hand-outs of the first."""
+
+    attempts: int
+    actions: list[PendingAction]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The lease is ours: fencing `token`, committed `state` JSON, registry `row`, a batch."""
+
+    token: str
+    state: str
+    row: dict[str, str]
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another live worker holds the lease for `retry_after` more seconds."""
+
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    """`withdrawn` pending actions were cancelled; `left` of them still need `cancel_pending`."""
+
+    withdrawn: int
+    left: int
+    row: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Transitioned:
+    previous: str
+    row: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What `expire` did; `last_activity` is set with `Tag.SNAPSHOT`."""
+
+    tag: Tag
+    last_activity: str | None = None
+
+
+ClaimReply = Claimed | Busy | Tag
+"""`Claimed`, `Busy`, `Tag.EMPTY` (nothing pending) or `Tag.MISSING`."""
+
+
+# -- scripts and prepared calls ------------------------------------------------------------
+@dataclass(frozen=True)
+class Script:
+    """A Lua script: its file name, its own ARGV names (in order) and its kind."""
+
+    name: str
+    argv: tuple[str, ...] = ()
+    session: bool = True
+    """Session scripts get the session KEYS, the common ARGV and the shared prelude."""
+    variadic: bool = False
+    """Takes more ARGV after its named ones, from position REST on."""
+
+    def source(self) -> str:
+        return _source(self)
+
+
+@dataclass
+class Op(Generic[T]):
+    """A prepared script call: run it with `RedisLayer.call` / `call_many`."""
+
+    script: Script
+    session_id: str | None
+    args: list[Any]
+    decoder: Callable[[Any], T]
+    keys: list[str] = field(default_factory=list)
+    """KEYS of a non-session script (session scripts get theirs from the key schema)."""
+
+    def _keys_and_args(self, layer: RedisLayer) -> tuple[list[str], list[Any]]:
+        if not self.script.session:
+            return self.keys, self.args
+        assert self.session_id is not None
+        return (layer.keys.script_keys(self.session_id),
+                [*_common_args(layer, self.session_id), *self.args])
+
+    def run(self, layer: RedisLayer) -> T:
+        keys, args = self._keys_and_args(layer)
+        return self.decode(layer.loaded(self.script.name, self.script.source)(keys=keys,
+                                                                              args=args))
+
+    def queue(self, layer: RedisLayer, pipe: Any) -> None:
+        keys, args = self._keys_and_args(layer)
+        layer.loaded(self.script.name, self.script.source)(keys=keys, args=args, client=pipe)
+
+    def decode(self, reply: Any) -> T:
+        try:
+            return self.decoder(reply)
+        except JidoTasksError:
+            raise
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(self.script.name, reply, self.session_id) from exc
+
+
+def _common_args(layer: RedisLayer, session_id: str) -> list[Any]:
+    s = layer.settings
+    return [session_id, s.event_maxlen, s.global_event_maxlen,
+            layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000)]
+
+
+def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any,
+        **argv: Any) -> Op[T]:
+    if len(argv) != len(script.argv):
+        raise TypeError(f"script {script.name} takes {script.argv}, got {tuple(argv)}")
+    return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder)
+
+
+def _lua_table(values: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"[{_lua_str(k)}] = {v}" for k, v in values.items()) + "}"
+
+
+def _lua_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@cache
+def prelude() -> str:
+    """The generated part of every session script's source."""
+    const = [f"K_{name.upper()}" for name in SCRIPT_KEYS]
+    allowed = {dst.value: _lua_table({src.value: "true" for src in SessionStatus
+                                      if dst in ALLOWED_TRANSITIONS[src]})
+               for dst in SessionStatus}
+    lines = [
+        "-- Generated by jido_tasks/store/scripts.py from the Python definitions.",
+        f"local {', '.join(const)} = {', '.join(str(i + 1) for i in range(len(const)))}",
+        f"local OWNED = {{{', '.join(f'K_{n.upper()}' for n in OWNED_KEYS)}}}",
+        f"local INDEXES = {{{', '.join(f'K_{n.upper()}' for n in INDEX_KEYS)}}}",
+        f"local {', '.join(COMMON_ARGV)} = "
+        + ", ".join(f"ARGV[{i + 1}]" for i in range(len(COMMON_ARGV))),
+        f"local ACCEPTS_WORK = {_lua_table({s.value: 'true' for s in ACCEPTS_WORK})}",
+        f"local ALLOWED_FROM = {_lua_table(allowed)}",
+        f"local CANCEL_CHUNK, UNPACK_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _read(name: str) -> str:
+    return (resources.files("jido_tasks") / "store" / "lua" / name).read_text()
+
+
+def _source(script: Script) -> str:
+    first = len(COMMON_ARGV) + 1 if script.session else 1
+    parts = []
+    if script.session:
+        parts += [prelude(), _read("_lib.lua")]
+    if script.argv:
+        parts.append(f"local {', '.join(script.argv)} = "
+                     + ", ".join(f"ARGV[{first + i}]" for i in range(len(script.argv))))
+    if script.variadic:
+        parts.append(f"local REST = {first + len(script.argv)}")
+    parts.append(_read(f"{script.name}.lua"))
+    return "\n".join(parts)
+
+
+# -- reply helpers ---------------------------------------------------------------------------
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _actions(flat: list[Any]) -> list[PendingAction]:
+    return [PendingAction(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def _refuse(reply: list[Any], session_id: str, target: str | None = None) -> None:
+    """Raise the typed error of a refused session call; return if `reply` is 'ok'."""
+    tag = Tag(reply[0])
+    if tag is Tag.OK:
+        return
+    if tag is Tag.MISSING:
+        raise SessionNotFound(session_id)
+    if tag is Tag.INACTIVE:
+        raise SessionNotActive(session_id, str(reply[1]))
+    if tag is Tag.INVALID:
+        raise InvalidTransition(session_id, str(reply[1]), target or "?")
+    raise ValueError(f"unexpected tag {tag}")
+
+
+# -- the scripts -----------------------------------------------------------------------------
+CREATE = Script("create", ("row_json", "state_json", "event_json"))
+TRANSITION = Script("transition", ("target", "reason"))
+TOUCH = Script("touch")
+TERMINATE = Script("terminate", ("reason", "drain", "keep"))
+CANCEL_PENDING = Script("cancel_pending", ("keep",))
+SEND = Script("send", ("action_id", "request", "stale_after"))
+CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
+COMMIT = Script("commit", ("token", "n", "state", "events", "keep", "last"), variadic=True)
+RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
+RENEW = Script("renew", ("token", "lease_ms"))
+PROGRESS = Script("progress", ("token", "action_id", "outcome", "event_data"))
+CANCEL = Script("cancel", ("action_id", "reason", "keep"))
+MARK_IDLE = Script("mark_idle", ("idle_after",))
+EXPIRE = Script("expire", ("reason", "snapshot_last"))
+RECOVER = Script("recover", ("stale_after", "keep"))
+PURGE = Script("purge", ("retention",))
+EMIT = Script("emit", ("event_type", "data_json"))
+EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
+RELEASE_LOCK = Script("release_lock", ("token",), session=False)
+ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
+               RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
+               EXTEND_LOCK, RELEASE_LOCK)
+
+
+def create(session_id: str, *, row_json: str, state_json: str, event_json: str) -> Op[float]:
+    """Store a new registry row (and state); the server time it was created at."""
+    def decode(reply: Any) -> float:
+        if reply == Tag.EXISTS:  # a uuid4 collision: practically impossible; never overwrite
+            raise JidoTasksError(f"session {session_id} already exists", session_id=session_id)
+        return float(reply)
+    return _op(CREATE, session_id, decode, row_json=row_json, state_json=state_json,
+               event_json=event_json)
+
+
+def transition(session_id: str, *, target: SessionStatus, reason: str) -> Op[Transitioned]:
+    """Change status if the lifecycle allows it (`InvalidTransition` otherwise)."""
+    def decode(reply: list[Any]) -> Transitioned:
+        _refuse(reply, session_id, target.value)
+        return Transitioned(str(reply[1]), _pairs(reply[2:]))
+    return _op(TRANSITION, session_id, decode, target=target.value, reason=reason)
+
+
+def touch(session_id: str) -> Op[dict[str, str]]:
+    """Record activity; the registry row after it."""
+    def decode(reply: list[Any]) -> dict[str, str]:
+        _refuse(reply, session_id)
+        return _pairs(reply[1:])
+    return _op(TOUCH, session_id, decode)
+
+
+def terminate(session_id: str, *, reason: str, drain: bool, keep: int) -> Op[Terminated]:
+    def decode(reply: list[Any]) -> Terminated:
+        _refuse(reply, session_id, SessionStatus.TERMINATING.value)
+        return Terminated(int(reply[1]), int(reply[2]), _pairs(reply[3:]))
+    return _op(TERMINATE, session_id, decode, reason=reason, drain="1" if drain else "0",
+               keep=keep)
+
+
+def cancel_pending(session_id: str, *, keep: int) -> Op[int]:
+    """Finish the next chunk of withdrawn actions; how many are left."""
+    return _op(CANCEL_PENDING, session_id, int, keep=keep)
+
+
+def send(session_id: str, *, action_id: str, request: str, stale_after: float) -> Op[bool]:
+    """Accept an action; True when the caller must publish a drain."""
+    def decode(reply: list[Any]) -> bool:
+        _refuse(reply, session_id)
+        return bool(int(reply[1]))
+    return _op(SEND, session_id, decode, action_id=action_id, request=request,
+               stale_after=stale_after)
+
+
+def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int) -> Op[ClaimReply]:
+    def decode(reply: list[Any]) -> ClaimReply:
+        tag = Tag(reply[0])
+        if tag is Tag.BUSY:
+            return Busy(max(int(reply[1]), 50) / 1000.0)
+        if tag is not Tag.OK:
+            return tag
+        nrow = int(reply[4])
+        return Claimed(token=str(reply[1]), state=str(reply[2] or ""),
+                       row=_pairs(reply[5:5 + nrow]),
+                       batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
+    return _op(CLAIM, session_id, decode, worker=worker, lease_ms=lease_ms,
+               batch_size=batch_size)
+
+
+def commit(session_id: str, *, token: str, state: str, events: str, keep: int, last: bool,
+           outcomes: list[tuple[str, str]]) -> Op[Tag]:
+    """Commit finished actions (id, Outcome JSON) in mailbox order: `Tag.OK`, `RELEASED`,
+    `STALE` (lease lost) or `MOVED` (one was cancelled meanwhile); nothing is written unless
+    OK or RELEASED."""
+    flat = [value for pair in outcomes for value in pair]
+    return _op(COMMIT, session_id, Tag, *flat, token=token, n=len(outcomes), state=state,
+               events=events, keep=keep, last="1" if last else "0")
+
+
+def release(session_id: str, *, token: str, batch_size: int, lease_ms: int) -> Op[Batch | Tag]:
+    """End a batch: the next `Batch`, or `Tag.RELEASED` (nothing left) or `Tag.STALE`."""
+    def decode(reply: list[Any]) -> Batch | Tag:
+        tag = Tag(reply[0])
+        if tag is Tag.MORE:
+            return Batch(int(reply[1]), _actions(reply[2:]))
+        return tag
+    return _op(RELEASE, session_id, decode, token=token, batch_size=batch_size,
+               lease_ms=lease_ms)
+
+
+def renew(session_id: str, *, token: str, lease_ms: int) -> Op[bool]:
+    """Extend the lease; False if it is no longer ours."""
+    return _op(RENEW, session_id, bool, token=token, lease_ms=lease_ms)
+
+
+def progress(session_id: str, *, token: str, action_id: str, outcome: str,
+             event_data: str) -> Op[bool]:
+    return _op(PROGRESS, session_id, bool, token=token, action_id=action_id, outcome=outcome,
+               event_data=event_data)
+
+
+def cancel(session_id: str, *, action_id: str, reason: str, keep: int) -> Op[Tag]:
+    """Cancel a pending action: `Tag.CANCELLED`, `RUNNING` or `FINISHED`."""
+    def decode(reply: Any) -> Tag:
+        tag = Tag(reply)
+        if tag is Tag.UNKNOWN:
+            raise ActionNotFound(session_id, action_id)
+        return tag
+    return _op(CANCEL, session_id, decode, action_id=action_id, reason=reason, keep=keep)
+
+
+def mark_idle(session_id: str, *, idle_after: float) -> Op[Tag]:
+    return _op(MARK_IDLE, session_id, Tag, idle_after=idle_after)
+
+
+def expire(session_id: str, *, reason: str, snapshot_last: str) -> Op[Expiry]:
+    def decode(reply: list[Any]) -> Expiry:
+        tag = Tag(reply[0])
+        return Expiry(tag, str(reply[1]) if tag is Tag.SNAPSHOT else None)
+    return _op(EXPIRE, session_id, decode, reason=reason, snapshot_last=snapshot_last)
+
+
+def recover(session_id: str, *, stale_after: float, keep: int) -> Op[Tag]:
+    return _op(RECOVER, session_id, Tag, stale_after=stale_after, keep=keep)
+
+
+def purge(session_id: str, *, retention: float) -> Op[Tag]:
+    return _op(PURGE, session_id, Tag, retention=retention)
+
+
+def emit(session_id: str, *, event_type: str, data_json: str) -> Op[bool]:
+    """Append an event about the session; False if it does not exist."""
+    return _op(EMIT, session_id, bool, event_type=event_type, data_json=data_json)
+
+
+def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:
+    return Op(EXTEND_LOCK, None, [token, ms], bool, [key])
+
+
+def release_lock(key: str, *, token: str) -> Op[bool]:
+    return Op(RELEASE_LOCK, None, [token], bool, [key])
+
+
+def parse_finish(message: str) -> tuple[str, Outcome]:
+    """A finish message (published by `finish()` in `_lib.lua`): action id and its Outcome."""
+    action_id, _, outcome = message.partition("\n")
+    return action_id, Outcome.model_validate_json(outcome)
