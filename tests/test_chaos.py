@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import WorkerGroup
+from tests.conftest import WorkerGroup, wait_for
 
 Workers = Callable[..., WorkerGroup]
 
@@ -69,6 +69,8 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
     last = {}
     try:
         for i in range(per_session):
+            if i == per_session // 2:  # strikes must land while work is still pending
+                wait_for(lambda: sum(chaos.kills.values()) >= 2, 30, message="two strikes")
             for sid in sids:
                 last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": 0.003})
         deadline = time.monotonic() + 60 + sessions * per_session * 0.02
