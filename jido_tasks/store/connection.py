@@ -12,12 +12,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import redis
 
 from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
+from jido_tasks.store.client import SyncRedis
 from jido_tasks.store.keys import KeySchema
 
 if TYPE_CHECKING:
@@ -94,10 +95,8 @@ class RedisLayer:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        # Typed Any on purpose: with decode_responses=True every reply is str, but redis-py's
-        # annotations say `bytes | str` (or Awaitable) for each, which would need a cast per
-        # call. Script replies are typed by `jido_tasks.store.scripts`.
-        self.redis: Any = client if client is not None else connect(settings.redis_dsn)
+        raw = client if client is not None else connect(settings.redis_dsn)
+        self.redis: SyncRedis = cast(SyncRedis, raw)
         self.keys = KeySchema(settings.namespace)
         self._loaded: dict[str, Any] = {}
 
