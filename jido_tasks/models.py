@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jido_tasks.errors import InvalidEntry, InvalidSessionId, InvalidTransition
+from jido_tasks.errors import InvalidEntry, InvalidSessionId
 
 SESSION_ID = re.compile(r"session_[0-9a-f]{32}")
 ACTION_ID = re.compile(r"act_[0-9a-f]{32}")
@@ -90,22 +90,6 @@ ALLOWED_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
 
 ACCEPTS_WORK: frozenset[SessionStatus] = frozenset({SessionStatus.ACTIVE, SessionStatus.IDLE})
 """Statuses in which a session accepts new actions (and touches)."""
-
-
-def allowed_from(target: SessionStatus) -> list[SessionStatus]:
-    """The statuses from which `target` may be reached."""
-    return [src for src, dests in ALLOWED_TRANSITIONS.items() if target in dests]
-
-
-def check_transition(session_id: str | None, current: SessionStatus | str,
-                     target: SessionStatus | str) -> None:
-    """Raise `InvalidTransition` unless `current -> target` is allowed."""
-    try:
-        src, dst = SessionStatus(current), SessionStatus(target)
-    except ValueError:
-        raise InvalidTransition(session_id, str(current), str(target)) from None
-    if dst not in ALLOWED_TRANSITIONS[src]:
-        raise InvalidTransition(session_id, src.value, dst.value)
 
 
 class SessionConfig(BaseModel):
