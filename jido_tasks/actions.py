@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,7 +34,9 @@ class ActionContext:
     """What an action sees: `state` is its own copy; it is committed only if the action returns."""
 
     session: SessionEntry
-    state: JsonObject
+    state: MutableMapping[str, Any]
+    """The session's state for this action (`jido_tasks.state.ActionState` on a worker: parts
+    are read on first access; a plain dict works too)."""
     settings: Settings
     action_id: str
     action: str

@@ -34,6 +34,7 @@ from jido_tasks.models import (
     validate_session_id,
 )
 from jido_tasks.sessions import SessionService
+from jido_tasks.state import read_document
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
 
@@ -199,18 +200,18 @@ def snapshot_store(layer: RedisLayer) -> SnapshotStore:
 _LIVE = (SessionStatus.ACTIVE, SessionStatus.IDLE)
 
 
-def read_session(layer: RedisLayer, session_id: str) -> tuple[SessionEntry, str]:
-    """The entry and raw state JSON read together (MULTI/EXEC): commits are atomic scripts, so
-    the state is always the one between two actions, never half of one."""
+def read_session(layer: RedisLayer, session_id: str) -> tuple[SessionEntry, Any]:
+    """The entry and the whole state read together (MULTI/EXEC): commits are atomic scripts,
+    so the state is always the one between two actions, never half of one."""
     validate_session_id(session_id)
     sk = layer.keys.session(session_id)
-    pipe = layer.redis.pipeline(transaction=True)
-    pipe.hgetall(sk.entry)
-    pipe.get(sk.state)
-    row, raw_state = pipe.execute()
+    try:
+        row, state = read_document(layer, session_id)
+    except ValueError as exc:  # the workers' own JSON: never expected, never saved broken
+        raise InvalidEntry(session_id, sk.state, f"the state is not a JSON object: {exc}") from None
     if not row:
         raise SessionNotFound(session_id)
-    return SessionEntry.from_redis(session_id, sk.entry, row), raw_state or "{}"
+    return SessionEntry.from_redis(session_id, sk.entry, row), state
 
 
 def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
@@ -220,12 +221,11 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
     With `live_only`, a session that is not active or idle raises `InvalidTransition` and
     nothing is saved (used before terminating).
     """
-    entry, raw_state = read_session(layer, session_id)
+    entry, state = read_session(layer, session_id)
     if live_only and entry.status not in _LIVE:
         raise InvalidTransition(session_id, entry.status.value, SessionStatus.TERMINATING.value)
-    try:  # the workers' own JSON, parsed so that a broken state is never saved
-        snap = Snapshot(session_id=session_id, entry=entry, state=json.loads(raw_state),
-                        saved_at=utcnow())
+    try:  # the workers' own JSON, checked so that a broken state is never saved
+        snap = Snapshot(session_id=session_id, entry=entry, state=state, saved_at=utcnow())
     except (ValueError, ValidationError) as exc:
         raise InvalidEntry(session_id, layer.keys.session(session_id).state,
                            f"the state is not a JSON object: {exc}") from None

@@ -9,7 +9,6 @@ drop the lease if nothing is left). The process's heartbeat thread renews the le
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -37,6 +36,7 @@ from jido_tasks.models import (
     SessionEntry,
     dumps,
 )
+from jido_tasks.state import ActionState, Changes, Parts
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
 
@@ -56,12 +56,16 @@ class DrainReport(BaseModel):
     applied: int = 0
     failed: int = 0
     retry_after: float | None = None
+    commits: int = 0
+    """Atomic commits (each of one or more actions)."""
+    state_bytes: int = 0
+    """Bytes of state parts written by those commits (what the actions changed)."""
 
 
 @dataclass
 class _Applied:
     outcome: str  # JSON
-    state_json: str | None  # None: state unchanged or action failed
+    changes: Changes = field(default_factory=dict)  # empty: state unchanged or action failed
     events: list[list[str]] = field(default_factory=list)
     action: str = "?"
     error_type: str | None = None
@@ -77,20 +81,25 @@ COMMIT_DELAY = 0.002
 
 
 class _Group:
-    """Actions applied but not yet committed, and the state after them."""
+    """Actions applied but not yet committed: their outcomes and the state parts they changed
+    (already applied to the drain's `Parts`, with what they replaced, to undo them should the
+    commit not happen)."""
 
-    def __init__(self, state_json: str) -> None:
-        self.committed = state_json
-        self.state = state_json
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
         self.actions: list[tuple[str, _Applied]] = []
+        self.changes: Changes = {}
+        self.undo: Changes = {}
         self.started = 0.0
 
     def add(self, action_id: str, applied: _Applied) -> None:
         if not self.actions:
             self.started = time.perf_counter()
         self.actions.append((action_id, applied))
-        if applied.state_json is not None:
-            self.state = applied.state_json
+        replaced = self.parts.apply(applied.changes)
+        for name, raw in replaced.items():
+            self.undo.setdefault(name, raw)
+        self.changes.update(applied.changes)
 
     def age(self) -> float:
         return time.perf_counter() - self.started
@@ -99,9 +108,20 @@ class _Group:
         events = [ev for _, applied in self.actions for ev in applied.events]
         return dumps(events) if events else "[]"
 
+    def to_write(self) -> Changes:
+        """The parts the commit writes: the changed ones, or all of them for a migration."""
+        if self.parts.migrate:
+            return {**self.parts.all_parts(), **self.changes}
+        return self.changes
+
     def committed_now(self) -> None:
-        self.committed = self.state
-        self.actions = []
+        self.parts.migrate = False
+        self.actions, self.changes, self.undo = [], {}, {}
+
+    def rolled_back(self) -> None:
+        """The commit did not happen: the view goes back to the committed parts."""
+        self.parts.undo(self.undo)
+        self.actions, self.changes, self.undo = [], {}, {}
 
 
 class _TimeLimit(BaseException):
@@ -155,14 +175,14 @@ class Drainer:
         if not isinstance(claimed, scripts.Claimed):
             return DrainReport(session_id=self.session_id, outcome=claimed.value)
         self.token = claimed.token
-        state_json = claimed.state or "{}"
+        parts = Parts(self.layer, self.session_id, claimed.legacy_state)
         batch = claimed.batch
         self.entry = SessionEntry.from_redis(
             self.session_id, self.layer.keys.session(self.session_id).entry, claimed.row)
         report = DrainReport(session_id=self.session_id, outcome="done")
         with Heartbeat(self.layer, self.session_id, self.token) as beat:
             while True:
-                state_json, end = self._batch(batch, state_json, report, beat)
+                end = self._batch(batch, parts, report, beat)
                 if end is not scripts.Tag.MORE:
                     if end is scripts.Tag.STALE:
                         report.outcome = "stale"
@@ -176,10 +196,10 @@ class Drainer:
                     return report
                 batch = nxt
 
-    def _batch(self, batch: scripts.Batch, state_json: str, report: DrainReport,
-               beat: Heartbeat) -> tuple[str, scripts.Tag]:
-        """Apply a batch; returns the committed state JSON and how it ended: MORE (ask
-        release for the next batch), RELEASED (mailbox empty, lease dropped) or STALE.
+    def _batch(self, batch: scripts.Batch, parts: Parts, report: DrainReport,
+               beat: Heartbeat) -> scripts.Tag:
+        """Apply a batch; returns how it ended: MORE (ask release for the next batch),
+        RELEASED (mailbox empty, lease dropped) or STALE. `parts` is left as committed.
 
         Consecutive actions are committed together (up to `commit_group` of them, and no
         action waits more than COMMIT_DELAY plus one action's run for its commit), each group
@@ -190,39 +210,44 @@ class Drainer:
         attempts = batch.attempts
         if attempts > 1 or self.settings.max_attempts < 2:
             size = 1
-        group = _Group(state_json)
+        group = _Group(parts)
         last = len(batch.actions) - 1
         for i, pending in enumerate(batch.actions):
             if beat.lost.is_set():
-                return group.committed, scripts.Tag.STALE
+                group.rolled_back()
+                return scripts.Tag.STALE
             if group.actions and group.age() >= COMMIT_DELAY:
                 end = self._commit(group, report, False)
                 if end is not scripts.Tag.OK:
-                    return group.committed, end
+                    return end
             if i == 0 and attempts > self.settings.max_attempts:
                 applied = self._poison(pending, attempts)
             else:
-                applied = self._apply(pending, group.state, attempts if i == 0 else 1)
+                applied = self._apply(pending, parts, attempts if i == 0 else 1)
             group.add(pending.id, applied)
             if len(group.actions) >= size or i == last:
                 end = self._commit(group, report, i == last)
                 if end is not scripts.Tag.OK:
-                    return group.committed, end
-        return group.committed, scripts.Tag.MORE
+                    return end
+        return scripts.Tag.MORE
 
     def _commit(self, group: _Group, report: DrainReport, last: bool) -> scripts.Tag:
         """Commit the group: OK, RELEASED, STALE or MORE (an action was cancelled
         meanwhile: nothing of the group was written, the mailbox must be read again)."""
+        changes = group.to_write()
         res = self.layer.call(scripts.commit(
-            self.session_id, token=self.token,
-            state=group.state if group.state != group.committed else "",
+            self.session_id, token=self.token, changes=changes, migrate=group.parts.migrate,
             events=group.events_json(), keep=self.settings.keep_results, last=last,
             outcomes=[(action_id, applied.outcome) for action_id, applied in group.actions]))
         if res is scripts.Tag.STALE:
             log.warning("session %s: lease lost; drain stops", self.session_id)
+            group.rolled_back()
             return res
         if res is scripts.Tag.MOVED:
+            group.rolled_back()
             return scripts.Tag.MORE
+        report.commits += 1
+        report.state_bytes += sum(len(raw) for raw in changes.values() if raw is not None)
         for action_id, applied in group.actions:
             report.applied += 1
             report.failed += int(applied.failed)
@@ -247,11 +272,10 @@ class Drainer:
         outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts,
                           finished_at=time.time())
         event = dumps({"action_id": action_id, "action": name, "error": error.model_dump()})
-        return _Applied(outcome.to_json(), None, [["action.failed", event]], name, error.type)
+        return _Applied(outcome.to_json(), {}, [["action.failed", event]], name, error.type)
 
-    def _apply(self, pending: scripts.PendingAction, state_json: str, attempts: int,
-               ) -> _Applied:
-        """Run one action on a private copy of the state; never raises."""
+    def _apply(self, pending: scripts.PendingAction, parts: Parts, attempts: int) -> _Applied:
+        """Run one action on its own view of the state (copy on access); never raises."""
         name = "?"
         action_id = pending.id
         started = time.perf_counter()
@@ -261,7 +285,8 @@ class Drainer:
             spec = get_action(name, self.session_id)
             params = parse_params(spec, req.params, self.session_id)
             assert self.entry is not None
-            ctx = ActionContext(session=self.entry, state=json.loads(state_json),
+            state = ActionState(parts)
+            ctx = ActionContext(session=self.entry, state=state,
                                 settings=self.settings, action_id=action_id, action=name,
                                 _progress=self._reporter(action_id, name))
             limit = spec.time_limit or self.settings.action_time_limit
@@ -270,7 +295,7 @@ class Drainer:
                     result = spec.fn(ctx, params)
             except _TimeLimit:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
-            new_state = dumps(ctx.state)
+            changes = state.changes()
             # The result must be JSON: an action returning anything else fails.
             outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
                               finished_at=time.time()).to_json()
@@ -283,8 +308,7 @@ class Drainer:
             return failure
         events = [[etype, dumps({"action_id": action_id, **data})]
                   for etype, data in ctx.events]
-        return _Applied(outcome, None if new_state == state_json else new_state, events, name,
-                        duration=time.perf_counter() - started)
+        return _Applied(outcome, changes, events, name, duration=time.perf_counter() - started)
 
     def _reporter(self, action_id: str, name: str) -> Any:
         def report(fraction: float, message: str) -> None:

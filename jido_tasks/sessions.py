@@ -30,6 +30,7 @@ from jido_tasks.models import (
     new_session_id,
     validate_session_id,
 )
+from jido_tasks.state import encode_parts, read_document
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
 
@@ -56,12 +57,12 @@ class NewSession(BaseModel):
         return value
 
 
-def _state_json(state: Any) -> str:
-    """The initial state as strict JSON (an object; no NaN), or `InvalidArgument`."""
+def _state_parts(state: Any) -> dict[str, str]:
+    """The initial state as parts (strict JSON; an object), or `InvalidArgument`."""
     if not isinstance(state, dict):
         raise InvalidArgument("create_session", "state", "must be a JSON object")
     try:
-        return json.dumps(state, separators=(",", ":"), allow_nan=False)
+        return encode_parts(state)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument("create_session", "state", f"not JSON: {exc}") from exc
 
@@ -99,10 +100,10 @@ class SessionService:
         event: dict[str, Any] = {"session_id": session_id, "metadata": req.metadata}
         if restored_from:
             event["restored_from"] = restored_from
-        state_json = "" if state is None else _state_json(state)
+        parts = {} if state is None else _state_parts(state)
         started = time.perf_counter()
         ts = self.layer.call(scripts.create(session_id, row_json=json.dumps(row),
-                                            state_json=state_json, event_json=json.dumps(event)))
+                                            parts=parts, event_json=json.dumps(event)))
         stamp = from_ts(ts)
         created = entry.model_copy(update={"created_at": stamp, "updated_at": stamp,
                                            "last_activity": stamp})
@@ -214,14 +215,7 @@ class SessionService:
     def get_state(self, session_id: str) -> JsonObject:
         """The session's committed state (between two actions, never half of one)."""
         validate_session_id(session_id)
-        sk = self.layer.keys.session(session_id)
-        pipe = self.layer.redis.pipeline(transaction=False)
-        pipe.exists(sk.entry)
-        pipe.get(sk.state)
-        exists, raw = pipe.execute()
-        if not exists:
+        row, state = read_document(self.layer, session_id)
+        if not row:
             raise SessionNotFound(session_id)
-        if not raw:
-            return {}
-        state: JsonObject = json.loads(raw)
         return state

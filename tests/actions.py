@@ -101,3 +101,31 @@ class RecordingTelemetry(telemetry.Telemetry):
         settings = load_settings()
         connect(settings.redis_dsn).rpush(f"{settings.namespace}:test:telemetry",
                                           f"{action}|{status}|{error_type}")
+
+
+@action("test.set_many")
+def set_many(ctx: ActionContext, params: dict[str, Any]) -> list[str]:
+    """Set each of params["values"] as a top-level key, delete params["delete"]; raise if
+    params["fail"] (after the changes). Returns the parts this drain has loaded so far."""
+    for key, value in params.get("values", {}).items():
+        ctx.state[key] = value
+    for key in params.get("delete", []):
+        ctx.state.pop(key, None)
+    if params.get("seconds"):
+        time.sleep(params["seconds"])
+    if params.get("fail"):
+        raise RuntimeError("failed after changing several parts")
+    return sorted(getattr(ctx.state, "loaded_parts", set()))
+
+
+@action("test.read")
+def read(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The values of params["keys"] (None where absent), the number of keys, and the parts
+    this drain has loaded so far."""
+    values = {key: ctx.state.get(key) for key in params.get("keys", [])}
+    out: dict[str, Any] = {"values": values,
+                           "loaded": sorted(getattr(ctx.state, "loaded_parts", set()))}
+    if params.get("all"):
+        out["len"] = len(ctx.state)
+        out["keys"] = sorted(ctx.state)
+    return out

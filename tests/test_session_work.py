@@ -119,14 +119,15 @@ def test_stale_fencing_token_cannot_commit(client: Client) -> None:
     assert isinstance(second, scripts.Claimed) and int(second.token) == int(token_a) + 1
     outcome = Outcome(status=ActionStatus.SUCCEEDED, result=1).to_json()
 
-    def commit(token: str, state: str) -> scripts.Tag:
-        return layer.call(scripts.commit(sid, token=token, state=state, events="[]", keep=100,
-                                         last=False, outcomes=[(aid, outcome)]))
+    def commit(token: str, items: str) -> scripts.Tag:
+        return layer.call(scripts.commit(sid, token=token, changes={"items": items},
+                                         migrate=False, events="[]", keep=100, last=False,
+                                         outcomes=[(aid, outcome)]))
 
-    assert commit(token_a, '{"items":["stale"]}') is scripts.Tag.STALE
+    assert commit(token_a, '["stale"]') is scripts.Tag.STALE
     assert client.get_state(sid) == {}
     assert layer.redis.llen(layer.keys.session(sid).mailbox) == 1
-    assert commit(second.token, '{"items":[1]}') is scripts.Tag.OK
+    assert commit(second.token, "[1]") is scripts.Tag.OK
     assert client.get_state(sid) == {"items": [1]}
     # A second lease holder is refused while the first is alive.
     client.send(sid, "test.append", {"value": 2})

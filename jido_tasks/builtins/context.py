@@ -8,6 +8,7 @@ session's `SessionConfig` (max_history, max_files).
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,7 @@ from jido_tasks.actions import ActionContext, action
 from jido_tasks.models import JsonObject
 
 Section = Literal["conversation", "files", "file_index"]
+State = MutableMapping[str, Any]
 
 
 class _Params(BaseModel):
@@ -46,15 +48,15 @@ class BuildContext(_Params):
     max_files: int | None = Field(None, ge=0)
 
 
-def conversation(state: JsonObject) -> list[JsonObject]:
+def conversation(state: State) -> list[JsonObject]:
     return state.setdefault("conversation", [])  # type: ignore[no-any-return]
 
 
-def active_files(state: JsonObject) -> list[JsonObject]:
+def active_files(state: State) -> list[JsonObject]:
     return state.setdefault("active_files", [])  # type: ignore[no-any-return]
 
 
-def file_index(state: JsonObject) -> dict[str, JsonObject]:
+def file_index(state: State) -> dict[str, JsonObject]:
     return state.setdefault("file_index", {})  # type: ignore[no-any-return]
 
 

@@ -9,7 +9,8 @@ in one Redis Cluster slot):
 
     ns:s:{sid}            hash    registry row (SessionEntry fields) and runtime fields: timeout,
                                   fence, scheduled, head, head_attempts
-    ns:s:{sid}:state      string  the session's JSON state
+    ns:s:{sid}:state      hash    the session's JSON state in parts: top-level key -> its JSON
+                                  (a string of the whole JSON in sessions written before parts)
     ns:s:{sid}:mailbox    list    pending action ids, oldest first
     ns:s:{sid}:actions    hash    action id -> JSON request (name, params, created_at); immutable
     ns:s:{sid}:results    hash    action id -> JSON outcome (status, result or error, progress)

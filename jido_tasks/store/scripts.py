@@ -98,10 +98,11 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """The lease is ours: fencing `token`, committed `state` JSON, registry `row`, a batch."""
+    """The lease is ours: fencing `token`, registry `row`, a batch; `legacy_state` is the whole
+    state JSON of a session stored before parts (None once it is stored in parts)."""
 
     token: str
-    state: str
+    legacy_state: str | None
     row: dict[str, str]
     batch: Batch
 
@@ -276,14 +277,15 @@ def _refuse(reply: list[Any], session_id: str, target: str | None = None) -> Non
 
 
 # -- the scripts -----------------------------------------------------------------------------
-CREATE = Script("create", ("row_json", "state_json", "event_json"))
+CREATE = Script("create", ("row_json", "event_json", "n_parts"), variadic=True)
 TRANSITION = Script("transition", ("target", "reason"))
 TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
 SEND = Script("send", ("action_id", "request", "stale_after"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
-COMMIT = Script("commit", ("token", "n", "state", "events", "keep", "last"), variadic=True)
+COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last"),
+                variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
 RENEW = Script("renew", ("token", "lease_ms"))
 PROGRESS = Script("progress", ("token", "action_id", "outcome", "event_data"))
@@ -300,14 +302,17 @@ ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM
                EXTEND_LOCK, RELEASE_LOCK)
 
 
-def create(session_id: str, *, row_json: str, state_json: str, event_json: str) -> Op[float]:
-    """Store a new registry row (and state); the server time it was created at."""
+def create(session_id: str, *, row_json: str, event_json: str,
+           parts: dict[str, str]) -> Op[float]:
+    """Store a new registry row and its initial state parts; the server time it was created
+    at."""
     def decode(reply: Any) -> float:
         if reply == Tag.EXISTS:  # a uuid4 collision: practically impossible; never overwrite
             raise JidoTasksError(f"session {session_id} already exists", session_id=session_id)
         return float(reply)
-    return _op(CREATE, session_id, decode, row_json=row_json, state_json=state_json,
-               event_json=event_json)
+    flat = [value for pair in parts.items() for value in pair]
+    return _op(CREATE, session_id, decode, *flat, row_json=row_json, event_json=event_json,
+               n_parts=len(parts))
 
 
 def transition(session_id: str, *, target: SessionStatus, reason: str) -> Op[Transitioned]:
@@ -356,20 +361,26 @@ def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int) -> Op
         if tag is not Tag.OK:
             return tag
         nrow = int(reply[4])
-        return Claimed(token=str(reply[1]), state=str(reply[2] or ""),
+        return Claimed(token=str(reply[1]), legacy_state=str(reply[2]) if reply[2] else None,
                        row=_pairs(reply[5:5 + nrow]),
                        batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
     return _op(CLAIM, session_id, decode, worker=worker, lease_ms=lease_ms,
                batch_size=batch_size)
 
 
-def commit(session_id: str, *, token: str, state: str, events: str, keep: int, last: bool,
-           outcomes: list[tuple[str, str]]) -> Op[Tag]:
-    """Commit finished actions (id, Outcome JSON) in mailbox order: `Tag.OK`, `RELEASED`,
-    `STALE` (lease lost) or `MOVED` (one was cancelled meanwhile); nothing is written unless
-    OK or RELEASED."""
+def commit(session_id: str, *, token: str, changes: dict[str, str | None], migrate: bool,
+           events: str, keep: int, last: bool, outcomes: list[tuple[str, str]]) -> Op[Tag]:
+    """Commit finished actions (id, Outcome JSON) in mailbox order with the state parts they
+    changed (name -> JSON, None to delete; with `migrate`, every part, replacing a state
+    stored before parts): `Tag.OK`, `RELEASED`, `STALE` (lease lost) or `MOVED` (one was
+    cancelled meanwhile); nothing is written unless OK or RELEASED."""
+    sets = [(name, raw) for name, raw in changes.items() if raw is not None]
+    dels = [name for name, raw in changes.items() if raw is None]
     flat = [value for pair in outcomes for value in pair]
-    return _op(COMMIT, session_id, Tag, *flat, token=token, n=len(outcomes), state=state,
+    flat += [value for pair in sets for value in pair]
+    flat += dels
+    return _op(COMMIT, session_id, Tag, *flat, token=token, n=len(outcomes),
+               migrate="1" if migrate else "0", n_set=len(sets), n_del=len(dels),
                events=events, keep=keep, last="1" if last else "0")
 
 

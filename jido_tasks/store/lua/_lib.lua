@@ -2,7 +2,8 @@
 --
 -- Generated before this file, from the Python tuples that the calls use (never edit by hand):
 --   K_ENTRY, K_STATE, ...   1-based positions in KEYS (jido_tasks.store.keys.SCRIPT_KEYS):
---                           entry (hash, registry row), state (string, JSON), mailbox (list of
+--                           entry (hash, registry row), state (hash, part name -> JSON of that
+--                           top-level key; a string of the whole JSON before parts), mailbox (list of
 --                           pending action ids), actions (hash id -> request JSON), results
 --                           (hash id -> Outcome JSON), finished (list of finished ids), lease
 --                           (string "token|worker", with a TTL), events (the session's stream),

@@ -1,15 +1,16 @@
 -- commit: atomically apply a group of n finished actions (n >= 1, in mailbox order): check the
--- fencing token and that they are still the first n entries of the mailbox, write the new
--- state (the state after the last of them; unless unchanged), store each outcome, drop them
+-- fencing token and that they are still the first n entries of the mailbox, write the state
+-- parts they changed (HSET / HDEL of those fields of the state hash only), store each outcome, drop them
 -- from the mailbox, touch activity, append their events, tell waiters. With `last` set (the
 -- end of the worker's batch) and nothing left in the mailbox, also release the lease, so a
 -- drain that empties the mailbox ends without another round trip.
 -- Everything is read and decoded before the first write: Redis does not undo the writes of a
 -- script that fails halfway.
 -- KEYS: the session keys (see _lib.lua).
--- ARGV: token, n, state (new state JSON, '' to keep it), events (JSON list of [type, data
--- JSON]), keep, last ('1' if this ends the batch); then from REST on, the action id and
--- Outcome JSON of each of the n actions.
+-- ARGV: token, n, migrate ('1': the state is still one JSON string (before parts): replace it
+-- by the parts that follow, which are all of them), n_set, n_del, events (JSON list of [type,
+-- data JSON]), keep, last ('1' if this ends the batch); then from REST on: the action id and
+-- Outcome JSON of each of the n actions, n_set part names and JSON values, n_del part names.
 -- Returns 'ok', 'released' (ok, and the lease was dropped: mailbox empty), 'stale' (lease
 -- lost: nothing written) or 'moved' (one was cancelled meanwhile: nothing written).
 if lease_token() ~= token then return 'stale' end
@@ -21,7 +22,14 @@ end
 local evs = {}
 if events ~= '[]' then evs = cjson.decode(events) end
 local ts = now()
-if state ~= '' then redis.call('SET', KEYS[K_STATE], state) end
+local sets, dels = tonumber(n_set), tonumber(n_del)
+local at = REST + 2 * count
+if migrate == '1' then redis.call('DEL', KEYS[K_STATE]) end
+for i = 0, sets - 1 do
+  redis.call('HSET', KEYS[K_STATE], ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
+end
+at = at + 2 * sets
+for i = 0, dels - 1 do redis.call('HDEL', KEYS[K_STATE], ARGV[at + i]) end
 redis.call('LTRIM', KEYS[K_MAILBOX], count, -1)
 local bound = tonumber(keep)
 for i = 1, count do
