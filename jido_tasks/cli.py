@@ -18,6 +18,7 @@ import redis
 from pydantic_core import to_jsonable_python
 
 from jido_tasks.client import Client
+from jido_tasks.commands import metrics, up
 from jido_tasks.errors import JidoTasksError, RedisUnavailable
 from jido_tasks.launch import (
     beat_argv,
@@ -318,6 +319,10 @@ def snapshot_delete(saved_id: str) -> None:
     """Delete a saved snapshot."""
     client().delete_saved_session(saved_id)
     emit({"deleted": saved_id})
+
+
+cli.add_command(metrics)
+cli.add_command(up)
 
 
 def main() -> None:

@@ -93,7 +93,16 @@ class Settings(BaseSettings):
     visibility_timeout: Seconds = 3600.0
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
     flower_basic_auth: SecretStr | None = None
-    """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it."""
+    """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it.
+    The metrics/sessions server (`jido-tasks metrics`) uses the same credentials."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (workers, beat, CLI), with session and action ids."""
+    strict_settings: bool = False
+    """Unknown `JIDO_TASKS_*` variables stop the program instead of a warning."""
+    eviction_fatal: bool = False
+    """A Redis that may evict keys stops a worker at start instead of a warning."""
+    metrics_max_sessions: int = Field(1000, ge=1)
+    """Sessions with pending work read per `/metrics` scrape (bounds the scrape's cost)."""
 
     @field_validator("flower_basic_auth")
     @classmethod
