@@ -18,7 +18,7 @@ import redis
 from pydantic_core import to_jsonable_python
 
 from jido_tasks.client import Client
-from jido_tasks.commands import metrics, up
+from jido_tasks.commands import ADDRESS_HELP, metrics, up
 from jido_tasks.errors import JidoTasksError, RedisUnavailable
 from jido_tasks.launch import (
     beat_argv,
@@ -121,12 +121,14 @@ def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
 
 @cli.command(context_settings=_PASSTHROUGH)
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help=ADDRESS_HELP)
 @click.option("--no-auth", is_flag=True, help="Allow running without basic auth (unsafe).")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(port: int, no_auth: bool, flower_args: tuple[str, ...]) -> None:
+def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...]) -> None:
     """Run Flower; requires JIDO_TASKS_FLOWER_BASIC_AUTH unless --no-auth."""
     settings = load_settings()
-    argv, env = flower_command(settings, port=port, no_auth=no_auth, extra=flower_args)
+    argv, env = flower_command(settings, port=port, no_auth=no_auth, address=address,
+                               extra=flower_args)
     if settings.flower_basic_auth is None:
         click.echo("warning: Flower runs WITHOUT authentication (--no-auth)", err=True)
     exec_argv(argv, env)

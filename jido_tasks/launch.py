@@ -38,8 +38,12 @@ def beat_argv(*, loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[st
 
 
 def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = False,
-                   extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+                   address: str = "127.0.0.1", extra: tuple[str, ...] = (),
+                   ) -> tuple[list[str], dict[str, str]]:
     """Flower's argv and environment; the password goes in the environment, never in argv.
+
+    Flower runs through `jido_tasks.flower_main` (its `/metrics` and `/healthcheck` behind
+    auth too) and listens on `address` only (default: this machine).
 
     Raises `ConfigError` when no basic auth is configured and `no_auth` was not given.
     """
@@ -51,7 +55,9 @@ def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = Fals
         raise ConfigError(FLOWER_AUTH_SETTING, "not set; Flower requires basic auth "
                           "(user:password), or pass --no-auth to leave it open to anyone "
                           "who can reach the port")
-    return celery_argv("flower", f"--port={port}", *extra), env
+    argv = [sys.executable, "-m", "jido_tasks.flower_main", "-A", CELERY_APP, "flower",
+            f"--port={port}", f"--address={address}", *extra]
+    return argv, env
 
 
 def exec_argv(argv: list[str], env: dict[str, str] | None = None) -> NoReturn:
