@@ -5,13 +5,16 @@ Configured from `Settings` with safe defaults; each non-default below says why i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Exchange, Queue
 
 from jido_tasks.actions import BUILTIN_MODULES
 from jido_tasks.constants import SWEEP_TASK
+from jido_tasks.logs import capture_warnings_as_json, use_json
 from jido_tasks.settings import Settings, load_settings
 
 
@@ -90,3 +93,13 @@ def make_app(settings: Settings | None = None) -> JidoCelery:
 
 
 app = make_app()
+if app.settings.log_format == "json":
+    capture_warnings_as_json()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger | None = None, **_: object) -> None:
+    """`log_format=json`: the worker's and beat's log handlers write JSON lines."""
+    if logger is not None and app.settings.log_format == "json":
+        use_json(logger)

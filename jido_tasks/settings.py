@@ -192,9 +192,10 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build `Settings`, turning a validation error into a `ConfigError` naming the setting."""
+    """Build `Settings`, turning a validation error into a `ConfigError` naming the setting;
+    then check the environment (`jido_tasks.environment`: Celery overrides, unknown names)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
@@ -203,3 +204,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(name, f"{first['msg']}{shown}") from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML file
         raise ConfigError(str(config_file()), str(exc)) from exc
+    from jido_tasks.environment import check_environment  # it imports this module
+
+    check_environment(settings)
+    return settings

@@ -170,6 +170,8 @@ def test_check_warns_when_redis_may_evict(own_redis: RedisServer) -> None:
     settings = make_settings(own_redis.url)
     r = redis.Redis(port=own_redis.port)
     r.config_set("maxmemory-policy", "allkeys-lru")
+    assert ok(settings, "check")["eviction_warning"] is None  # maxmemory 0: never evicts
+    r.config_set("maxmemory", "100mb")
     r.close()
     res = run_cli(settings, "check")
     assert res.returncode == 0, res.stderr
