@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jido_tasks import Settings
 from jido_tasks.monitoring import read_gauges
 from jido_tasks.redis_layer import RedisLayer
+from jido_tasks.web.probe import probe
 from tests.conftest import ROOT, WorkerGroup, free_port, wait_for, worker_env
 
 AUTH = "ops:s3cret-pw"
@@ -87,6 +88,15 @@ def test_auth_and_read_only(web: WebServer) -> None:
     assert web.get("/sessions/session_" + "0" * 32)[0] == 404
     assert web.get("/sessions", method="POST")[0] == 405
     assert web.get("/sessions?status=bogus")[0] == 400
+
+
+def test_container_health_probe(web: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m jido_tasks.web.probe URL` (the compose health check) sends the credentials."""
+    monkeypatch.delenv("JIDO_TASKS_FLOWER_BASIC_AUTH", raising=False)
+    assert probe(f"{web.base}/metrics") == 1
+    monkeypatch.setenv("JIDO_TASKS_FLOWER_BASIC_AUTH", AUTH)
+    assert probe(f"{web.base}/metrics") == 0
+    assert probe(f"http://127.0.0.1:{free_port()}/metrics") == 1
 
 
 def test_counters_are_read_from_the_metrics_hash(settings: Settings, web: WebServer,
