@@ -1,7 +1,7 @@
 # jido-tasks worker / beat / flower image: `docker compose up` (see docker-compose.yml).
 # Apps with their own actions build FROM this image, install their package and set
 # JIDO_TASKS_ACTION_MODULES.
-FROM python:3.11-slim
+FROM python:3.11.9-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,9 +1,11 @@
-# `make run`: set up and start a worker (with beat) against Redis on localhost:6379.
+# `make run`: install the runtime dependencies only and run `jido-tasks up` (Redis, worker, beat,
+# Flower, metrics/sessions server; a private redis-server when none answers on localhost:6379).
 # `make test`: set up and run lint, type checks and the test suite on a private redis-server.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: setup run test lint typecheck pytest soak bench clean
 
@@ -14,12 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+$(RUN_STAMP): pyproject.toml
+	@command -v redis-server >/dev/null || ./scripts/install-redis.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
 setup: $(STAMP)
 
-run: $(STAMP)
-	@redis-cli -u "$${JIDO_TASKS_REDIS_URL:-redis://localhost:6379/0}" ping >/dev/null 2>&1 || \
-	  redis-server --daemonize yes --port 6379 --save "" --appendonly no
-	$(BIN)/jido-tasks worker --beat
+run: $(RUN_STAMP)
+	$(BIN)/jido-tasks up $(UP_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check jido_tasks tests benchmarks examples

@@ -8,13 +8,16 @@ only, so a `Client(Settings(...))` that builds its own app with `make_app(settin
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, current_app
+from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Exchange, Queue
 
 from jido_tasks.actions import BUILTIN_MODULES
 from jido_tasks.dispatch import SWEEP_TASK
+from jido_tasks.logs import capture_warnings_as_json, use_json
 from jido_tasks.settings import Settings, load_settings
 
 
@@ -102,5 +105,16 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             _app = make_app()
+            if _app.settings.log_format == "json":
+                capture_warnings_as_json()
         return _app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger | None = None, **_: object) -> None:
+    """`log_format=json`: the worker's and beat's log handlers write JSON lines."""
+    settings = getattr(current_app, "settings", None)
+    if logger is not None and settings is not None and settings.log_format == "json":
+        use_json(logger)

@@ -7,9 +7,9 @@ A jido-tasks error prints `error: <message>` on stderr and exits 2; unreachable 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import click
 import redis
 from pydantic_core import to_jsonable_python
 
+from jido_tasks.checks import check_eviction_policy
 from jido_tasks.client import Client
+from jido_tasks.commands import ADDRESS_HELP, metrics, up
 from jido_tasks.errors import JidoTasksError, RedisUnavailable
 from jido_tasks.launch import (
     beat_argv,
@@ -25,11 +27,14 @@ from jido_tasks.launch import (
     flower_command,
     worker_argv,
 )
+from jido_tasks.logs import configure_cli
+from jido_tasks.mailbox import ActionHandle
 from jido_tasks.models import JsonObject, SessionStatus
 from jido_tasks.settings import load_settings, safe_url
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
+PROGRESS_EVERY = 0.25  # seconds between progress reads of `send --wait`
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
@@ -113,18 +118,21 @@ def worker(beat: bool, concurrency: int | None, loglevel: str,
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
     """Run Celery beat (the periodic sweep). Run exactly one per deployment."""
-    load_settings()  # fail here, clearly, on an invalid setting
-    exec_argv(beat_argv(loglevel=loglevel, extra=celery_args))
+    settings = load_settings()  # fail here, clearly, on an invalid setting
+    exec_argv(beat_argv(loglevel=loglevel, extra=celery_args,
+                        quiet=settings.log_format == "json"))
 
 
 @cli.command(context_settings=_PASSTHROUGH)
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help=ADDRESS_HELP)
 @click.option("--no-auth", is_flag=True, help="Allow running without basic auth (unsafe).")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(port: int, no_auth: bool, flower_args: tuple[str, ...]) -> None:
+def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...]) -> None:
     """Run Flower; requires JIDO_TASKS_FLOWER_BASIC_AUTH unless --no-auth."""
     settings = load_settings()
-    argv, env = flower_command(settings, port=port, no_auth=no_auth, extra=flower_args)
+    argv, env = flower_command(settings, port=port, no_auth=no_auth, address=address,
+                               extra=flower_args)
     if settings.flower_basic_auth is None:
         click.echo("warning: Flower runs WITHOUT authentication (--no-auth)", err=True)
     exec_argv(argv, env)
@@ -142,7 +150,9 @@ def check(ping_workers: bool) -> None:
         "redis_version": c.layer.redis.info("server").get("redis_version"),
         "namespace": c.settings.namespace,
         "queue": c.settings.queue,
-        "eviction_warning": c.layer.check_eviction_policy(),
+        "broker_url": safe_url(c.settings.broker),
+        "result_backend": safe_url(c.settings.backend),
+        "eviction_warning": check_eviction_policy(c.layer.redis),
     }
     if ping_workers:
         report["workers"] = sorted(name for reply in c.celery.control.ping(timeout=1.0)
@@ -261,12 +271,30 @@ def send(session_id: str, action: str, params: JsonObject | None, wait: bool,
         print_json({**out, "status": handle.status()})
         return
     try:
-        result = handle.get(timeout)
+        result = _wait_showing_progress(handle, timeout)
     except TimeoutError:
         click.echo(f"error: action {handle.id} not finished after {timeout:g}s "
                    f"(see: jido-tasks action {session_id} {handle.id})", err=True)
         sys.exit(1)
     print_json({**out, "status": "succeeded", "result": result})
+
+
+def _wait_showing_progress(handle: ActionHandle, timeout: float) -> Any:
+    """`handle.get(timeout)`, printing the action's progress on stderr when it changes."""
+    deadline = time.monotonic() + timeout
+    shown: Any = None
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return handle.get(max(0.0, min(PROGRESS_EVERY, left)))
+        except TimeoutError:
+            if left <= PROGRESS_EVERY:
+                raise
+        progress = handle.progress()
+        if progress and progress != shown:
+            shown = progress
+            click.echo(f"progress: {progress.get('fraction', 0.0):.0%} "
+                       f"{progress.get('message', '')}".rstrip(), err=True)
 
 
 @cli.command()
@@ -319,9 +347,13 @@ def snapshot_delete(saved_id: str) -> None:
     print_json({"deleted": saved_id})
 
 
+cli.add_command(metrics)
+cli.add_command(up)
+
+
 def main() -> None:
     """Console script entry point."""
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    configure_cli()
     cli(prog_name="jido-tasks")
 
 

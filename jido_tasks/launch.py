@@ -17,9 +17,11 @@ CELERY_APP = "jido_tasks.celery_app"
 FLOWER_AUTH_SETTING = "JIDO_TASKS_FLOWER_BASIC_AUTH"
 
 
-def celery_argv(command: str, *args: str) -> list[str]:
-    """The argv that runs `celery -A jido_tasks.celery_app <command> <args>` in this Python."""
-    return [sys.executable, "-m", "celery", "-A", CELERY_APP, command, *args]
+def celery_argv(command: str, *args: str, quiet: bool = False) -> list[str]:
+    """The argv that runs `celery -A jido_tasks.celery_app <command> <args>` in this Python
+    (`quiet`: no banner, e.g. when every line must be JSON)."""
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *(["-q"] if quiet else []),
+            command, *args]
 
 
 def worker_argv(settings: Settings, *, beat: bool = False, concurrency: int | None = None,
@@ -30,16 +32,21 @@ def worker_argv(settings: Settings, *, beat: bool = False, concurrency: int | No
         args.append("-B")
     if concurrency is not None:
         args += ["-c", str(concurrency)]
-    return celery_argv("worker", *args, *extra)
+    return celery_argv("worker", *args, *extra, quiet=settings.log_format == "json")
 
 
-def beat_argv(*, loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[str]:
-    return celery_argv("beat", "-l", loglevel, *extra)
+def beat_argv(*, loglevel: str = "INFO", extra: tuple[str, ...] = (),
+              quiet: bool = False) -> list[str]:
+    return celery_argv("beat", "-l", loglevel, *extra, quiet=quiet)
 
 
 def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = False,
-                   extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+                   address: str = "127.0.0.1", extra: tuple[str, ...] = (),
+                   ) -> tuple[list[str], dict[str, str]]:
     """Flower's argv and environment; the password goes in the environment, never in argv.
+
+    Flower runs through `jido_tasks.flower_main` (its `/metrics` and `/healthcheck` behind
+    auth too) and listens on `address` only (default: this machine).
 
     Raises `ConfigError` when no basic auth is configured and `no_auth` was not given.
     """
@@ -51,7 +58,9 @@ def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = Fals
         raise ConfigError(FLOWER_AUTH_SETTING, "not set; Flower requires basic auth "
                           "(user:password), or pass --no-auth to leave it open to anyone "
                           "who can reach the port")
-    return celery_argv("flower", f"--port={port}", *extra), env
+    argv = [sys.executable, "-m", "jido_tasks.flower_main", "-A", CELERY_APP, "flower",
+            f"--port={port}", f"--address={address}", *extra]
+    return argv, env
 
 
 def exec_argv(argv: list[str], env: dict[str, str] | None = None) -> NoReturn:

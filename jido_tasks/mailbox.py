@@ -110,11 +110,8 @@ class Mailbox:
         request, outcome, head, leased = pipe.execute()
         if request is None and outcome is None:
             raise ActionNotFound(session_id, action_id)
-        return ActionRecord.build(
-            session_id, action_id,
-            ActionRequest.model_validate_json(request) if request else None,
-            Outcome.model_validate_json(outcome) if outcome else None,
-            running=(head == action_id and bool(leased)))
+        return ActionRecord.from_stored(session_id, action_id, request, outcome,
+                                        running=(head == action_id and bool(leased)))
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:

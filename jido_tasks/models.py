@@ -264,6 +264,14 @@ class ActionRecord(BaseModel):
     finished_at: float | None = None
 
     @classmethod
+    def from_stored(cls, session_id: str, action_id: str, request: str | None,
+                    outcome: str | None, running: bool) -> ActionRecord:
+        """The record from the stored request and Outcome JSON (see `build`)."""
+        return cls.build(session_id, action_id,
+                         ActionRequest.model_validate_json(request) if request else None,
+                         Outcome.model_validate_json(outcome) if outcome else None, running)
+
+    @classmethod
     def build(cls, session_id: str, action_id: str, request: ActionRequest | None,
               outcome: Outcome | None, running: bool) -> ActionRecord:
         """The record from the stored request and outcome. With no outcome yet the action is

@@ -120,7 +120,16 @@ class Settings(BaseSettings):
     visibility_timeout: Seconds = 3600.0
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
     flower_basic_auth: SecretStr | None = None
-    """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it."""
+    """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it.
+    The metrics/sessions server (`jido-tasks metrics`) uses the same credentials."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (workers, beat, CLI), with session and action ids."""
+    strict_settings: bool = False
+    """Unknown `JIDO_TASKS_*` variables stop the program instead of a warning."""
+    eviction_fatal: bool = False
+    """A Redis that may evict keys stops a worker at start instead of a warning."""
+    metrics_max_sessions: int = Field(1000, ge=1)
+    """Sessions with pending work read per `/metrics` scrape (bounds the scrape's cost)."""
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -246,9 +255,10 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build `Settings`, turning a validation error into a `ConfigError` naming the setting."""
+    """Build `Settings`, turning a validation error into a `ConfigError` naming the setting;
+    then check the environment (`jido_tasks.environment`: Celery overrides, unknown names)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
@@ -257,3 +267,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(name, f"{first['msg']}{shown}") from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML file
         raise ConfigError(str(config_file()), str(exc)) from exc
+    from jido_tasks.environment import check_environment  # it imports this module
+
+    check_environment(settings)
+    return settings

@@ -7,9 +7,10 @@ import socket
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init
 
 from jido_tasks import telemetry
+from jido_tasks.checks import enforce_eviction_policy
 from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
@@ -39,12 +40,12 @@ def _load_telemetry(sender: Any = None, **_: Any) -> None:
         telemetry.load_hooks(settings.telemetry_hooks)
 
 
-@worker_ready.connect
+@worker_init.connect
 def _warn_if_redis_may_evict(sender: Any = None, **_: Any) -> None:
     """At worker start, warn (in the worker log) if Redis could evict session keys."""
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
-        RedisLayer(settings).check_eviction_policy()
+        enforce_eviction_policy(RedisLayer(settings).redis, settings.eviction_fatal)
 
 
 @shared_task(name=PING_TASK)
@@ -65,7 +66,7 @@ def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     return report.model_dump()
 
 
-@shared_task(bind=True, name=SWEEP_TASK)
-def sweep(self: Task[Any, Any]) -> dict[str, Any]:
+@shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
+def sweep(self: Task[Any, Any]) -> None:
     """One sweep (beat runs it every `sweep_interval`); skipped while another holds the lock."""
-    return run_sweep(layer_for(self), self.app).model_dump(mode="json")
+    run_sweep(layer_for(self), self.app)  # its report is logged once, by the sweep

@@ -170,6 +170,8 @@ def test_check_warns_when_redis_may_evict(own_redis: RedisServer) -> None:
     settings = make_settings(own_redis.url)
     r = redis.Redis(port=own_redis.port)
     r.config_set("maxmemory-policy", "allkeys-lru")
+    assert ok(settings, "check")["eviction_warning"] is None  # maxmemory 0: never evicts
+    r.config_set("maxmemory", "100mb")
     r.close()
     res = run_cli(settings, "check")
     assert res.returncode == 0, res.stderr
@@ -221,7 +223,8 @@ def test_flower_password_goes_in_environment_not_argv(settings: Settings) -> Non
 
     secured = settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw1,viewer:pw2")})
     argv, env = flower_command(secured, port=6000)
-    assert argv[1:] == ["-m", "celery", "-A", "jido_tasks.celery_app", "flower", "--port=6000"]
+    assert argv[1:] == ["-m", "jido_tasks.flower_main", "-A", "jido_tasks.celery_app", "flower",
+                        "--port=6000", "--address=127.0.0.1"]
     assert env["FLOWER_BASIC_AUTH"] == "ops:pw1,viewer:pw2"
     assert not any("pw1" in arg for arg in argv)
     assert "pw1" not in repr(secured)

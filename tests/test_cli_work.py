@@ -65,6 +65,9 @@ def test_flower_runs_behind_basic_auth(workers: Callable[..., WorkerGroup]) -> N
         assert _status(f"{base}/", None) == 401
         assert _status(f"{base}/", "ops:wrong") == 401
         assert _status(f"{base}/", "ops:s3cret") == 200
+        for path in ("/metrics", "/healthcheck"):  # Flower 2 leaves these open; we do not
+            assert _status(f"{base}{path}", None) == 401
+            assert _status(f"{base}{path}", "ops:s3cret") == 200
 
         def workers_listed() -> bool:
             request = urllib.request.Request(f"{base}/api/workers?refresh=1")

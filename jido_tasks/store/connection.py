@@ -133,16 +133,3 @@ class RedisLayer:
             except Exception as exc:  # a typed refusal of this one call
                 out.append(exc)
         return out
-
-    def check_eviction_policy(self) -> str | None:
-        """A warning if Redis may evict session keys under memory pressure, else None."""
-        try:
-            policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
-        except redis.ResponseError:  # CONFIG may be disabled on managed Redis
-            return None
-        if policy and policy != "noeviction":
-            msg = (f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict "
-                   "session keys and lose work; set it to 'noeviction'")
-            log.warning(msg)
-            return msg
-        return None

@@ -29,6 +29,7 @@ in one Redis Cluster slot):
     ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work
     ns:snap:{sid}         string  a saved snapshot (Redis snapshot store)
     ns:idx:snapshots      zset    saved snapshot ids by save time
+    ns:metrics            hash    counters and the action-duration histogram (see `metrics`)
 """
 
 from __future__ import annotations
@@ -124,6 +125,26 @@ class KeySchema:
     @property
     def snapshots(self) -> str:
         return f"{self.namespace}:idx:snapshots"
+
+    @property
+    def metrics(self) -> str:
+        """The one hash of counters, kept by the scripts with HINCRBY / HINCRBYFLOAT.
+
+        Field names (the free-form part, an action name, always comes last):
+            actions:<outcome>:<action>        actions finished, outcome one of succeeded,
+                                              failed, cancelled, poison
+            sessions:<event>                  created, terminated, expired, purged,
+                                              recovered, restored
+            snapshots:<op>                    saved, restored, deleted
+            duration_bucket:<le>:<action>     NOT cumulative: +1 in the first bucket whose
+                                              bound `le` (a string of
+                                              monitoring.DURATION_BUCKETS, or "+Inf") is >= the
+                                              run time; the reader accumulates
+            duration_sum:<action>             seconds (HINCRBYFLOAT)
+            duration_count:<action>           runs
+        Read by `jido_tasks.monitoring.read_counters` and exposed at `/metrics`.
+        """
+        return f"{self.namespace}:metrics"
 
     def indexes(self) -> list[str]:
         """The global session indexes (a purged session must leave all of them)."""

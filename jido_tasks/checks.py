@@ -1,0 +1,55 @@
+"""Start-up checks of the Redis server (like celery-redbeat's `checks.py`).
+
+Eviction: with `maxmemory` 0 Redis never evicts, so any policy is fine. With a limit, an
+`allkeys-*` policy may evict any key and a `volatile-*` one any key with a TTL (leases, a
+terminated session's stream): session work could be lost or doubled, so warn, or stop the
+worker at start with the `eviction_fatal` setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from jido_tasks.errors import ConfigError
+from jido_tasks.settings import ENV_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+def eviction_warning(client: Any) -> str | None:
+    """A warning if Redis may evict keys under memory pressure, else None."""
+    try:
+        config = client.config_get("maxmemory*")
+    except redis.ResponseError:  # CONFIG may be disabled on managed Redis
+        return None
+    maxmemory = int(config.get("maxmemory", "0") or 0)
+    policy = str(config.get("maxmemory-policy", "noeviction"))
+    if maxmemory == 0 or not policy.startswith(("allkeys-", "volatile-")):
+        return None
+    return (f"Redis maxmemory-policy is {policy!r} with maxmemory {maxmemory}: under memory "
+            "pressure Redis may evict jido-tasks keys and lose or repeat work; set it to "
+            "'noeviction'")
+
+
+def check_eviction_policy(client: Any, fatal: bool = False) -> str | None:
+    """Log the eviction warning (and return it); with `fatal`, raise `ConfigError` instead."""
+    warning = eviction_warning(client)
+    if warning is None:
+        return None
+    if fatal:
+        raise ConfigError(f"{ENV_PREFIX}EVICTION_FATAL", f"is on and {warning}")
+    log.warning(warning)
+    return warning
+
+
+def enforce_eviction_policy(client: Any, fatal: bool) -> None:
+    """At worker start: warn, or with `fatal` stop the worker (SystemExit: Celery's signal
+    dispatch logs and swallows ordinary exceptions)."""
+    try:
+        check_eviction_policy(client, fatal)
+    except ConfigError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"error: {exc}") from exc
