@@ -46,8 +46,8 @@ def test_check_prints_every_url_masked(settings: Settings) -> None:
                   env={"JIDO_TASKS_RESULT_BACKEND": "redis://:topsecret@127.0.0.1:1/0"})
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert report["redis_url"] == settings.redis_url
-    assert report["broker_url"] == settings.redis_url
+    assert report["redis_url"] == settings.redis_dsn
+    assert report["broker_url"] == settings.redis_dsn
     assert report["result_backend"] == "redis://:***@127.0.0.1:1/0"
     assert "topsecret" not in res.stdout + res.stderr
 

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from jido_tasks.client import Client
-from jido_tasks.errors import InvalidParams, InvalidSessionId, SessionNotFound
+from jido_tasks.errors import InvalidArgument, InvalidParams, InvalidSessionId, SessionNotFound
 from jido_tasks.models import SESSION_ID, SessionStatus
 from jido_tasks.monitoring import recent_actions, session_rows
 from jido_tasks.web.metrics import registry_for
@@ -104,7 +104,7 @@ class SessionsHandler(_Base):
         try:
             entries = self.client.list_sessions(status, offset=page * PAGE_SIZE,
                                                 limit=PAGE_SIZE + 1)
-        except InvalidParams as exc:
+        except (InvalidArgument, InvalidParams) as exc:
             raise tornado.web.HTTPError(400, exc.message) from None
         rows = session_rows(self.client.layer, entries[:PAGE_SIZE])
         self.render("list.html", rows=rows, status=status or "", page=page,
@@ -135,7 +135,7 @@ class EventsHandler(_Base):
         after = self.get_query_argument("after", "0")
         try:
             events = list(self.client.events(session_id, after))
-        except (InvalidParams, InvalidSessionId):
+        except (InvalidArgument, InvalidParams, InvalidSessionId):
             raise tornado.web.HTTPError(400, "bad session id or stream id") from None
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps([json.loads(e.model_dump_json()) for e in events[:500]]))
