@@ -40,7 +40,13 @@ the error by its type name (see module doc)."""
 def remote_error(error_type: str, message: str) -> Exception:
     """An exception named `error_type` carrying `message`, serialized by Celery as
     `{exc_type: error_type, exc_message: [message], exc_module: ...}` (see `exc_module`)."""
-    cls: type[Exception] = type(error_type, (Exception,), {"__module__": exc_module(error_type)})
+    def reduce(self: Exception) -> tuple[Any, ...]:
+        # Picklable by value, so Celery's worker does not wrap it (it checks picklability).
+        return remote_error, (error_type, message)
+
+    cls: type[Exception] = type(error_type, (Exception,), {
+        "__module__": exc_module(error_type), "__qualname__": error_type,
+        "__reduce__": reduce})
     return cls(message)
 
 
