@@ -220,7 +220,7 @@ def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
             if i == 20:
                 group.kill(0)
             if i == 40:
-                group.start(1)
+                group.start(1, wait=False)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not all(r.ready() for _, _, r in sent):
             c.sweep(force=True)  # the beat's job: resume drains the dead worker held
@@ -329,7 +329,11 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
         drains = _get(f"{base}/api/tasks?taskname=jido_tasks.drain&limit=1000")
         assert drains, "drains stay visible"
         metrics = _get(f"{base}/metrics")
-        assert 'name="jido_tasks.action.test.fail"' in metrics
+        # Per-action-name series: events by type (outcomes) and runtimes.
+        assert 'type="task-failed"' in metrics and 'task="jido_tasks.action.test.fail"' in metrics
+        assert any(line.startswith("flower_task_runtime_seconds_count")
+                   and 'task="jido_tasks.action.test.append"' in line
+                   for line in metrics.splitlines())
 
 
 def test_action_events_can_be_turned_off(workers: Workers) -> None:
