@@ -240,8 +240,9 @@ def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
 AUTH = "ops:s3cret"
 
 
-def _get(url: str) -> Any:
-    request = urllib.request.Request(url)
+def _get(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
     request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
     with urllib.request.urlopen(request, timeout=5) as response:
         body = response.read()
@@ -295,6 +296,12 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
                                 queue=group.settings.queue)
         assert by_name.get(timeout=30) == 6
         app.close()
+        # Flower's HTTP API is a Celery client too: the answered task id is the action id.
+        posted = _get(f"{base}/api/task/async-apply/jido_tasks.send",
+                      {"args": [sid, "test.append", {"value": 10}],
+                       "options": {"queue": group.settings.queue}})
+        via_http = posted["task-id"]
+        assert c.celery.AsyncResult(via_http).get(timeout=30) == 7
         for h in [*by_client, *many]:
             h.get(timeout=30)
         with pytest.raises(ActionFailed):
@@ -324,6 +331,8 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
         tasks = _get(f"{base}/api/tasks?limit=1000")
         for h in [*by_client, *many, failing]:
             assert h.id in tasks
+        assert final(via_http, "SUCCESS")["result"] == "7"
+        assert _get(f"{base}/api/task/result/{via_http}")["result"] == 7
         failed = _get(f"{base}/api/tasks?state=FAILURE&limit=1000")
         assert list(failed) == [failing.id]
         drains = _get(f"{base}/api/tasks?taskname=jido_tasks.drain&limit=1000")
