@@ -77,7 +77,7 @@ def action(name: str, *, params: type[BaseModel] | None = None,
     `params`: a pydantic model the params must satisfy (checked at send and before running).
     `time_limit`: seconds, overriding the `action_time_limit` setting.
     """
-    if not isinstance(name, str) or len(name) > 100 or not ACTION_NAME.fullmatch(name):
+    if not is_action_name(name):
         raise ValueError(f"invalid action name {name!r}: use dotted lowercase words")
 
     def register(fn: F) -> F:
@@ -95,6 +95,31 @@ def get_action(name: str, session_id: str | None = None) -> ActionSpec:
     if spec is None:
         raise UnknownAction(str(name), session_id)
     return spec
+
+
+def _not_here(ctx: ActionContext, params: Any) -> Any:
+    raise UnknownAction(ctx.action, ctx.session_id)
+
+
+def action_spec_or_name(name: str, session_id: str | None = None) -> ActionSpec:
+    """The registered spec, or, for a well-formed name registered elsewhere (a worker that
+    imports the app's modules), a spec with no params model: the worker validates it.
+    A malformed name raises `UnknownAction`."""
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    if spec is not None:
+        return spec
+    if not is_action_name(name):
+        raise UnknownAction(str(name)[:100], session_id)
+    return ActionSpec(name, _not_here)
+
+
+def is_action_name(name: object) -> bool:
+    """True for a well-formed action name (dotted lowercase words, at most 100 characters)."""
+    return isinstance(name, str) and len(name) <= 100 and bool(ACTION_NAME.fullmatch(name))
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
 
 
 def registered_actions() -> list[str]:

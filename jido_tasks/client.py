@@ -8,7 +8,7 @@ from typing import Any
 
 from jido_tasks.actions import load_action_modules
 from jido_tasks.events import iter_events
-from jido_tasks.mailbox import ActionHandle, Mailbox
+from jido_tasks.mailbox import ActionHandle, Mailbox, SendItem
 from jido_tasks.models import (
     ActionRecord,
     Event,
@@ -35,11 +35,13 @@ from jido_tasks.sweep import SweepReport, run_sweep
 class Client:
     """Entry point for apps: `Client()` reads settings from the environment."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, celery: Any = None) -> None:
+        """`celery`: the Celery app to publish drains with (default: one built from
+        `settings` on first use)."""
         self.settings = settings or load_settings()
         self.layer = RedisLayer(self.settings)
         self.sessions = SessionService(self.layer)
-        self._celery: Any = None
+        self._celery: Any = celery
         self._mailbox: Mailbox | None = None
         load_action_modules(self.settings)
 
@@ -99,23 +101,30 @@ class Client:
 
     # -- session work ---------------------------------------------------------------------
     @redis_errors
-    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
-        """Accept an action for the session; returns once it is durably queued."""
-        return self.mailbox.send(session_id, action, params)
+    def send(self, session_id: str, action: str, params: Any = None, *,
+             action_id: str | None = None) -> ActionHandle:
+        """Accept an action for the session; returns once it is durably queued.
+
+        An action not registered in this process is accepted if its name is well formed, and
+        validated by the worker (`UnknownAction` / `InvalidParams` from `handle.get()`).
+        `action_id` (`act_` + 32 hex, or a uuid): a caller-chosen id makes a retried send
+        (after a timeout or a dropped connection) accepted once; the id reused for another
+        action or other params raises `ActionIdConflict`.
+        """
+        return self.mailbox.send(session_id, action, params, action_id)
 
     @redis_errors
-    def send_many(self, session_id: str,
-                  actions: Iterable[tuple[str, Any] | str]) -> list[ActionHandle]:
-        """Accept several actions (`(name, params)` or a bare name), all or none, in order,
-        in one round trip."""
+    def send_many(self, session_id: str, actions: Iterable[SendItem]) -> list[ActionHandle]:
+        """Accept several actions (`(name, params)`, `(name, params, action_id)` or a bare
+        name), all or none, in order, in one round trip."""
         return self.mailbox.send_many(session_id, actions)
 
     @redis_errors
     def call(self, session_id: str, action: str, params: Any = None,
-             timeout: float | None = 30.0) -> Any:
+             timeout: float | None = 30.0, *, action_id: str | None = None) -> Any:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
-        `TimeoutError`)."""
-        return self.mailbox.call(session_id, action, params, timeout)
+        `TimeoutError`); `action_id` as for `send` (a retried call waits for the first)."""
+        return self.mailbox.call(session_id, action, params, timeout, action_id)
 
     @redis_errors
     def action(self, session_id: str, action_id: str) -> ActionRecord:

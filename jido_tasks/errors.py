@@ -100,6 +100,30 @@ class UnknownAction(JidoTasksError):
         self.action = name
 
 
+class InvalidActionId(JidoTasksError):
+    """A caller-chosen action id is malformed; it never reached a Redis key."""
+
+    def __init__(self, action_id: object, session_id: str | None = None) -> None:
+        shown = repr(action_id)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"invalid action id {shown}: expected 'act_' + 32 lowercase hex, or a "
+                         "lowercase uuid (a Celery task id)", session_id=session_id)
+        self.invalid_id = action_id
+
+
+class ActionIdConflict(JidoTasksError):
+    """An action id already names another action (different name or params) in the session;
+    a resend of the same action with the same id is accepted, once."""
+
+    def __init__(self, session_id: str, action_id: str, action: str) -> None:
+        super().__init__(f"session {session_id}: action id {action_id} is already used by "
+                         f"another action or other params (this send: {action!r}); choose a "
+                         "new id", session_id=session_id)
+        self.action_id = action_id
+        self.action = action
+
+
 class InvalidParams(JidoTasksError):
     """An action's params are not a JSON object, are too large, or fail the action's model."""
 

@@ -14,22 +14,47 @@ from collections.abc import Iterable
 from typing import Any
 
 from jido_tasks import telemetry
-from jido_tasks.actions import check_params, get_action
+from jido_tasks.actions import action_spec_or_name, check_params
 from jido_tasks.dispatch import publish_drain
-from jido_tasks.errors import ActionCancelled, ActionFailed, ActionNotFound, ActionTimeout
+from jido_tasks.errors import (
+    ActionCancelled,
+    ActionFailed,
+    ActionIdConflict,
+    ActionNotFound,
+    ActionTimeout,
+    InvalidArgument,
+)
 from jido_tasks.models import (
     ActionRecord,
     ActionRequest,
     ActionStatus,
     JsonObject,
     Outcome,
+    ReplyTo,
     new_action_id,
+    request_digest,
+    validate_action_id,
     validate_session_id,
 )
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
+
+SendItem = tuple[str, Any] | tuple[str, Any, str | None] | str
+"""A `send_many` item: `(name, params)`, `(name, params, action_id)` or a bare name."""
+
+
+def _item(item: SendItem, session_id: str) -> tuple[str, Any, str | None]:
+    if isinstance(item, str):
+        return item, None, None
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1], None
+    if isinstance(item, tuple) and len(item) == 3:
+        return item
+    raise InvalidArgument("send_many", "actions", "each item is a name, (name, params) or "
+                          f"(name, params, action_id), not {item!r:.80}", session_id)
+
 
 # While waiting, the record is read again this often (seconds), in case a finish message was
 # missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
@@ -47,56 +72,98 @@ class Mailbox:
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
-    def _request(self, session_id: str, action: str, params: Any) -> tuple[str, ActionRequest]:
-        """A new action id and its request, after validating name and params."""
-        spec = get_action(action, session_id)
-        clean, _ = check_params(spec, params, session_id, self.settings.max_params_bytes)
-        return new_action_id(), ActionRequest(action=action, params=clean,
-                                              created_at=time.time())
+    def _request(self, session_id: str, action: str, params: Any, action_id: str | None,
+                 reply_to: ReplyTo | None = None) -> tuple[str, ActionRequest]:
+        """The action id (caller-chosen and validated, or new) and its request.
 
-    def _send_op(self, session_id: str, action_id: str, request: str) -> scripts.Op[bool]:
-        return scripts.send(session_id, action_id=action_id, request=request,
+        An action registered in this process is validated here (name, params); one that is not
+        is checked for form only (a valid name, params a JSON object within the size limit)
+        and validated by the worker that runs it.
+        """
+        if action_id is not None:
+            validate_action_id(action_id, session_id)
+        clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
+                                self.settings.max_params_bytes)
+        return action_id or new_action_id(), ActionRequest(
+            action=action, params=clean, created_at=time.time(),
+            digest=request_digest(action, clean), reply_to=reply_to)
+
+    def _send_op(self, session_id: str, action_id: str,
+                 request: ActionRequest) -> scripts.Op[scripts.Sent]:
+        return scripts.send(session_id, action_id=action_id, action=request.action,
+                            request=request.to_json(), digest=request.digest or "",
                             stale_after=self.settings.stale_after)
 
     @redis_errors
-    def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
-        """Accept an action durably (or raise a typed error and enqueue nothing)."""
+    def send(self, session_id: str, action: str, params: Any = None,
+             action_id: str | None = None, reply_to: ReplyTo | None = None) -> ActionHandle:
+        """Accept an action durably (or raise a typed error and enqueue nothing).
+
+        With a caller-chosen `action_id`, a resend of the same action (after a timeout or a
+        dropped connection) is accepted once; the id reused for other content raises
+        `ActionIdConflict`.
+        """
+        return self.accept(session_id, action, params, action_id, reply_to)[0]
+
+    def accept(self, session_id: str, action: str, params: Any = None,
+               action_id: str | None = None, reply_to: ReplyTo | None = None,
+               ) -> tuple[ActionHandle, scripts.Sent]:
+        """`send`, also returning what the send script did (the by-name task needs to know a
+        duplicate and its outcome)."""
         validate_session_id(session_id)
-        action_id, request = self._request(session_id, action, params)
-        request_json = request.to_json()
-        if self.layer.call(self._send_op(session_id, action_id, request_json)):
+        action_id, request = self._request(session_id, action, params, action_id, reply_to)
+        sent = self.layer.call(self._send_op(session_id, action_id, request))
+        if sent.publish:
             publish_drain(self.celery, self.settings, session_id)
-        telemetry.dispatch.action_sent(session_id, action_id, action)
-        return ActionHandle(self, session_id, action_id, action, request_json)
+        if not sent.duplicate:
+            telemetry.dispatch.action_sent(session_id, action_id, action)
+        return ActionHandle(self, session_id, action_id, action, request.to_json()), sent
 
     @redis_errors
-    def send_many(self, session_id: str,
-                  actions: Iterable[tuple[str, Any] | str]) -> list[ActionHandle]:
+    def send_many(self, session_id: str, actions: Iterable[SendItem]) -> list[ActionHandle]:
         """Accept several actions, in order, all or none, in one round trip.
 
-        Every name and params are validated first; then one MULTI/EXEC runs the send script
-        for each, so no other client's action lands between them and a session that is not
-        active refuses them all.
+        Items are `(name, params)`, `(name, params, action_id)` or a bare name. Every item is
+        validated first; then one MULTI/EXEC runs the send script for each, so no other
+        client's action lands between them and a session that is not active refuses them all.
+        An item whose id was accepted before (a retried `send_many`) is not sent again; one
+        whose id names other content raises `ActionIdConflict` and nothing is sent.
         """
         validate_session_id(session_id)
-        items = [(a, None) if isinstance(a, str) else a for a in actions]
-        prepared = [(name, *self._request(session_id, name, params)) for name, params in items]
+        items = [_item(a, session_id) for a in actions]
+        ids = [aid for _, _, aid in items if aid is not None]
+        if len(ids) != len(set(ids)):
+            raise InvalidArgument("send_many", "action_id", "the same id is given twice",
+                                  session_id)
+        prepared = [self._request(session_id, name, params, aid) for name, params, aid in items]
         if not prepared:
             return []
-        requests = [(name, action_id, request.to_json())
-                    for name, action_id, request in prepared]
         replies = self.layer.call_many(
-            [self._send_op(session_id, action_id, request) for _, action_id, request in requests],
+            [self._send_op(session_id, action_id, request) for action_id, request in prepared],
             transaction=True)
-        for reply in replies:
-            if isinstance(reply, Exception):  # the same refusal for all (one transaction)
-                raise reply
-        if any(replies):
+        conflicts = [r for r in replies if isinstance(r, Exception)]
+        if conflicts:
+            # One refusal of the session refuses all; a taken id must not leave the others in.
+            if any(isinstance(r, ActionIdConflict) for r in conflicts) and any(
+                    isinstance(r, scripts.Sent) and not r.duplicate for r in replies):
+                self._withdraw(session_id, [aid for (aid, _), r in zip(prepared, replies,
+                                                                        strict=True)
+                                            if isinstance(r, scripts.Sent) and not r.duplicate])
+            raise conflicts[0]
+        if any(r.publish for r in replies if isinstance(r, scripts.Sent)):
             publish_drain(self.celery, self.settings, session_id)
-        for name, action_id, _ in requests:
-            telemetry.dispatch.action_sent(session_id, action_id, name)
-        return [ActionHandle(self, session_id, action_id, name, request)
-                for name, action_id, request in requests]
+        for (action_id, request), reply in zip(prepared, replies, strict=True):
+            if isinstance(reply, scripts.Sent) and not reply.duplicate:
+                telemetry.dispatch.action_sent(session_id, action_id, request.action)
+        return [ActionHandle(self, session_id, action_id, request.action, request.to_json())
+                for action_id, request in prepared]
+
+    def _withdraw(self, session_id: str, action_ids: list[str]) -> None:
+        """Cancel the actions a refused `send_many` had already queued (all or none)."""
+        for action_id in action_ids:
+            self.layer.call(scripts.cancel(session_id, action_id=action_id,
+                                           reason="send_many refused: an action id is taken",
+                                           keep=self.settings.keep_results))
 
     @redis_errors
     def record(self, session_id: str, action_id: str) -> ActionRecord:
@@ -181,7 +248,8 @@ class Mailbox:
             listener.unsubscribe(channel)
 
     @redis_errors
-    def call(self, session_id: str, action: str, params: Any, timeout: float | None) -> Any:
+    def call(self, session_id: str, action: str, params: Any, timeout: float | None,
+             action_id: str | None = None) -> Any:
         """Send and wait: subscribe first, so the result arrives with no extra read.
 
         The subscription is not waited for: SUBSCRIBE is on the wire before the action is
@@ -192,10 +260,12 @@ class Mailbox:
         channel = self.layer.keys.session(session_id).done_channel
         self.listener().subscribe(channel, confirm=False)
         try:
-            handle = self.send(session_id, action, params)
+            handle, sent = self.accept(session_id, action, params, action_id)
         except BaseException:
             self.listener().unsubscribe(channel)
             raise
+        if sent.duplicate:  # a retried call: the original may have finished long ago
+            return result_of(self.wait(session_id, handle.id, timeout))
         return result_of(self.wait(session_id, handle.id, timeout, handle.request, True))
 
 

@@ -7,6 +7,7 @@ terminate) with the same field names, and read back into `ActionRecord`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -17,10 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jido_tasks.errors import InvalidEntry, InvalidSessionId
+from jido_tasks.errors import InvalidActionId, InvalidEntry, InvalidSessionId
 
 SESSION_ID = re.compile(r"session_[0-9a-f]{32}")
-ACTION_ID = re.compile(r"act_[0-9a-f]{32}")
+ACTION_ID = re.compile(r"act_[0-9a-f]{32}|"
+                       r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""An action id: ours (`act_` + 32 hex) or a Celery task id (a lowercase uuid), since the id of a
+`jido_tasks.send` message is the action's id."""
 JsonObject = dict[str, Any]
 
 
@@ -30,6 +34,23 @@ def new_session_id() -> str:
 
 def new_action_id() -> str:
     return f"act_{uuid.uuid4().hex}"
+
+
+def validate_action_id(action_id: object, session_id: str | None = None) -> str:
+    """Return `action_id` if well formed (`act_` + 32 lowercase hex, or a lowercase uuid such
+    as a Celery task id), else raise `InvalidActionId` (nothing touched)."""
+    if not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
+        raise InvalidActionId(action_id, session_id)
+    return action_id
+
+
+def request_digest(action: str, params: JsonObject) -> str:
+    """What makes two sends of one action id the same send: the name and the params (canonical
+    JSON, keys sorted), hashed. A retried send carries the same digest; a reused id with other
+    content does not."""
+    canonical = json.dumps([action, params], sort_keys=True, separators=(",", ":"),
+                           allow_nan=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 
 def validate_session_id(session_id: object) -> str:
@@ -218,15 +239,26 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+class ReplyTo(StrEnum):
+    """Where a worker also delivers an action's outcome, besides its record."""
+
+    CELERY = "celery"
+    """The Celery result backend, under the action id (the id of its `jido_tasks.send`)."""
+
+
 class ActionRequest(BaseModel):
     """What a sender stored for an action (the `actions` hash); immutable once sent."""
 
     action: str
     params: JsonObject = Field(default_factory=dict)
     created_at: float = 0.0
+    digest: str | None = None
+    """`request_digest(action, params)`: a resend of the same id must carry the same."""
+    reply_to: ReplyTo | None = None
+    """Set when the action came as a `jido_tasks.send` message (see `ReplyTo`)."""
 
     def to_json(self) -> str:
-        return dumps(self.model_dump())
+        return dumps(self.model_dump(mode="json", exclude_none=True))
 
 
 class Outcome(BaseModel):

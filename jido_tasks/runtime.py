@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jido_tasks import telemetry
-from jido_tasks.actions import ActionContext, get_action, parse_params
+from jido_tasks import fleet, telemetry
+from jido_tasks.actions import ActionContext, get_action, is_registered, parse_params
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
 from jido_tasks.heartbeat import Heartbeat
 from jido_tasks.models import (
@@ -33,6 +32,7 @@ from jido_tasks.models import (
     ActionStatus,
     Outcome,
     Progress,
+    ReplyTo,
     SessionEntry,
     dumps,
 )
@@ -63,6 +63,30 @@ class DrainReport(BaseModel):
 
 
 @dataclass
+class Finished:
+    """One action of a commit, as the drain's `CommitListener` sees it (after the commit)."""
+
+    action_id: str
+    action: str
+    params: dict[str, Any]
+    outcome: Outcome
+    received: float
+    """When it was sent (the sender's clock)."""
+    started: float
+    """When this worker started it (0.0 if it never ran: poison)."""
+    runtime: float
+    reply_to: ReplyTo | None = None
+
+
+class CommitListener:
+    """Told of every committed action, in order, after its commit (on the worker). The Celery
+    side uses it to store by-name results and send Flower's task events; must not raise."""
+
+    def committed(self, session_id: str, finished: list[Finished]) -> None:
+        """`finished` were committed together."""
+
+
+@dataclass
 class _Applied:
     outcome: str  # JSON
     changes: Changes = field(default_factory=dict)  # empty: state unchanged or action failed
@@ -70,6 +94,7 @@ class _Applied:
     action: str = "?"
     error_type: str | None = None
     duration: float = 0.0
+    finished: Finished | None = None
 
     @property
     def failed(self) -> bool:
@@ -150,13 +175,16 @@ def time_limit(seconds: float) -> Iterator[None]:
 class Drainer:
     """Applies one session's pending actions under a lease."""
 
-    def __init__(self, layer: RedisLayer, session_id: str, worker: str | None = None) -> None:
+    def __init__(self, layer: RedisLayer, session_id: str, worker: str | None = None,
+                 listener: CommitListener | None = None) -> None:
         self.layer = layer
         self.settings = layer.settings
         self.session_id = session_id
         self.worker = worker or worker_id()
         self.token = ""
         self.entry: SessionEntry | None = None
+        self.listener = listener
+        self._elsewhere: dict[str, bool] = {}  # action name -> a live worker has it
 
     def drain(self) -> DrainReport:
         started = time.perf_counter()
@@ -186,6 +214,8 @@ class Drainer:
                 if end is not scripts.Tag.MORE:
                     if end is scripts.Tag.STALE:
                         report.outcome = "stale"
+                    elif end is scripts.Tag.HANDED:
+                        report.outcome, report.retry_after = "handed_back", 0.0
                     return report
                 nxt = self.layer.call(scripts.release(
                     self.session_id, token=self.token, batch_size=s.batch_size,
@@ -221,9 +251,15 @@ class Drainer:
                 if end is not scripts.Tag.OK:
                     return end
             if i == 0 and attempts > self.settings.max_attempts:
-                applied = self._poison(pending, attempts)
+                applied: _Applied | None = self._poison(pending, attempts)
             else:
                 applied = self._apply(pending, parts, attempts if i == 0 else 1)
+            if applied is None:  # an action this worker lacks and another may have
+                if group.actions:
+                    end = self._commit(group, report, False)
+                    if end is not scripts.Tag.OK:
+                        return end
+                return self._hand_back(pending.id)
             group.add(pending.id, applied)
             if len(group.actions) >= size or i == last:
                 end = self._commit(group, report, i == last)
@@ -255,33 +291,72 @@ class Drainer:
                 self.session_id, action_id, applied.action,
                 "failed" if applied.failed else "succeeded", applied.duration,
                 applied.error_type)
+        if self.listener is not None:
+            self.listener.committed(self.session_id, [applied.finished for _, applied
+                                                      in group.actions if applied.finished])
         group.committed_now()
         return res
 
+    def _hand_back(self, action_id: str) -> scripts.Tag:
+        """Give the session back (this worker lacks the head action): HANDED, STALE, or
+        MORE (the action was cancelled meanwhile: read the mailbox again)."""
+        res = self.layer.call(scripts.handback(self.session_id, token=self.token,
+                                               action_id=action_id))
+        if res is scripts.Tag.OK:
+            return scripts.Tag.HANDED
+        return scripts.Tag.MORE if res is scripts.Tag.MOVED else res
+
+    def _lacks(self, name: str, req: ActionRequest, action_id: str) -> bool:
+        """True if this worker should hand back an action it has not registered: a live
+        worker has it and the grace period since it was sent has not passed."""
+        if time.time() - req.created_at > self.settings.unknown_action_grace:
+            return False
+        if name not in self._elsewhere:
+            self._elsewhere[name] = fleet.someone_has(self.layer, name)
+        if self._elsewhere[name]:
+            log.warning("worker %s lacks action %r (session %s, action %s); another live "
+                        "worker has it: handing the session back", self.worker, name,
+                        self.session_id, action_id)
+        return self._elsewhere[name]
     def _poison(self, pending: scripts.PendingAction, attempts: int) -> _Applied:
         try:
             name = _request(pending).action
         except ValueError:  # a vanished or corrupt request is failed all the same
             name = "?"
         err = PoisonAction(self.session_id, pending.id, name, attempts - 1)
-        return self._failure(pending.id, name, err, attempts - 1)
+        try:
+            req = _request(pending)
+        except ValueError:
+            req = ActionRequest(action=name)
+        return self._failure(pending.id, req, err, attempts - 1, 0.0, 0.0)
 
-    def _failure(self, action_id: str, name: str, exc: BaseException, attempts: int,
-                 ) -> _Applied:
+    def _failure(self, action_id: str, req: ActionRequest, exc: BaseException, attempts: int,
+                 started: float, duration: float) -> _Applied:
+        name = req.action
         error = ActionError(type=type(exc).__name__, message=str(exc))
         outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts,
                           finished_at=time.time())
+        # An action's own exception comes with its traceback; our typed errors say it all.
+        log.warning("session %s: action %s (%s) failed: %s: %s", self.session_id, name,
+                    action_id, error.type, error.message,
+                    exc_info=None if isinstance(exc, JidoTasksError) else exc)
         event = dumps({"action_id": action_id, "action": name, "error": error.model_dump()})
-        return _Applied(outcome.to_json(), {}, [["action.failed", event]], name, error.type)
+        return _Applied(outcome.to_json(), {}, [["action.failed", event]], name, error.type,
+                        duration, Finished(action_id, name, req.params, outcome,
+                                           req.created_at, started, duration, req.reply_to))
 
-    def _apply(self, pending: scripts.PendingAction, parts: Parts, attempts: int) -> _Applied:
-        """Run one action on its own view of the state (copy on access); never raises."""
-        name = "?"
+    def _apply(self, pending: scripts.PendingAction, parts: Parts, attempts: int,
+               ) -> _Applied | None:
+        """Run one action on its own view of the state (copy on access); never raises. None:
+        this worker lacks the action and should hand the session back (see `_lacks`)."""
         action_id = pending.id
-        started = time.perf_counter()
+        started, wall = time.perf_counter(), time.time()
+        req = ActionRequest(action="?")
         try:
             req = _request(pending)
             name = req.action
+            if not is_registered(name) and self._lacks(name, req, action_id):
+                return None
             spec = get_action(name, self.session_id)
             params = parse_params(spec, req.params, self.session_id)
             assert self.entry is not None
@@ -297,18 +372,18 @@ class Drainer:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
             changes = state.changes()
             # The result must be JSON: an action returning anything else fails.
-            outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
-                              finished_at=time.time()).to_json()
+            done = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
+                           finished_at=time.time())
+            outcome = done.to_json()
         except Exception as exc:
-            if not isinstance(exc, JidoTasksError):
-                log.info("session %s: action %s failed:\n%s", self.session_id, name,
-                         traceback.format_exc())
-            failure = self._failure(action_id, name, exc, attempts)
-            failure.duration = time.perf_counter() - started
-            return failure
+            return self._failure(action_id, req, exc, attempts, wall,
+                                 time.perf_counter() - started)
+        duration = time.perf_counter() - started
         events = [[etype, dumps({"action_id": action_id, **data})]
                   for etype, data in ctx.events]
-        return _Applied(outcome, changes, events, name, duration=time.perf_counter() - started)
+        return _Applied(outcome, changes, events, name, duration=duration,
+                        finished=Finished(action_id, name, req.params, done, req.created_at,
+                                          wall, duration, req.reply_to))
 
     def _reporter(self, action_id: str, name: str) -> Any:
         def report(fraction: float, message: str) -> None:
@@ -326,6 +401,7 @@ def _request(pending: scripts.PendingAction) -> ActionRequest:
     return ActionRequest.model_validate_json(pending.request or "{}")
 
 
-def drain(layer: RedisLayer, session_id: str, worker: str | None = None) -> DrainReport:
+def drain(layer: RedisLayer, session_id: str, worker: str | None = None,
+          listener: CommitListener | None = None) -> DrainReport:
     """Apply the session's pending actions (the body of the Celery drain task)."""
-    return Drainer(layer, session_id, worker).drain()
+    return Drainer(layer, session_id, worker, listener).drain()

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     """How long Celery keeps task results (drain/sweep summaries)."""
     visibility_timeout: Seconds = 3600.0
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
+    action_events: bool = True
+    """Send a Celery task event for every action a drain runs (received, started, succeeded or
+    failed, with the action's id as the task id), so Flower shows each action as a task. Turn
+    off if you do not run Flower or another event consumer."""
+    unknown_action_grace: Seconds = 300.0
+    """How long an action that the worker holding its session lacks stays pending while another
+    live worker has it registered (a rolling deploy); past it, it fails with UnknownAction."""
+    worker_ttl: Seconds = 30.0
+    """A worker's record of its registered actions lives this long without a refresh (it is
+    refreshed every third of it): past it the worker counts as gone."""
     flower_basic_auth: SecretStr | None = None
     """Flower's `user:password` (several separated by ','); `jido-tasks flower` requires it.
     The metrics/sessions server (`jido-tasks metrics`) uses the same credentials."""

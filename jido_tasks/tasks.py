@@ -1,17 +1,41 @@
-"""Celery tasks. Each body is a few lines calling the core function the client and CLI use."""
+"""Celery tasks. Each body is a few lines calling the core function the client and CLI use.
+
+Besides the drain, the sweep and ping, the session API is here by name, for any Celery client in
+any language (`send_task("jido_tasks.send", ...)`, celery-node, Flower's HTTP API): JSON in,
+JSON out, bad input failing the task with the project's typed error (its class name and
+message) and writing nothing. See `send` for how an action's own result gets back.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_init
+from celery.exceptions import Ignore
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
-from jido_tasks import telemetry
+from jido_tasks import fleet, telemetry
+from jido_tasks.actions import is_registered
 from jido_tasks.checks import enforce_eviction_policy
-from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK
+from jido_tasks.client import Client
+from jido_tasks.dispatch import (
+    CREATE_SESSION_TASK,
+    DRAIN_TASK,
+    GET_SESSION_TASK,
+    GET_STATE_TASK,
+    LIST_SESSIONS_TASK,
+    PING_TASK,
+    SEND_TASK,
+    SWEEP_TASK,
+    TERMINATE_SESSION_TASK,
+)
+from jido_tasks.errors import JidoTasksError, UnknownAction
+from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
+from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
+from jido_tasks.runtime import Finished
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
@@ -20,7 +44,13 @@ from jido_tasks.sweep import run_sweep
 # time this many times; past that the holder is alive and draining, and recovery covers it.
 BUSY_RETRIES = 10
 
+HANDBACK_BACKOFF = (0.05, 2.0)
+"""First and longest delay before a handed-back session's drain runs again (doubling)."""
+
 _layers: dict[int, RedisLayer] = {}
+_clients: dict[int, Client] = {}
+_reporters: dict[tuple[int, str], CeleryReporter] = {}
+_registration: fleet.Registration | None = None
 
 
 def layer_for(task: Task[Any, Any]) -> RedisLayer:
@@ -40,12 +70,64 @@ def _load_telemetry(sender: Any = None, **_: Any) -> None:
         telemetry.load_hooks(settings.telemetry_hooks)
 
 
+def client_for(task: Task[Any, Any]) -> Client:
+    """This process's client over the task's app (the by-name tasks call what apps call)."""
+    found = _clients.get(os.getpid())
+    if found is None:
+        found = Client(task.app.settings, celery=task.app)  # type: ignore[attr-defined]
+        _clients[os.getpid()] = found
+    return found
+
+
+def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
+    """This process's reporter of committed actions (by-name results, Flower events)."""
+    hostname = task.request.hostname or socket.gethostname()
+    key = (os.getpid(), hostname)
+    found = _reporters.get(key)
+    if found is None:
+        found = CeleryReporter(task.app, hostname,
+                               task.app.settings.action_events)  # type: ignore[attr-defined]
+        _reporters[key] = found
+    return found
+
+
 @worker_init.connect
-def _warn_if_redis_may_evict(sender: Any = None, **_: Any) -> None:
-    """At worker start, warn (in the worker log) if Redis could evict session keys."""
+def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
+    """Before the pool consumes anything: warn (or stop, with `eviction_fatal`) if Redis could
+    evict session keys."""
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
         enforce_eviction_policy(RedisLayer(settings).redis, settings.eviction_fatal)
+
+
+@worker_ready.connect
+def _register(sender: Any = None, **_: Any) -> None:
+    """Record the worker's registered actions (refreshed until it stops)."""
+    global _registration
+    settings = getattr(getattr(sender, "app", None), "settings", None)
+    if settings is not None:
+        _registration = fleet.Registration(RedisLayer(settings),
+                                           str(getattr(sender, "hostname", "")
+                                               or socket.gethostname()))
+        _registration.start()
+
+
+@worker_shutdown.connect
+def _unregister(**_: Any) -> None:
+    if _registration is not None:
+        _registration.stop()
+
+
+def _typed(fn: Any) -> Any:
+    """Re-raise our typed errors as their JSON-safe form (class name + message): a Celery
+    client without jido_tasks (or with it) rebuilds an exception of that name."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JidoTasksError as exc:
+            raise remote_error(type(exc).__name__, exc.message) from None
+    return wrapper
 
 
 @shared_task(name=PING_TASK)
@@ -60,9 +142,13 @@ def ping(payload: Any = None) -> dict[str, Any]:
              max_retries=BUSY_RETRIES, ignore_result=True)
 def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     """Apply a session's pending actions in order (idempotent: commits are fenced)."""
-    report = drain_session(layer_for(self), session_id)
+    report = drain_session(layer_for(self), session_id, listener=reporter_for(self))
     if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
-        raise self.retry(countdown=report.retry_after)
+        countdown = report.retry_after
+        if report.outcome == "handed_back":  # give a worker that has the action a chance
+            first, most = HANDBACK_BACKOFF
+            countdown = min(first * 2 ** self.request.retries, most)
+        raise self.retry(countdown=countdown)
     return report.model_dump()
 
 
@@ -70,3 +156,67 @@ def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
 def sweep(self: Task[Any, Any]) -> None:
     """One sweep (beat runs it every `sweep_interval`); skipped while another holds the lock."""
     run_sweep(layer_for(self), self.app)  # its report is logged once, by the sweep
+
+
+# -- the session API by name -----------------------------------------------------------------
+@shared_task(bind=True, name=SEND_TASK)
+@_typed
+def send(self: Task[Any, Any], session_id: str, action: str,
+         params: JsonObject | None = None) -> Any:
+    """Accept an action whose id is this message's id; its own result comes later.
+
+    Accepting is quick (one script call) and never waits for the action: the task ends with
+    `Ignore`, so nothing is stored for it yet; once the session's drain commits the action,
+    the worker stores the action's result (or error) in the result backend under this id, and
+    `AsyncResult(id).get()` returns it. A second delivery of the message (broker redelivery, a
+    client retry with the same task id) is accepted once: it only delivers the outcome again
+    if the action has finished. An action no live worker has registered fails at once with
+    `UnknownAction`.
+    """
+    action_id = validate_action_id(self.request.id)
+    client = client_for(self)
+    if (isinstance(action, str) and not is_registered(action)
+            and not fleet.someone_has(client.layer, action)):
+        raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
+    _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY)
+    if sent.duplicate and sent.outcome is not None and sent.outcome.status.finished:
+        store_outcome(self.app.backend, Finished(action_id, action, params or {}, sent.outcome,
+                                                 0.0, 0.0, 0.0, ReplyTo.CELERY))
+    raise Ignore()
+
+
+@shared_task(bind=True, name=CREATE_SESSION_TASK)
+@_typed
+def create_session(self: Task[Any, Any], metadata: JsonObject | None = None,
+                   llm_config: JsonObject | None = None,
+                   config: JsonObject | None = None) -> JsonObject:
+    """Create a session; its entry as JSON."""
+    return client_for(self).create_session(metadata, llm_config, config).model_dump(mode="json")
+
+
+@shared_task(bind=True, name=GET_SESSION_TASK)
+@_typed
+def get_session(self: Task[Any, Any], session_id: str) -> JsonObject:
+    return client_for(self).get_session(session_id).model_dump(mode="json")
+
+
+@shared_task(bind=True, name=GET_STATE_TASK)
+@_typed
+def get_state(self: Task[Any, Any], session_id: str) -> JsonObject:
+    return client_for(self).get_state(session_id)
+
+
+@shared_task(bind=True, name=LIST_SESSIONS_TASK)
+@_typed
+def list_sessions(self: Task[Any, Any], status: str | None = None, offset: int = 0,
+                  limit: int | None = None) -> list[JsonObject]:
+    return [entry.model_dump(mode="json") for entry in
+            client_for(self).list_sessions(status, offset=offset, limit=limit)]
+
+
+@shared_task(bind=True, name=TERMINATE_SESSION_TASK)
+@_typed
+def terminate_session(self: Task[Any, Any], session_id: str, reason: str = "requested",
+                      drain: bool = False, save: bool = False) -> JsonObject:
+    return client_for(self).terminate_session(session_id, reason, drain=drain,
+                                              save=save).model_dump(mode="json")

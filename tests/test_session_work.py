@@ -51,11 +51,13 @@ def test_send_call_and_record(workers: Workers) -> None:
 
 
 def test_bad_sends_raise_typed_errors_and_enqueue_nothing(client: Client) -> None:
-    """Unknown action, non-object params, oversized params, invalid model, inactive session."""
+    """Malformed action name, non-object params, oversized params, invalid model, inactive
+    session. (A well-formed name this process has not registered is accepted and validated by
+    the worker: see tests/test_reach.py.)"""
     sid = client.create_session().id
     with pytest.raises(UnknownAction) as unknown:
-        client.send(sid, "no.such_action")
-    assert unknown.value.action == "no.such_action" and unknown.value.session_id == sid
+        client.send(sid, "No Such/Action")
+    assert unknown.value.action == "No Such/Action" and unknown.value.session_id == sid
     with pytest.raises(InvalidParams, match="JSON object"):
         client.send(sid, "test.append", [1, 2])  # type: ignore[arg-type]
     with pytest.raises(InvalidParams, match="not JSON"):
@@ -369,7 +371,7 @@ def test_send_many_is_ordered_and_all_or_nothing(workers: Workers) -> None:
     with pytest.raises(InvalidParams):
         c.send_many(sid, [("test.append", {"value": 1}), ("test.append", [1])])
     with pytest.raises(UnknownAction):
-        c.send_many(sid, [("test.append", {"value": 1}), "no.such"])
+        c.send_many(sid, [("test.append", {"value": 1}), "No.such"])
     assert c.layer.redis.llen(mailbox) == 0
     c.terminate_session(sid)
     with pytest.raises(SessionNotActive):

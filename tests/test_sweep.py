@@ -223,7 +223,8 @@ def test_lost_drain_message_is_republished(workers: Callable[..., WorkerGroup]) 
     aid = "act_" + uuid.uuid4().hex
     request = json.dumps({"action": "test.append", "params": {"value": 1}, "created_at": 0})
     # the send script alone: the client "dies" before publishing
-    assert c.layer.call(scripts.send(sid, action_id=aid, request=request, stale_after=1.5))
+    assert c.layer.call(scripts.send(sid, action_id=aid, action="test.append", request=request,
+                                     digest="", stale_after=1.5)).publish
 
     assert counts(c.sweep()) == only()  # flag still fresh
     flag = float(c.layer.redis.zscore(c.layer.keys.scheduled, sid) or 0)

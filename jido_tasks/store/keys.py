@@ -26,6 +26,9 @@ in one Redis Cluster slot):
     ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout)
     ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
     ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live
+                                  worker has registered (refreshed by the worker; an entry not
+                                  seen for `worker_ttl` is a dead worker's)
     ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work
     ns:snap:{sid}         string  a saved snapshot (Redis snapshot store)
     ns:idx:snapshots      zset    saved snapshot ids by save time
@@ -114,6 +117,10 @@ class KeySchema:
     @property
     def scheduled(self) -> str:
         return f"{self.namespace}:idx:scheduled"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.namespace}:workers"
 
     @property
     def sweep_lock(self) -> str:

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from jido_tasks.errors import (
+    ActionIdConflict,
     ActionNotFound,
     InvalidTransition,
     JidoTasksError,
@@ -77,6 +78,7 @@ class Tag(StrEnum):
     PURGED = "purged"
     YOUNG = "young"
     LIVE = "live"
+    HANDED = "handed"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -94,6 +96,16 @@ class Batch:
 
     attempts: int
     actions: list[PendingAction]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What `send` did: `publish` (the caller must publish a drain), or found the same send
+    already accepted (`duplicate`, with its `outcome` if it has finished)."""
+
+    publish: bool
+    duplicate: bool
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +294,7 @@ TRANSITION = Script("transition", ("target", "reason"))
 TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
-SEND = Script("send", ("action_id", "request", "stale_after"))
+SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
 COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last"),
                 variadic=True)
@@ -295,11 +307,12 @@ EXPIRE = Script("expire", ("reason", "snapshot_last"))
 RECOVER = Script("recover", ("stale_after", "keep"))
 PURGE = Script("purge", ("retention",))
 EMIT = Script("emit", ("event_type", "data_json"))
+HANDBACK = Script("handback", ("token", "action_id"))
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
                RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               EXTEND_LOCK, RELEASE_LOCK)
+               HANDBACK, EXTEND_LOCK, RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -344,12 +357,19 @@ def cancel_pending(session_id: str, *, keep: int) -> Op[int]:
     return _op(CANCEL_PENDING, session_id, int, keep=keep)
 
 
-def send(session_id: str, *, action_id: str, request: str, stale_after: float) -> Op[bool]:
-    """Accept an action; True when the caller must publish a drain."""
-    def decode(reply: list[Any]) -> bool:
+def send(session_id: str, *, action_id: str, action: str, request: str, digest: str,
+         stale_after: float) -> Op[Sent]:
+    """Accept an action (`Sent`); a resend of an accepted id with the same `digest` is
+    `Sent(duplicate=True)`, with another digest `ActionIdConflict`."""
+    def decode(reply: list[Any]) -> Sent:
+        tag = Tag(reply[0])
+        if tag is Tag.EXISTS:
+            return Sent(False, True, Outcome.model_validate_json(reply[1]) if reply[1] else None)
+        if tag is Tag.CHANGED:
+            raise ActionIdConflict(session_id, action_id, action)
         _refuse(reply, session_id)
-        return bool(int(reply[1]))
-    return _op(SEND, session_id, decode, action_id=action_id, request=request,
+        return Sent(bool(int(reply[1])), False)
+    return _op(SEND, session_id, decode, action_id=action_id, request=request, digest=digest,
                stale_after=stale_after)
 
 
@@ -438,6 +458,12 @@ def purge(session_id: str, *, retention: float) -> Op[Tag]:
 def emit(session_id: str, *, event_type: str, data_json: str) -> Op[bool]:
     """Append an event about the session; False if it does not exist."""
     return _op(EMIT, session_id, bool, event_type=event_type, data_json=data_json)
+
+
+def handback(session_id: str, *, token: str, action_id: str) -> Op[Tag]:
+    """Give the session back with `action_id` pending at its head: `Tag.OK`, `STALE` or
+    `MOVED`."""
+    return _op(HANDBACK, session_id, Tag, token=token, action_id=action_id)
 
 
 def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:

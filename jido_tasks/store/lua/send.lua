@@ -1,9 +1,22 @@
 -- send: accept one action for a session: store its request, append it to the mailbox, touch
--- activity and set the "drain scheduled" flag.
+-- activity and set the "drain scheduled" flag. Idempotent per action id: an id already in the
+-- `actions` hash is not sent again; with the same digest (a retried or redelivered send) the
+-- reply says so, and with another digest the id is refused as taken.
 -- KEYS: the session keys (see _lib.lua).
--- ARGV: action_id, request (JSON), stale_after (seconds after which a flag with no live lease
--- is stale: its drain message was lost, and a new drain must be published).
--- Returns {'ok', publish (0/1)}, {'missing'} or {'inactive', status}.
+-- ARGV: action_id, request (JSON), digest (of the action name and params; '' for none),
+-- stale_after (seconds after which a flag with no live lease is stale: its drain message was
+-- lost, and a new drain must be published).
+-- Returns {'ok', publish (0/1)}, {'exists', outcome JSON or ''} (the same send again),
+-- {'changed'} (the id is taken by another action), {'missing'} or {'inactive', status}.
+local known = redis.call('HGET', KEYS[K_ACTIONS], action_id)
+if known then
+  -- Checked before the status: a redelivered send of an accepted action is not refused
+  -- because the session has ended since.
+  if digest ~= '' and cjson.decode(known).digest == digest then
+    return {'exists', redis.call('HGET', KEYS[K_RESULTS], action_id) or ''}
+  end
+  return {'changed'}
+end
 local f = fields({'status', 'scheduled'})
 if not f.status then return {'missing'} end
 if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end

@@ -1,0 +1,385 @@
+"""Reach: sessions by task name from any Celery client, idempotent sends, fleets that differ,
+and every action visible in Flower (real workers, a real Flower with basic auth)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction
+from jido_tasks.errors import ActionIdConflict, InvalidActionId
+from jido_tasks.models import ActionRequest, ReplyTo
+from jido_tasks.settings import Settings
+from tests.conftest import ROOT, WorkerGroup, burst, free_port, wait_for, worker_env
+
+Workers = Callable[..., WorkerGroup]
+
+
+def pure_client(settings: Settings, n: int) -> dict[str, Any]:
+    """Run tests/pure_celery_client.py (no jido_tasks import) against the workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIDO_TASKS_")}
+    res = subprocess.run([sys.executable, str(ROOT / "tests" / "pure_celery_client.py"),
+                          settings.broker, settings.queue, str(n)],
+                         capture_output=True, text=True, timeout=300, env=env, cwd="/")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def celery_client(settings: Settings) -> Celery:
+    """A plain Celery app (JSON only) as any Python app would build it."""
+    app = Celery(broker=settings.broker, backend=settings.backend)
+    app.conf.update(task_serializer="json", accept_content=["json"],
+                    result_accept_content=["json"])
+    return app
+
+
+def test_pure_celery_client_uses_sessions_by_name(workers: Workers) -> None:
+    """create, 100 sends read in order, a duplicate delivery applied once, typed errors."""
+    group = workers(1)
+    out = pure_client(group.settings, 100)
+    sid = out["session_id"]
+    assert out["entry"]["status"] == "active" and out["entry"]["metadata"] == {"client": "pure"}
+    assert out["results"] == list(range(1, 101))
+    state = group.client.get_state(sid)
+    assert out["state"] == state
+    assert state["items"] == [*range(100), "dup"]  # the duplicate applied once
+    assert out["dup_result"] == 101
+    assert out["got"]["id"] == sid and sid in out["listed"]
+    # The message id is the action id: the client's records know them.
+    for aid in out["ids"]:
+        assert group.client.action(sid, aid).status == "succeeded"
+    assert group.client.action(sid, out["dup_id"]).result == 101
+    assert out["failed"] == {
+        "type": "ValueError", "message": "nope"}
+    assert out["unknown"]["type"] == "UnknownAction"
+    assert "no.such_action" in out["unknown"]["message"]
+    assert out["bad_params"]["type"] == "InvalidParams"
+    assert "name" in out["bad_params"]["message"]
+    assert out["bad_session"]["type"] == "InvalidSessionId"
+    # Nothing of the refused sends was written: 100 + dup + the failed action.
+    sk = group.client.layer.keys.session(sid)
+    assert group.client.layer.redis.hlen(sk.actions) == 102
+    assert group.client.layer.redis.llen(sk.mailbox) == 0
+
+
+def test_client_send_with_action_id_is_idempotent(burst_client: Client) -> None:
+    c = burst_client
+    sid = c.create_session().id
+    aid = f"act_{uuid.uuid4().hex}"
+    first = c.send(sid, "test.append", {"value": 1}, action_id=aid)
+    again = c.send(sid, "test.append", {"value": 1}, action_id=aid)  # a retry after a timeout
+    assert first.id == again.id == aid
+    sk = c.layer.keys.session(sid)
+    assert c.layer.redis.lrange(sk.mailbox, 0, -1) == [aid]
+    with pytest.raises(ActionIdConflict) as conflict:
+        c.send(sid, "test.append", {"value": 2}, action_id=aid)
+    assert (conflict.value.action_id, conflict.value.session_id) == (aid, sid)
+    with pytest.raises(ActionIdConflict):
+        c.send(sid, "test.noop", {"value": 1}, action_id=aid)
+    with pytest.raises(InvalidActionId):
+        c.send(sid, "test.append", {"value": 1}, action_id="act_../../x")
+    with pytest.raises(InvalidActionId):
+        c.send(sid, "test.append", {"value": 1}, action_id=str(uuid.uuid4()).upper())
+    assert c.layer.redis.lrange(sk.mailbox, 0, -1) == [aid]
+    assert burst(c, sid) == 1
+    # After it ran, a retried send is still accepted once, and a retried call returns the result.
+    assert c.send(sid, "test.append", {"value": 1}, action_id=aid).get(timeout=5) == 1
+    assert Client.call(c, sid, "test.append", {"value": 1}, timeout=5, action_id=aid) == 1
+    assert c.get_state(sid) == {"items": [1]}
+    # A uuid (a Celery task id) is an action id too; params order does not change the content.
+    uid = str(uuid.uuid4())
+    c.send(sid, "test.greet", {"name": "a", "times": 1}, action_id=uid)
+    c.send(sid, "test.greet", {"times": 1, "name": "a"}, action_id=uid)
+    # send_many: items with ids; a retried batch is accepted once, a taken id refuses all.
+    ids = [f"act_{uuid.uuid4().hex}" for _ in range(3)]
+    items = [("test.append", {"value": v}, i) for v, i in zip((2, 3, 4), ids, strict=True)]
+    c.send_many(sid, items)
+    c.send_many(sid, items)
+    assert c.layer.redis.lrange(sk.mailbox, 0, -1) == [uid, *ids]
+    with pytest.raises(ActionIdConflict):
+        c.send_many(sid, [("test.append", {"value": 9}), ("test.append", {"value": 5}, ids[0])])
+    burst(c, sid)
+    assert c.get_state(sid)["items"] == [1, 2, 3, 4]
+
+
+BARE_SENDER = """
+import json, sys
+from jido_tasks import Client
+from jido_tasks.actions import is_registered
+c = Client()
+assert not is_registered("test.greet")
+sid = sys.argv[1]
+hs = [c.send(sid, "test.greet", {"name": "x"}), c.send(sid, "test.greet", {"times": 2}),
+      c.send(sid, "nobody.has_this")]
+print(json.dumps([h.id for h in hs]))
+c.close()
+"""
+
+
+def test_unregistered_action_is_validated_by_the_worker(client: Client) -> None:
+    """A client process without the app's modules sends its actions; the worker validates
+    them (UnknownAction / InvalidParams from handle.get(), state unchanged)."""
+    sid = client.create_session().id
+    env = worker_env(client.settings.model_copy(update={"action_modules": []}))
+    res = subprocess.run([sys.executable, "-c", BARE_SENDER, sid], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    ok, bad, gone = json.loads(res.stdout)
+    burst(client, sid)
+    assert client.handle(sid, ok).get(timeout=5) == "hello x"
+    with pytest.raises(ActionFailed) as invalid:
+        client.handle(sid, bad).get(timeout=5)
+    assert invalid.value.error_type == "InvalidParams"
+    with pytest.raises(ActionFailed) as unknown:
+        client.handle(sid, gone).get(timeout=5)
+    assert unknown.value.error_type == "UnknownAction"
+    assert client.get_state(sid) == {}
+
+
+def test_locally_registered_actions_are_still_checked_at_the_edge(client: Client) -> None:
+    sid = client.create_session().id
+    with pytest.raises(InvalidParams):
+        client.send(sid, "test.greet", {"times": 2})
+    with pytest.raises(UnknownAction):
+        client.send(sid, "Bad Name!")
+
+
+def test_fleet_where_one_worker_lacks_the_app_actions(workers: Workers, tmp_path: Any) -> None:
+    """Two workers on one queue, only one importing the app's modules: all 100 app actions
+    apply; the other hands the session back and says so at WARNING."""
+    full = workers(1)
+    plain_settings = full.settings.model_copy(update={"action_modules": []})
+    (tmp_path / "plain").mkdir()
+    plain = WorkerGroup(plain_settings, tmp_path / "plain")
+    plain.start(1, wait=False)
+    try:
+        full.wait_ready(2)
+        c = full.client
+        wait_for(lambda: len(_fleet(c)) == 2, 20, message="both workers registered")
+        sids = [c.create_session().id for _ in range(4)]
+        handles = [c.send(sid, "test.greet", {"name": str(i)}) for i in range(25) for sid in sids]
+        assert [h.get(timeout=120) for h in handles] == [f"hello {i}" for i in range(25)
+                                                          for _ in sids]
+        wait_for(lambda: "lacks action 'test.greet'" in plain.logs(), 30,
+                 message="the plain worker's warning")
+        # Hand-backs are not crashes: no action came closer to poison.
+        for h in handles:
+            assert c.action(h.session_id, h.id).attempts == 1
+    finally:
+        plain.stop()
+
+
+def _fleet(c: Client) -> dict[str, set[str]]:
+    from jido_tasks.fleet import live_actions
+
+    return live_actions(c.layer)
+
+
+def test_unknown_everywhere_fails_once_no_live_worker_has_it(workers: Workers) -> None:
+    group = workers(1, action_modules=[])
+    c = group.client
+    sid = c.create_session().id
+    handle = c.send(sid, "test.append", {"value": 1})  # the client has it, the worker not
+    with pytest.raises(ActionFailed) as failed:
+        handle.get(timeout=30)
+    assert failed.value.error_type == "UnknownAction"
+    assert "session " + sid in group.logs() or sid in group.logs()
+
+
+def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
+    """By-name sends while a worker is SIGKILLed: every action applied once, in each session's
+    send order, and every result readable through AsyncResult."""
+    group = workers(2, visibility_timeout=4.0)
+    app = celery_client(group.settings)
+    c = group.client
+    sids = [c.create_session().id for _ in range(3)]
+    sent: list[tuple[str, int, Any]] = []
+    try:
+        for i in range(60):
+            for sid in sids:
+                r = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": i}],
+                                  queue=group.settings.queue)
+                sent.append((sid, i, r))
+            if i == 20:
+                group.kill(0)
+            if i == 40:
+                group.start(1, wait=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(r.ready() for _, _, r in sent):
+            c.sweep(force=True)  # the beat's job: resume drains the dead worker held
+            time.sleep(0.5)
+        for sid in sids:
+            items = c.get_state(sid)["items"]
+            assert sorted(items) == list(range(60)), "lost or doubled"
+        for sid, _, r in sent:
+            pos = r.get(timeout=5)
+            assert c.get_state(sid)["items"][pos - 1] is not None
+            assert c.action(sid, r.id).status == "succeeded"
+    finally:
+        app.close()
+
+
+# -- Flower ----------------------------------------------------------------------------------
+AUTH = "ops:s3cret"
+
+
+def _get(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read()
+    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+
+@contextmanager
+def flower(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    env = worker_env(settings)
+    env["JIDO_TASKS_FLOWER_BASIC_AUTH"] = AUTH
+    proc = subprocess.Popen([sys.executable, "-m", "jido_tasks.cli", "flower", "--port",
+                             str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            _get(f"{base}/api/workers")
+        except (OSError, urllib.error.HTTPError):
+            return False
+        return True
+
+    try:
+        wait_for(up, 60, interval=0.3, message="flower to answer")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
+    group = workers(1)
+    c = group.client
+    with flower(group.settings) as base:
+        # Flower sees events only once its receiver is connected: wait for a ping to show.
+        def ping_seen() -> bool:
+            r = c.celery.send_task("jido_tasks.ping", queue=group.settings.queue)
+            r.get(timeout=10)
+            try:
+                return _get(f"{base}/api/task/info/{r.id}").get("state") == "SUCCESS"
+            except urllib.error.HTTPError:
+                return False
+        wait_for(ping_seen, 30, interval=1.0, message="flower to see task events")
+        sid = c.create_session().id
+        by_client = [c.send(sid, "test.append", {"value": i}) for i in range(5)]
+        many = c.send_many(sid, [("test.greet", {"name": "m"})])
+        failing = c.send(sid, "test.fail", {"message": "broken"})
+        app = celery_client(group.settings)
+        by_name = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": 9}],
+                                queue=group.settings.queue)
+        assert by_name.get(timeout=30) == 6
+        app.close()
+        # Flower's HTTP API is a Celery client too: the answered task id is the action id.
+        posted = _get(f"{base}/api/task/async-apply/jido_tasks.send",
+                      {"args": [sid, "test.append", {"value": 10}],
+                       "options": {"queue": group.settings.queue}})
+        via_http = posted["task-id"]
+        assert c.celery.AsyncResult(via_http).get(timeout=30) == 7
+        for h in [*by_client, *many]:
+            h.get(timeout=30)
+        with pytest.raises(ActionFailed):
+            failing.get(timeout=30)
+
+        def info(aid: str) -> dict[str, Any]:
+            try:
+                found: dict[str, Any] = _get(f"{base}/api/task/info/{aid}")
+            except urllib.error.HTTPError:
+                return {}
+            return found
+
+        def final(aid: str, state: str) -> dict[str, Any]:
+            return wait_for(lambda: (i := info(aid)).get("state") == state and i, 30,
+                            message=f"flower to show {aid} as {state}")
+
+        row = final(by_client[0].id, "SUCCESS")
+        assert row["name"] == "jido_tasks.action.test.append"
+        assert sid in row["args"] and "'value': 0" in row["kwargs"]
+        assert row["result"] == "1" and row["runtime"] is not None
+        assert row["received"] and row["started"] and row["succeeded"]
+        assert final(many[0].id, "SUCCESS")["name"] == "jido_tasks.action.test.greet"
+        named = final(by_name.id, "SUCCESS")
+        assert named["name"] == "jido_tasks.action.test.append" and named["result"] == "6"
+        bad = final(failing.id, "FAILURE")
+        assert bad["exception"] == "ValueError('broken')"
+        tasks = _get(f"{base}/api/tasks?limit=1000")
+        for h in [*by_client, *many, failing]:
+            assert h.id in tasks
+        assert final(via_http, "SUCCESS")["result"] == "7"
+        assert _get(f"{base}/api/task/result/{via_http}")["result"] == 7
+        failed = _get(f"{base}/api/tasks?state=FAILURE&limit=1000")
+        assert list(failed) == [failing.id]
+        drains = _get(f"{base}/api/tasks?taskname=jido_tasks.drain&limit=1000")
+        assert drains, "drains stay visible"
+        metrics = _get(f"{base}/metrics")
+        # Per-action-name series: events by type (outcomes) and runtimes.
+        assert 'type="task-failed"' in metrics and 'task="jido_tasks.action.test.fail"' in metrics
+        assert any(line.startswith("flower_task_runtime_seconds_count")
+                   and 'task="jido_tasks.action.test.append"' in line
+                   for line in metrics.splitlines())
+
+
+def test_action_events_can_be_turned_off(workers: Workers) -> None:
+    """With `action_events` off the drain sends no per-action task event (nothing for Flower);
+    by-name results still arrive."""
+    group = workers(1, action_events=False)
+    app = celery_client(group.settings)
+    c = group.client
+    sid = c.create_session().id
+    seen: list[dict[str, Any]] = []
+    with app.connection_for_read() as conn:
+        recv = app.events.Receiver(conn, handlers={"*": seen.append})
+        listener = threading.Thread(target=recv.capture, kwargs={"wakeup": False}, daemon=True)
+        listener.start()
+        # The receiver is live once it sees a task's events.
+        def live() -> bool:
+            app.send_task("jido_tasks.ping", queue=group.settings.queue).get(timeout=10)
+            return any(e["type"] == "task-succeeded" for e in seen)
+        wait_for(live, 30, interval=0.5, message="the event receiver")
+        h = c.send(sid, "test.append", {"value": 1})
+        r = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": 2}],
+                          queue=group.settings.queue)
+        assert h.get(timeout=30) == 1 and r.get(timeout=30) == 2
+        ping = app.send_task("jido_tasks.ping", queue=group.settings.queue)
+        ping.get(timeout=10)
+        wait_for(lambda: any(e.get("uuid") == ping.id and e["type"] == "task-succeeded"
+                             for e in seen), 10, message="the last ping's events")
+        recv.should_stop = True
+    app.close()
+    assert not [e for e in seen if e.get("uuid") == h.id]
+    assert not [e for e in seen if str(e.get("name", "")).startswith("jido_tasks.action.")]
+    # The by-name send itself shows as received/started (the worker's own events), no more.
+    assert {e["type"] for e in seen if e.get("uuid") == r.id} <= {"task-received",
+                                                                  "task-started"}
+
+
+def test_request_marks_by_name_sends() -> None:
+    req = ActionRequest(action="a.b", params={"x": 1}, reply_to=ReplyTo.CELERY, digest="d")
+    assert ActionRequest.model_validate_json(req.to_json()) == req
+    assert "reply_to" not in ActionRequest(action="a.b").to_json()
