@@ -26,8 +26,9 @@ from jido_tasks.models import (
     new_action_id,
     validate_session_id,
 )
+from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
-from jido_tasks.store.connection import RedisLayer, redis_errors
+from jido_tasks.store.connection import Layer, Read, RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,14 @@ class Mailbox:
         self._listeners: list[_Listener] = []
 
     def _request(self, session_id: str, action: str, params: Any) -> tuple[str, ActionRequest]:
-        """A new action id and its request, after validating name and params."""
-        spec = get_action(action, session_id)
-        clean, _ = check_params(spec, params, session_id, self.settings.max_params_bytes)
-        return new_action_id(), ActionRequest(action=action, params=clean,
-                                              created_at=time.time())
+        return prepare(self.settings, session_id, action, params)
 
     def _send_op(self, session_id: str, action_id: str, request: str) -> scripts.Op[bool]:
-        return scripts.send(session_id, action_id=action_id, request=request,
-                            stale_after=self.settings.stale_after)
+        return send_op(self.settings, session_id, action_id, request)
 
     @redis_errors
     def send(self, session_id: str, action: str, params: Any = None) -> ActionHandle:
         """Accept an action durably (or raise a typed error and enqueue nothing)."""
-        validate_session_id(session_id)
         action_id, request = self._request(session_id, action, params)
         request_json = request.to_json()
         if self.layer.call(self._send_op(session_id, action_id, request_json)):
@@ -79,7 +74,7 @@ class Mailbox:
         active refuses them all.
         """
         validate_session_id(session_id)
-        items = [(a, None) if isinstance(a, str) else a for a in actions]
+        items = normalize(actions)
         prepared = [(name, *self._request(session_id, name, params)) for name, params in items]
         if not prepared:
             return []
@@ -100,28 +95,12 @@ class Mailbox:
 
     @redis_errors
     def record(self, session_id: str, action_id: str) -> ActionRecord:
-        validate_session_id(session_id)
-        sk = self.layer.keys.session(session_id)
-        pipe = self.layer.redis.pipeline(transaction=False)
-        pipe.hget(sk.actions, action_id)
-        pipe.hget(sk.results, action_id)
-        pipe.lindex(sk.mailbox, 0)
-        pipe.exists(sk.lease)
-        request, outcome, head, leased = pipe.execute()
-        if request is None and outcome is None:
-            raise ActionNotFound(session_id, action_id)
-        return ActionRecord.build(
-            session_id, action_id,
-            ActionRequest.model_validate_json(request) if request else None,
-            Outcome.model_validate_json(outcome) if outcome else None,
-            running=(head == action_id and bool(leased)))
+        return self.layer.read(record_read(self.layer, session_id, action_id))
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
-        validate_session_id(session_id)
-        tag = self.layer.call(scripts.cancel(session_id, action_id=action_id, reason=reason,
-                                             keep=self.settings.keep_results))
+        tag = self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
         return tag is scripts.Tag.CANCELLED
 
     def listener(self) -> _Listener:
@@ -201,6 +180,67 @@ class Mailbox:
             raise
         return result_of(self.wait(session_id, handle.id, timeout, handle.request, True))
 
+
+
+# -- the logic shared by the sync and the async client (no I/O here) --------------------------
+def prepare(settings: Settings, session_id: str, action: str, params: Any,
+            ) -> tuple[str, ActionRequest]:
+    """A new action id and its request, after validating the session id, name and params."""
+    validate_session_id(session_id)
+    spec = get_action(action, session_id)
+    clean, _ = check_params(spec, params, session_id, settings.max_params_bytes)
+    return new_action_id(), ActionRequest(action=action, params=clean, created_at=time.time())
+
+
+def normalize(actions: Iterable[tuple[str, Any] | str]) -> list[tuple[str, Any]]:
+    """`send_many`'s items as (name, params): a bare name means no params."""
+    return [(a, None) if isinstance(a, str) else a for a in actions]
+
+
+def send_op(settings: Settings, session_id: str, action_id: str, request: str,
+            ) -> scripts.Op[bool]:
+    """The send script call; its reply is True when the caller must publish a drain."""
+    return scripts.send(session_id, action_id=action_id, request=request,
+                        stale_after=settings.stale_after)
+
+
+def cancel_op(settings: Settings, session_id: str, action_id: str, reason: str,
+              ) -> scripts.Op[scripts.Tag]:
+    validate_session_id(session_id)
+    return scripts.cancel(session_id, action_id=action_id, reason=reason,
+                          keep=settings.keep_results)
+
+
+def record_read(layer: Layer, session_id: str, action_id: str) -> Read[ActionRecord]:
+    """One pipeline reading an action's request, outcome and whether it is running."""
+    validate_session_id(session_id)
+    sk = layer.keys.session(session_id)
+
+    def decode(replies: list[Any]) -> ActionRecord:
+        request, outcome, head, leased = replies
+        if request is None and outcome is None:
+            raise ActionNotFound(session_id, action_id)
+        return ActionRecord.build(
+            session_id, action_id,
+            ActionRequest.model_validate_json(request) if request else None,
+            Outcome.model_validate_json(outcome) if outcome else None,
+            running=(head == action_id and bool(leased)))
+    return Read([("HGET", sk.actions, action_id), ("HGET", sk.results, action_id),
+                 ("LINDEX", sk.mailbox, 0), ("EXISTS", sk.lease)], decode)
+
+
+def outcomes_read(layer: Layer, actions: list[tuple[str, str]],
+                  ) -> Read[list[Outcome | None]]:
+    """The stored outcomes of (session id, action id) pairs, in one pipeline: the waiters'
+    safety net. Each is None while the action has none yet (or it is not finished)."""
+    def decode(replies: list[Any]) -> list[Outcome | None]:
+        out: list[Outcome | None] = []
+        for raw in replies:
+            outcome = Outcome.model_validate_json(raw) if raw else None
+            out.append(outcome if outcome is not None and outcome.status.finished else None)
+        return out
+    return Read([("HGET", layer.keys.session(sid).results, aid) for sid, aid in actions],
+                decode)
 
 class _Listener:
     """One thread's pub/sub connection, subscribed to one done channel at a time."""
