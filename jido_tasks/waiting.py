@@ -63,6 +63,8 @@ class WaitHub:
         self._recheck_all = asyncio.Event()
         self._chores: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.reconnects = 0
+        """Times the pub/sub connection was rebuilt after a failure."""
 
     @property
     def waiting(self) -> int:
@@ -200,6 +202,7 @@ class WaitHub:
                 log.warning("pub/sub reconnection failed: %s", exc)
                 return
             self._wire.update(channels)
+            self.reconnects += 1
         log.info("pub/sub reconnected: %d channels", len(channels))
         self._recheck_all.set()
 

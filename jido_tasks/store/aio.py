@@ -18,6 +18,8 @@ from jido_tasks.store.scripts import Op
 
 T = TypeVar("T")
 
+CLIENT_NAME = "jido-tasks-aio"
+"""The name of every connection of an async layer, as `CLIENT LIST` shows it."""
 DEFAULT_MAX_CONNECTIONS = 32
 """Connections one async layer opens at most; more concurrent commands wait for a free one
 (so 1,000 concurrent calls never open 1,000 sockets)."""
@@ -32,7 +34,7 @@ class AsyncRedisLayer:
         self.keys = KeySchema(settings.namespace)
         self.pool = redis.asyncio.BlockingConnectionPool.from_url(
             settings.redis_dsn, decode_responses=True, max_connections=max_connections,
-            timeout=None, health_check_interval=30)
+            timeout=None, health_check_interval=30, client_name=CLIENT_NAME)
         # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
         self.redis: Any = redis.asyncio.Redis(connection_pool=self.pool)
         self._loaded: dict[str, Any] = {}
