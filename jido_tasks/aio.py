@@ -75,7 +75,7 @@ from jido_tasks.waiting import Wait, WaitHub
 P = ParamSpec("P")
 R = TypeVar("R")
 
-OFF_LOOP_THREADS = 8
+OFF_LOOP_THREADS = 2
 """Threads of one client for the work that must stay synchronous (kombu, snapshot files)."""
 
 
