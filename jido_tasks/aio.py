@@ -87,6 +87,9 @@ class AsyncClient:
         self.settings = settings or load_settings()
         self.layer = AsyncRedisLayer(self.settings, max_connections=max_connections)
         self.hub = WaitHub(self.layer)
+        # Bounds the sends in progress: 1,000 calls started at once then prepare and send in
+        # slices, so no single turn of the loop does all the validation work (loop lag).
+        self._sending = asyncio.Semaphore(2 * max_connections)
         self._executor = ThreadPoolExecutor(OFF_LOOP_THREADS,
                                             thread_name_prefix="jido-tasks-aio")
         self._lock = threading.RLock()
@@ -172,8 +175,9 @@ class AsyncClient:
     @redis_errors
     async def send(self, session_id: str, action: str, params: Any = None) -> AsyncActionHandle:
         """Accept an action for the session; returns once it is durably queued."""
-        action_id, request = prepare(self.settings, session_id, action, params)
-        return await self._send(session_id, action, action_id, request.to_json())
+        async with self._sending:
+            action_id, request = prepare(self.settings, session_id, action, params)
+            return await self._send(session_id, action, action_id, request.to_json())
 
     async def _send(self, session_id: str, action: str, action_id: str,
                     request: str) -> AsyncActionHandle:
@@ -194,12 +198,13 @@ class AsyncClient:
             return []
         ops = [send_op(self.settings, session_id, action_id, request.to_json())
                for _, action_id, request in requests]
-        replies = await self.layer.call_many(ops, transaction=True)
-        for reply in replies:
-            if isinstance(reply, Exception):  # the same refusal for all (one transaction)
-                raise reply
-        if any(replies):
-            await self._off_loop(self._publish, session_id)
+        async with self._sending:
+            replies = await self.layer.call_many(ops, transaction=True)
+            for reply in replies:
+                if isinstance(reply, Exception):  # the same refusal for all (one transaction)
+                    raise reply
+            if any(replies):
+                await self._off_loop(self._publish, session_id)
         for name, action_id, _ in requests:
             telemetry.dispatch.action_sent(session_id, action_id, name)
         return [AsyncActionHandle(self, session_id, action_id, name, op.args[1])
@@ -210,14 +215,17 @@ class AsyncClient:
                    timeout: float | None = 30.0) -> Any:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
         `ActionTimeout`). Cancelling the awaiting task stops the wait, not the action."""
-        action_id, request = prepare(self.settings, session_id, action, params)
-        wait = self.hub.register(session_id, action_id)  # before the send: nothing is missed
+        wait: Wait | None = None
         try:
-            await self.hub.subscribe(wait, confirm=False)
-            await self._send(session_id, action, action_id, request.to_json())
+            async with self._sending:
+                action_id, request = prepare(self.settings, session_id, action, params)
+                wait = self.hub.register(session_id, action_id)  # before the send
+                await self.hub.subscribe(wait, confirm=False)
+                await self._send(session_id, action, action_id, request.to_json())
             return result_of(await self._wait(wait, timeout, request))
         finally:
-            self.hub.release(wait)
+            if wait is not None:
+                self.hub.release(wait)
 
     @redis_errors
     async def action(self, session_id: str, action_id: str) -> ActionRecord:
