@@ -2,6 +2,7 @@
 
 from jido_tasks import telemetry
 from jido_tasks.actions import ActionContext, action
+from jido_tasks.aio import AsyncActionHandle, AsyncClient
 from jido_tasks.client import Client
 from jido_tasks.errors import (
     ActionCancelled,
@@ -54,6 +55,8 @@ __all__ = [
     "ActionStatus",
     "ActionTimeLimitExceeded",
     "ActionTimeout",
+    "AsyncActionHandle",
+    "AsyncClient",
     "Client",
     "ConfigError",
     "Event",

@@ -36,8 +36,9 @@ from jido_tasks.models import (
     validate_action_id,
     validate_session_id,
 )
+from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
-from jido_tasks.store.connection import RedisLayer, redis_errors
+from jido_tasks.store.connection import Layer, Read, RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,98 @@ def _item(item: SendItem, session_id: str) -> tuple[str, Any, str | None]:
                           f"(name, params, action_id), not {item!r:.80}", session_id)
 
 
+# -- shared by the sync and the async client (no I/O here) -----------------------------------
+def normalize(actions: Iterable[SendItem], session_id: str) -> list[tuple[str, Any, str | None]]:
+    """`send_many`'s items as (name, params, action_id or None); an id given twice is refused."""
+    items = [_item(a, session_id) for a in actions]
+    ids = [aid for _, _, aid in items if aid is not None]
+    if len(ids) != len(set(ids)):
+        raise InvalidArgument("send_many", "action_id", "the same id is given twice",
+                              session_id)
+    return items
+
+
+def prepare(settings: Settings, session_id: str, action: str, params: Any,
+            action_id: str | None = None, reply_to: ReplyTo | None = None,
+            ) -> tuple[str, ActionRequest]:
+    """The action id (caller-chosen and validated, or new) and its request, after validating
+    the session id, the name and the params.
+
+    An action registered in this process is validated here (name, params); one that is not
+    is checked for form only (a valid name, params a JSON object within the size limit) and
+    validated by the worker that runs it.
+    """
+    validate_session_id(session_id)
+    if action_id is not None:
+        validate_action_id(action_id, session_id)
+    clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
+                            settings.max_params_bytes)
+    return action_id or new_action_id(), ActionRequest(
+        action=action, params=clean, created_at=time.time(),
+        digest=request_digest(action, clean), reply_to=reply_to)
+
+
+def send_op(settings: Settings, session_id: str, action_id: str,
+            request: ActionRequest) -> scripts.Op[scripts.Sent]:
+    """The send script call (its reply says whether to publish a drain, and duplicates)."""
+    return scripts.send(session_id, action_id=action_id, action=request.action,
+                        request=request.to_json(), digest=request.digest or "",
+                        stale_after=settings.stale_after)
+
+
+def settle_many(prepared: list[tuple[str, ActionRequest]],
+                replies: list[scripts.Sent | Exception],
+                ) -> tuple[Exception | None, list[str], bool]:
+    """What a `send_many` transaction's replies mean: the error to raise (if any), the ids
+    it queued that must be withdrawn (a taken id must not leave the others in), and whether
+    to publish a drain."""
+    errors = [r for r in replies if isinstance(r, Exception)]
+    queued = [aid for (aid, _), r in zip(prepared, replies, strict=True)
+              if isinstance(r, scripts.Sent) and not r.duplicate]
+    if errors:
+        conflict = any(isinstance(r, ActionIdConflict) for r in errors)
+        return errors[0], queued if conflict else [], False
+    return None, [], any(r.publish for r in replies if isinstance(r, scripts.Sent))
+
+
+WITHDRAW_REASON = "send_many refused: an action id is taken"
+
+
+def cancel_op(settings: Settings, session_id: str, action_id: str, reason: str,
+              ) -> scripts.Op[scripts.Tag]:
+    validate_session_id(session_id)
+    return scripts.cancel(session_id, action_id=action_id, reason=reason,
+                          keep=settings.keep_results)
+
+
+def record_read(layer: Layer, session_id: str, action_id: str) -> Read[ActionRecord]:
+    """One pipeline reading an action's request, outcome and whether it is running."""
+    validate_session_id(session_id)
+    sk = layer.keys.session(session_id)
+
+    def decode(replies: list[Any]) -> ActionRecord:
+        request, outcome, head, leased = replies
+        if request is None and outcome is None:
+            raise ActionNotFound(session_id, action_id)
+        return ActionRecord.from_stored(session_id, action_id, request, outcome,
+                                        running=(head == action_id and bool(leased)))
+    return Read([("HGET", sk.actions, action_id), ("HGET", sk.results, action_id),
+                 ("LINDEX", sk.mailbox, 0), ("EXISTS", sk.lease)], decode)
+
+
+def outcomes_read(layer: Layer, actions: list[tuple[str, str]],
+                  ) -> Read[list[Outcome | None]]:
+    """The stored outcomes of (session id, action id) pairs, in one pipeline: the waiters'
+    safety net. Each is None while the action has none yet (or it is not finished)."""
+    def decode(replies: list[Any]) -> list[Outcome | None]:
+        out: list[Outcome | None] = []
+        for raw in replies:
+            outcome = Outcome.model_validate_json(raw) if raw else None
+            out.append(outcome if outcome is not None and outcome.status.finished else None)
+        return out
+    return Read([("HGET", layer.keys.session(sid).results, aid) for sid, aid in actions],
+                decode)
+
 # While waiting, the record is read again this often (seconds), in case a finish message was
 # missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
 RECHECK_EVERY = 1.0
@@ -71,28 +164,6 @@ class Mailbox:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
-
-    def _request(self, session_id: str, action: str, params: Any, action_id: str | None,
-                 reply_to: ReplyTo | None = None) -> tuple[str, ActionRequest]:
-        """The action id (caller-chosen and validated, or new) and its request.
-
-        An action registered in this process is validated here (name, params); one that is not
-        is checked for form only (a valid name, params a JSON object within the size limit)
-        and validated by the worker that runs it.
-        """
-        if action_id is not None:
-            validate_action_id(action_id, session_id)
-        clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
-                                self.settings.max_params_bytes)
-        return action_id or new_action_id(), ActionRequest(
-            action=action, params=clean, created_at=time.time(),
-            digest=request_digest(action, clean), reply_to=reply_to)
-
-    def _send_op(self, session_id: str, action_id: str,
-                 request: ActionRequest) -> scripts.Op[scripts.Sent]:
-        return scripts.send(session_id, action_id=action_id, action=request.action,
-                            request=request.to_json(), digest=request.digest or "",
-                            stale_after=self.settings.stale_after)
 
     @redis_errors
     def send(self, session_id: str, action: str, params: Any = None,
@@ -110,9 +181,9 @@ class Mailbox:
                ) -> tuple[ActionHandle, scripts.Sent]:
         """`send`, also returning what the send script did (the by-name task needs to know a
         duplicate and its outcome)."""
-        validate_session_id(session_id)
-        action_id, request = self._request(session_id, action, params, action_id, reply_to)
-        sent = self.layer.call(self._send_op(session_id, action_id, request))
+        action_id, request = prepare(self.settings, session_id, action, params, action_id,
+                                     reply_to)
+        sent = self.layer.call(send_op(self.settings, session_id, action_id, request))
         if sent.publish:
             publish_drain(self.celery, self.settings, session_id)
         if not sent.duplicate:
@@ -130,27 +201,20 @@ class Mailbox:
         whose id names other content raises `ActionIdConflict` and nothing is sent.
         """
         validate_session_id(session_id)
-        items = [_item(a, session_id) for a in actions]
-        ids = [aid for _, _, aid in items if aid is not None]
-        if len(ids) != len(set(ids)):
-            raise InvalidArgument("send_many", "action_id", "the same id is given twice",
-                                  session_id)
-        prepared = [self._request(session_id, name, params, aid) for name, params, aid in items]
+        prepared = [prepare(self.settings, session_id, name, params, aid)
+                    for name, params, aid in normalize(actions, session_id)]
         if not prepared:
             return []
         replies = self.layer.call_many(
-            [self._send_op(session_id, action_id, request) for action_id, request in prepared],
-            transaction=True)
-        conflicts = [r for r in replies if isinstance(r, Exception)]
-        if conflicts:
-            # One refusal of the session refuses all; a taken id must not leave the others in.
-            if any(isinstance(r, ActionIdConflict) for r in conflicts) and any(
-                    isinstance(r, scripts.Sent) and not r.duplicate for r in replies):
-                self._withdraw(session_id, [aid for (aid, _), r in zip(prepared, replies,
-                                                                        strict=True)
-                                            if isinstance(r, scripts.Sent) and not r.duplicate])
-            raise conflicts[0]
-        if any(r.publish for r in replies if isinstance(r, scripts.Sent)):
+            [send_op(self.settings, session_id, action_id, request)
+             for action_id, request in prepared], transaction=True)
+        error, withdraw, publish = settle_many(prepared, replies)
+        if error is not None:
+            for action_id in withdraw:
+                self.layer.call(cancel_op(self.settings, session_id, action_id,
+                                          WITHDRAW_REASON))
+            raise error
+        if publish:
             publish_drain(self.celery, self.settings, session_id)
         for (action_id, request), reply in zip(prepared, replies, strict=True):
             if isinstance(reply, scripts.Sent) and not reply.duplicate:
@@ -158,34 +222,14 @@ class Mailbox:
         return [ActionHandle(self, session_id, action_id, request.action, request.to_json())
                 for action_id, request in prepared]
 
-    def _withdraw(self, session_id: str, action_ids: list[str]) -> None:
-        """Cancel the actions a refused `send_many` had already queued (all or none)."""
-        for action_id in action_ids:
-            self.layer.call(scripts.cancel(session_id, action_id=action_id,
-                                           reason="send_many refused: an action id is taken",
-                                           keep=self.settings.keep_results))
-
     @redis_errors
     def record(self, session_id: str, action_id: str) -> ActionRecord:
-        validate_session_id(session_id)
-        sk = self.layer.keys.session(session_id)
-        pipe = self.layer.redis.pipeline(transaction=False)
-        pipe.hget(sk.actions, action_id)
-        pipe.hget(sk.results, action_id)
-        pipe.lindex(sk.mailbox, 0)
-        pipe.exists(sk.lease)
-        request, outcome, head, leased = pipe.execute()
-        if request is None and outcome is None:
-            raise ActionNotFound(session_id, action_id)
-        return ActionRecord.from_stored(session_id, action_id, request, outcome,
-                                        running=(head == action_id and bool(leased)))
+        return self.layer.read(record_read(self.layer, session_id, action_id))
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
-        validate_session_id(session_id)
-        tag = self.layer.call(scripts.cancel(session_id, action_id=action_id, reason=reason,
-                                             keep=self.settings.keep_results))
+        tag = self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
         return tag is scripts.Tag.CANCELLED
 
     def listener(self) -> _Listener:

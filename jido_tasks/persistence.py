@@ -33,10 +33,10 @@ from jido_tasks.models import (
     utcnow,
     validate_session_id,
 )
-from jido_tasks.sessions import SessionService
+from jido_tasks.sessions import create_plan
 from jido_tasks.state import read_document
 from jido_tasks.store import scripts
-from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.connection import Layer, Plan, RedisLayer
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,13 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
 
 def restore_snapshot(layer: RedisLayer, store: SnapshotStore, saved_id: str) -> SessionEntry:
     """A new active session with the saved metadata, llm_config, config and whole state."""
-    snap = store.load(saved_id)
-    return SessionService(layer).create(snap.entry.metadata, snap.entry.llm_config,
-                                        snap.entry.config, state=snap.state,
-                                        restored_from=saved_id)
+    return layer.run(restore_plan(layer, store.load(saved_id), saved_id))
+
+
+def restore_plan(layer: Layer, snap: Snapshot, saved_id: str) -> Plan[SessionEntry]:
+    """The creation of the restored session (shared by the sync and the async client)."""
+    return create_plan(layer, snap.entry.metadata, snap.entry.llm_config, snap.entry.config,
+                       state=snap.state, restored_from=saved_id)
 
 
 def list_snapshots(store: SnapshotStore) -> list[SnapshotInfo]:

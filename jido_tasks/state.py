@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from jido_tasks.models import JsonObject, dumps
-from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.connection import Layer, Plan, Read, RedisLayer
 
 Changes = dict[str, str | None]
 """Part name -> new JSON text, or None for a deleted part."""
@@ -194,23 +194,28 @@ class ActionState(MutableMapping[str, Any]):
         return out
 
 
-def read_document(layer: RedisLayer, session_id: str) -> tuple[dict[str, str], JsonObject]:
+def _pair(replies: list[Any]) -> tuple[Any, Any]:
+    return replies[0], replies[1]
+
+
+def document_plan(layer: Layer, session_id: str) -> Plan[tuple[dict[str, str], JsonObject]]:
     """The registry row and the whole state, read together in one MULTI/EXEC: commits are
     atomic scripts, so the state is the one between two actions, never half of one. An empty
-    row means no such session. A state stored before parts is read as it is."""
+    row means no such session. A state stored before parts is read as it is (a second read,
+    only for such sessions)."""
     sk = layer.keys.session(session_id)
-    pipe = layer.redis.pipeline(transaction=True)
-    pipe.hgetall(sk.entry)
-    pipe.hgetall(sk.state)
-    row, parts = pipe.execute(raise_on_error=False)
+    row, parts = yield Read([("HGETALL", sk.entry), ("HGETALL", sk.state)], _pair,
+                            transaction=True, replies_with_errors=True)
     if isinstance(parts, redis.ResponseError) and str(parts).startswith("WRONGTYPE"):
-        pipe = layer.redis.pipeline(transaction=True)
-        pipe.hgetall(sk.entry)
-        pipe.get(sk.state)
-        row, raw = pipe.execute()
+        row, raw = yield Read([("HGETALL", sk.entry), ("GET", sk.state)], _pair,
+                              transaction=True)
         return row, json.loads(raw) if raw else {}
-    if isinstance(row, Exception):
-        raise row
-    if isinstance(parts, Exception):
-        raise parts
+    for reply in (row, parts):
+        if isinstance(reply, Exception):
+            raise reply
     return row, decode_parts(parts)
+
+
+def read_document(layer: RedisLayer, session_id: str) -> tuple[dict[str, str], JsonObject]:
+    """`document_plan`, run synchronously."""
+    return layer.run(document_plan(layer, session_id))

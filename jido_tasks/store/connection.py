@@ -11,8 +11,9 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import redis
 
@@ -20,9 +21,7 @@ from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
 from jido_tasks.store.client import SyncRedis
 from jido_tasks.store.keys import KeySchema
-
-if TYPE_CHECKING:
-    from jido_tasks.store.scripts import Op
+from jido_tasks.store.scripts import Op
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +54,90 @@ def redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn Redis failures inside `fn` into typed errors (`RedisUnavailable`,
     `RedisOutOfMemory`) naming the URL (password hidden) and the session.
 
-    For methods of objects with a `settings` attribute. The session is the call's argument
-    named `session_id`, when `fn` has one (bound by name, never guessed by position).
+    For methods (plain or `async def`) of objects with a `settings` attribute. The session is
+    the call's argument named `session_id`, when `fn` has one (bound by name, never guessed by
+    position).
     """
     signature = inspect.signature(fn)
     has_session = "session_id" in signature.parameters
+
+    def translate(exc: redis.RedisError, args: Any, kwargs: Any) -> Exception | None:
+        sid = None
+        if has_session:
+            value = signature.bind_partial(*args, **kwargs).arguments.get("session_id")
+            sid = value if isinstance(value, str) else None
+        settings = getattr(args[0], "settings", None) if args else None
+        return typed_redis_error(exc, settings, sid)
+
+    if inspect.iscoroutinefunction(fn):
+        afn = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await afn(*args, **kwargs)
+            except redis.RedisError as exc:
+                typed = translate(exc, args, kwargs)
+                if typed is None:
+                    raise
+                raise typed from exc
+        return cast(Callable[P, R], awrapper)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
-            sid = None
-            if has_session:
-                value = signature.bind_partial(*args, **kwargs).arguments.get("session_id")
-                sid = value if isinstance(value, str) else None
-            settings = getattr(args[0], "settings", None) if args else None
-            typed = typed_redis_error(exc, settings, sid)
+            typed = translate(exc, args, kwargs)
             if typed is None:
                 raise
             raise typed from exc
     return wrapper
+
+
+class Layer(Protocol):
+    """What I/O-free code needs of a Redis layer (sync or async): settings and key names."""
+
+    settings: Settings
+    keys: KeySchema
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """Plain Redis commands read in one pipeline, and the decoder of their replies.
+
+    Built by I/O-free code and run by `RedisLayer.read` or `AsyncRedisLayer.read`, so the
+    sync and async clients read the same keys and decode the replies the same way.
+    """
+
+    commands: list[tuple[Any, ...]]
+    decoder: Callable[[list[Any]], T]
+    transaction: bool = False
+    replies_with_errors: bool = False
+    """The decoder gets a failed command's error in its place (instead of the read raising)."""
+
+    def decode(self, replies: list[Any]) -> T:
+        return self.decoder(replies)
+
+
+Plan = Generator[Any, Any, T]
+"""Logic of several round trips, written once: a generator that yields `Op`s and `Read`s and
+is sent back each one's decoded reply; its return value is the result. `RedisLayer.run` and
+`AsyncRedisLayer.run` drive it with their own I/O."""
+
+
+def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | Exception]:
+    """Decode pipelined script replies; a failed call comes back as its (typed) exception."""
+    out: list[T | Exception] = []
+    for op, reply in zip(ops, replies, strict=True):
+        if isinstance(reply, Exception):
+            out.append(typed_redis_error(reply, layer.settings, op.session_id) or reply)
+            continue
+        try:
+            out.append(op.decode(reply))
+        except Exception as exc:  # a typed refusal of this one call
+            out.append(exc)
+    return out
 
 
 def connect(url: str) -> redis.Redis:
@@ -122,14 +184,21 @@ class RedisLayer:
         pipe = self.redis.pipeline(transaction=transaction)
         for op in ops:
             op.queue(self, pipe)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        out: list[T | Exception] = []
-        for op, reply in zip(ops, replies, strict=True):
-            if isinstance(reply, Exception):
-                out.append(typed_redis_error(reply, self.settings, op.session_id) or reply)
-                continue
-            try:
-                out.append(op.decode(reply))
-            except Exception as exc:  # a typed refusal of this one call
-                out.append(exc)
-        return out
+        return decode_many(self, ops, pipe.execute(raise_on_error=False))
+
+    def read(self, read: Read[T]) -> T:
+        """Run plain commands in one pipeline (one round trip) and decode their replies."""
+        pipe = self.redis.pipeline(transaction=read.transaction)
+        for command in read.commands:
+            pipe.execute_command(*command)
+        return read.decode(pipe.execute(raise_on_error=not read.replies_with_errors))
+
+    def run(self, plan: Plan[T]) -> T:
+        """Drive a plan: run each `Op` / `Read` it yields and send it the reply."""
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                reply = self.call(step) if isinstance(step, Op) else self.read(step)
+        except StopIteration as done:
+            return cast(T, done.value)

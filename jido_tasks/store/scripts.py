@@ -34,7 +34,7 @@ from jido_tasks.models import ACCEPTS_WORK, ALLOWED_TRANSITIONS, Outcome, Sessio
 from jido_tasks.store.keys import INDEX_KEYS, OWNED_KEYS, SCRIPT_KEYS
 
 if TYPE_CHECKING:
-    from jido_tasks.store.connection import RedisLayer
+    from jido_tasks.store.connection import Layer, RedisLayer
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class Op(Generic[T]):
     keys: list[str] = field(default_factory=list)
     """KEYS of a non-session script (session scripts get theirs from the key schema)."""
 
-    def _keys_and_args(self, layer: RedisLayer) -> tuple[list[str], list[Any]]:
+    def _keys_and_args(self, layer: Layer) -> tuple[list[str], list[Any]]:
         if not self.script.session:
             return self.keys, self.args
         assert self.session_id is not None
@@ -205,7 +205,7 @@ class Op(Generic[T]):
             raise ProtocolError(self.script.name, reply, self.session_id) from exc
 
 
-def _common_args(layer: RedisLayer, session_id: str) -> list[Any]:
+def _common_args(layer: Layer, session_id: str) -> list[Any]:
     s = layer.settings
     return [session_id, s.event_maxlen, s.global_event_maxlen,
             layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000)]

@@ -1,0 +1,400 @@
+"""`AsyncClient`: the `Client` API for asyncio apps (FastAPI, Starlette, aiohttp).
+
+The same methods, arguments, return types and typed errors as `Client`, as coroutines. The
+logic is the sync client's: validation, key names, script calls and reply decoding come from
+the same functions and plans (`jido_tasks.sessions`, `jido_tasks.mailbox`,
+`jido_tasks.events`); only the I/O differs (`redis.asyncio` through `AsyncRedisLayer`).
+Waiting never polls and never blocks the loop: one pub/sub connection per client fans finish
+messages out to every waiter (`jido_tasks.waiting.WaitHub`). What must stay synchronous runs
+off the loop, on the client's own threads: publishing a Celery drain (kombu), snapshots (disk
+or Redis store) and the sweep.
+
+One `AsyncClient` belongs to one event loop; close it (`await client.close()`, or
+`async with AsyncClient() as client:`) before the loop ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+
+from jido_tasks import telemetry
+from jido_tasks.actions import load_action_modules
+from jido_tasks.dispatch import publish_drain
+from jido_tasks.errors import ActionTimeout
+from jido_tasks.events import event_stream, events_plan
+from jido_tasks.mailbox import (
+    WITHDRAW_REASON,
+    SendItem,
+    cancel_op,
+    normalize,
+    prepare,
+    record_read,
+    result_of,
+    send_op,
+    settle_many,
+)
+from jido_tasks.models import (
+    ActionRecord,
+    ActionRequest,
+    ActionStatus,
+    Event,
+    JsonObject,
+    SessionConfig,
+    SessionEntry,
+    SessionStatus,
+    validate_session_id,
+)
+from jido_tasks.persistence import (
+    SnapshotInfo,
+    SnapshotStore,
+    delete_snapshot,
+    list_snapshots,
+    restore_plan,
+    save_snapshot,
+    snapshot_store,
+)
+from jido_tasks.sessions import (
+    create_plan,
+    get_plan,
+    list_plan,
+    state_plan,
+    terminate_plan,
+    touch_plan,
+)
+from jido_tasks.settings import Settings, load_settings
+from jido_tasks.store import scripts
+from jido_tasks.store.aio import DEFAULT_MAX_CONNECTIONS, AsyncRedisLayer
+from jido_tasks.store.connection import Read, RedisLayer, redis_errors, typed_redis_error
+from jido_tasks.sweep import SweepReport, run_sweep
+from jido_tasks.waiting import Wait, WaitHub
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OFF_LOOP_THREADS = 2
+"""Threads of one client for the work that must stay synchronous (kombu, snapshot files)."""
+
+
+class AsyncClient:
+    """Entry point for asyncio apps: `AsyncClient()` reads settings from the environment."""
+
+    def __init__(self, settings: Settings | None = None, *,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.settings = settings or load_settings()
+        self.layer = AsyncRedisLayer(self.settings, max_connections=max_connections)
+        self.hub = WaitHub(self.layer)
+        # Bounds the sends in progress: 1,000 calls started at once then prepare and send in
+        # slices, so no single turn of the loop does all the validation work (loop lag).
+        self._sending = asyncio.Semaphore(2 * max_connections)
+        self._executor = ThreadPoolExecutor(OFF_LOOP_THREADS,
+                                            thread_name_prefix="jido-tasks-aio")
+        self._lock = threading.RLock()
+        self._celery: Any = None
+        self._sync_layer: RedisLayer | None = None
+        self._store: SnapshotStore | None = None
+        load_action_modules(self.settings)
+
+    # -- off the loop ---------------------------------------------------------------------
+    async def _off_loop(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run blocking work on the client's threads; the loop goes on meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    @property
+    def celery(self) -> Any:
+        """The Celery app used to publish work (built on first use, off the loop)."""
+        with self._lock:
+            if self._celery is None:
+                from jido_tasks.celery_app import make_app
+
+                self._celery = make_app(self.settings)
+            return self._celery
+
+    @property
+    def sync_layer(self) -> RedisLayer:
+        """The blocking Redis layer the off-loop work (snapshots, sweep) runs on."""
+        with self._lock:
+            if self._sync_layer is None:
+                self._sync_layer = RedisLayer(self.settings)
+            return self._sync_layer
+
+    @property
+    def snapshot_store(self) -> SnapshotStore:
+        """The snapshot store chosen by the `persistence` setting (used off the loop)."""
+        with self._lock:
+            if self._store is None:
+                self._store = snapshot_store(self.sync_layer)
+            return self._store
+
+    def _publish(self, session_id: str) -> bool:
+        return publish_drain(self.celery, self.settings, session_id)
+
+    # -- registry -------------------------------------------------------------------------
+    @redis_errors
+    async def create_session(self, metadata: JsonObject | None = None,
+                             llm_config: JsonObject | None = None,
+                             config: SessionConfig | JsonObject | None = None) -> SessionEntry:
+        return await self.layer.run(create_plan(self.layer, metadata, llm_config, config))
+
+    @redis_errors
+    async def get_session(self, session_id: str) -> SessionEntry:
+        return await self.layer.run(get_plan(self.layer, session_id))
+
+    @redis_errors
+    async def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
+                            limit: int | None = None) -> list[SessionEntry]:
+        """Sessions newest activity first; default every one that is not terminated.
+        `offset`/`limit` count sessions of the requested status."""
+        return await self.layer.run(list_plan(self.layer, status, offset=offset, limit=limit))
+
+    @redis_errors
+    async def touch(self, session_id: str) -> SessionEntry:
+        return await self.layer.run(touch_plan(self.layer, session_id))
+
+    @redis_errors
+    async def terminate_session(self, session_id: str, reason: str = "requested", *,
+                                drain: bool = False, save: bool = False) -> SessionEntry:
+        """Terminate a session: pending actions are cancelled (or, with `drain`, run first).
+        With `save`, a snapshot is saved first (see `Client.terminate_session`)."""
+        validate_session_id(session_id)
+        if save:
+            await self._off_loop(save_snapshot, self.sync_layer, self.snapshot_store,
+                                 session_id, live_only=True)
+        entry, _ = await self.layer.run(terminate_plan(self.layer, session_id, reason, drain))
+        return entry
+
+    @redis_errors
+    async def get_state(self, session_id: str) -> JsonObject:
+        return await self.layer.run(state_plan(self.layer, session_id))
+
+    # -- session work ---------------------------------------------------------------------
+    @redis_errors
+    async def send(self, session_id: str, action: str, params: Any = None, *,
+                   action_id: str | None = None) -> AsyncActionHandle:
+        """Accept an action for the session; returns once it is durably queued. A
+        caller-chosen `action_id` makes a retried send accepted once (`Client.send`)."""
+        async with self._sending:
+            action_id, request = prepare(self.settings, session_id, action, params, action_id)
+            return (await self._send(session_id, action_id, request))[0]
+
+    async def _send(self, session_id: str, action_id: str, request: ActionRequest,
+                    ) -> tuple[AsyncActionHandle, scripts.Sent]:
+        sent = await self.layer.call(send_op(self.settings, session_id, action_id, request))
+        if sent.publish:
+            await self._off_loop(self._publish, session_id)
+        if not sent.duplicate:
+            telemetry.dispatch.action_sent(session_id, action_id, request.action)
+        return AsyncActionHandle(self, session_id, action_id, request.action,
+                                 request.to_json()), sent
+
+    @redis_errors
+    async def send_many(self, session_id: str, actions: Iterable[SendItem],
+                        ) -> list[AsyncActionHandle]:
+        """Accept several actions (`(name, params)`, `(name, params, action_id)` or a bare
+        name), all or none, in order, in one round trip."""
+        validate_session_id(session_id)
+        prepared = [prepare(self.settings, session_id, name, params, aid)
+                    for name, params, aid in normalize(actions, session_id)]
+        if not prepared:
+            return []
+        ops = [send_op(self.settings, session_id, action_id, request)
+               for action_id, request in prepared]
+        async with self._sending:
+            replies = await self.layer.call_many(ops, transaction=True)
+            error, withdraw, publish = settle_many(prepared, replies)
+            if error is not None:
+                for action_id in withdraw:
+                    await self.layer.call(cancel_op(self.settings, session_id, action_id,
+                                                    WITHDRAW_REASON))
+                raise error
+            if publish:
+                await self._off_loop(self._publish, session_id)
+        for (action_id, request), reply in zip(prepared, replies, strict=True):
+            if isinstance(reply, scripts.Sent) and not reply.duplicate:
+                telemetry.dispatch.action_sent(session_id, action_id, request.action)
+        return [AsyncActionHandle(self, session_id, action_id, request.action,
+                                  request.to_json()) for action_id, request in prepared]
+
+    @redis_errors
+    async def call(self, session_id: str, action: str, params: Any = None,
+                   timeout: float | None = 30.0, *, action_id: str | None = None) -> Any:
+        """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
+        `ActionTimeout`); `action_id` as for `send` (a retried call waits for the first).
+        Cancelling the awaiting task stops the wait, not the action."""
+        wait: Wait | None = None
+        try:
+            async with self._sending:
+                action_id, request = prepare(self.settings, session_id, action, params,
+                                             action_id)
+                wait = self.hub.register(session_id, action_id)  # before the send
+                await self.hub.subscribe(wait, confirm=False)
+                _, sent = await self._send(session_id, action_id, request)
+            if sent.duplicate:  # a retried call: the original may have finished long ago
+                self.hub.release(wait)
+                wait = None
+                return result_of(await self.wait(session_id, action_id, timeout))
+            return result_of(await self._wait(wait, timeout, request))
+        finally:
+            if wait is not None:
+                self.hub.release(wait)
+
+    @redis_errors
+    async def action(self, session_id: str, action_id: str) -> ActionRecord:
+        """The record of one sent action."""
+        return await self.layer.read(record_read(self.layer, session_id, action_id))
+
+    def handle(self, session_id: str, action_id: str, action: str = "?") -> AsyncActionHandle:
+        """A handle on an action sent earlier (e.g. by another process)."""
+        return AsyncActionHandle(self, session_id, action_id, action)
+
+    @redis_errors
+    async def wait(self, session_id: str, action_id: str, timeout: float | None = None,
+                   ) -> ActionRecord:
+        """The finished record of an action (pub/sub, no polling); `ActionTimeout` after
+        `timeout` seconds (the action itself goes on)."""
+        validate_session_id(session_id)
+        wait = self.hub.register(session_id, action_id)
+        try:
+            await self.hub.subscribe(wait, confirm=True)
+            record = await self.action(session_id, action_id)
+            if record.status.finished:
+                return record
+            request = ActionRequest(action=record.action, params=record.params,
+                                    created_at=record.created_at)
+            return await self._wait(wait, timeout, request)
+        finally:
+            self.hub.release(wait)
+
+    async def _wait(self, wait: Wait, timeout: float | None,
+                    request: ActionRequest) -> ActionRecord:
+        try:
+            outcome = await asyncio.wait_for(wait.future, timeout)
+        except TimeoutError:
+            raise ActionTimeout(wait.session_id, wait.action_id, timeout) from None
+        return ActionRecord.build(wait.session_id, wait.action_id, request, outcome, False)
+
+    async def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a pending action; False if it is already running or finished."""
+        tag = await self._cancel(session_id, action_id, reason)
+        return tag is scripts.Tag.CANCELLED
+
+    @redis_errors
+    async def _cancel(self, session_id: str, action_id: str, reason: str) -> scripts.Tag:
+        return await self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
+
+    # -- snapshots (store I/O off the loop) -----------------------------------------------
+    @redis_errors
+    async def save_session(self, session_id: str) -> SnapshotInfo:
+        """Save the session's entry and whole state (between two actions) under its id."""
+        validate_session_id(session_id)
+        return await self._off_loop(save_snapshot, self.sync_layer, self.snapshot_store,
+                                    session_id)
+
+    @redis_errors
+    async def restore_session(self, saved_id: str) -> SessionEntry:
+        """A new active session from a snapshot, with `restored_from` set to `saved_id`."""
+        snap = await self._off_loop(self.snapshot_store.load, saved_id)
+        return await self.layer.run(restore_plan(self.layer, snap, saved_id))
+
+    @redis_errors
+    async def list_saved_sessions(self) -> list[str]:
+        """Ids of the readable snapshots, sorted (corrupt ones are skipped with a warning)."""
+        return [info.id for info in await self.saved_sessions()]
+
+    @redis_errors
+    async def saved_sessions(self) -> list[SnapshotInfo]:
+        """Id, save time, size and store of each readable snapshot, sorted by id."""
+        return await self._off_loop(list_snapshots, self.snapshot_store)
+
+    @redis_errors
+    async def delete_saved_session(self, saved_id: str) -> None:
+        await self._off_loop(delete_snapshot, self.snapshot_store, saved_id)
+
+    # -- maintenance ----------------------------------------------------------------------
+    @redis_errors
+    async def sweep(self, force: bool = False) -> SweepReport:
+        """Run one sweep now, off the loop (see `Client.sweep`)."""
+        return await self._off_loop(lambda: run_sweep(self.sync_layer, self.celery,
+                                                      force=force))
+
+    # -- events ---------------------------------------------------------------------------
+    def events(self, session_id: str | None = None, after: str = "0",
+               block: float | None = None) -> AsyncIterator[Event]:
+        """Events of one session (or all) after stream id `after`, as an async iterator
+        (`async for`); resumable by id, like `Client.events`. Bad arguments raise here."""
+        plan = events_plan(event_stream(self.layer, session_id, after), after, block)
+        return self._events(plan)
+
+    async def _events(self, plan: Generator[Read[Any] | Event, Any, None],
+                      ) -> AsyncIterator[Event]:
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    step = plan.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(step, Event):
+                    reply = None
+                    yield step
+                else:
+                    reply = await self.layer.read(step)
+        except redis.RedisError as exc:
+            raise typed_redis_error(exc, self.settings, None) or exc from exc
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop waiting (waiters still waiting are cancelled), close the Redis connections,
+        the Celery connection pool and the client's threads."""
+        await self.hub.close()
+        await self.layer.aclose()
+        if self._celery is not None:
+            await self._off_loop(self._celery.close)
+        self._executor.shutdown(wait=False)
+
+
+class AsyncActionHandle:
+    """A caller's handle on one sent action (the twin of `ActionHandle`, with `await`)."""
+
+    def __init__(self, client: AsyncClient, session_id: str, action_id: str, action: str,
+                 request: str | None = None) -> None:
+        self._client = client
+        self.session_id = session_id
+        self.id = action_id
+        self.action = action
+        self.request = request
+
+    def __repr__(self) -> str:
+        return f"AsyncActionHandle({self.session_id!r}, {self.id!r}, {self.action!r})"
+
+    async def record(self) -> ActionRecord:
+        """Everything known of the action: status, attempts, result or error, progress."""
+        return await self._client.action(self.session_id, self.id)
+
+    async def status(self) -> ActionStatus:
+        return (await self.record()).status
+
+    async def progress(self) -> JsonObject | None:
+        rec = await self.record()
+        return None if rec.progress is None else rec.progress.model_dump()
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The result; raises `ActionFailed`, `ActionCancelled` or `ActionTimeout` (a
+        `TimeoutError`: only the wait ended, the action goes on)."""
+        return result_of(await self._client.wait(self.session_id, self.id, timeout))
+
+    async def cancel(self, reason: str = "cancelled") -> bool:
+        """Cancel if still pending; True if cancelled, False if running or finished."""
+        return await self._client.cancel(self.session_id, self.id, reason)

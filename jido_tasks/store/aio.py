@@ -1,0 +1,89 @@
+"""The asyncio twin of `RedisLayer`: the same `Op`s, `Read`s and plans, run through
+`redis.asyncio` (scripts registered once per layer, then run by SHA).
+
+Only the I/O lives here: key names, script arguments and reply decoding come from
+`jido_tasks.store.keys`, `jido_tasks.store.scripts` and the plans of the core services.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+import redis.asyncio
+
+from jido_tasks.settings import Settings
+from jido_tasks.store.connection import Plan, Read, decode_many
+from jido_tasks.store.keys import KeySchema
+from jido_tasks.store.scripts import Op
+
+T = TypeVar("T")
+
+CLIENT_NAME = "jido-tasks-aio"
+"""The name of every connection of an async layer, as `CLIENT LIST` shows it."""
+DEFAULT_MAX_CONNECTIONS = 32
+"""Connections one async layer opens at most; more concurrent commands wait for a free one
+(so 1,000 concurrent calls never open 1,000 sockets)."""
+
+
+class AsyncRedisLayer:
+    """Redis access for one namespace from an event loop: a bounded pool, keys and scripts."""
+
+    def __init__(self, settings: Settings, *,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.settings = settings
+        self.keys = KeySchema(settings.namespace)
+        self.pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_dsn, decode_responses=True, max_connections=max_connections,
+            timeout=None, health_check_interval=30, client_name=CLIENT_NAME)
+        # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
+        self.redis: Any = redis.asyncio.Redis(connection_pool=self.pool)
+        self._loaded: dict[str, Any] = {}
+
+    def loaded(self, op: Op[Any]) -> Any:
+        """The registered script of `op` (an `AsyncScript`, loaded once, run by SHA)."""
+        found = self._loaded.get(op.script.name)
+        if found is None:
+            found = self.redis.register_script(op.script.source())
+            self._loaded[op.script.name] = found
+        return found
+
+    async def call(self, op: Op[T]) -> T:
+        """Run one script call in one round trip and return its typed reply."""
+        keys, args = op._keys_and_args(self)
+        return op.decode(await self.loaded(op)(keys=keys, args=args))
+
+    async def call_many(self, ops: list[Op[T]], *, transaction: bool = False,
+                        ) -> list[T | Exception]:
+        """`RedisLayer.call_many`, awaited: one pipeline, failures returned in the list."""
+        if not ops:
+            return []
+        pipe = self.redis.pipeline(transaction=transaction)
+        for op in ops:
+            keys, args = op._keys_and_args(self)
+            await self.loaded(op)(keys=keys, args=args, client=pipe)  # queued, not sent
+        return decode_many(self, ops, await pipe.execute(raise_on_error=False))
+
+    async def read(self, read: Read[T]) -> T:
+        """Run plain commands in one pipeline (one round trip) and decode their replies."""
+        pipe = self.redis.pipeline(transaction=read.transaction)
+        for command in read.commands:
+            pipe.execute_command(*command)
+        return read.decode(await pipe.execute(raise_on_error=not read.replies_with_errors))
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Drive a plan (see `jido_tasks.store.connection.Plan`) with awaited I/O."""
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                reply = await (self.call(step) if isinstance(step, Op) else self.read(step))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    def pubsub(self) -> Any:
+        """A new pub/sub object (its connection comes from the pool when it subscribes)."""
+        return self.redis.pubsub(ignore_subscribe_messages=False)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await self.pool.disconnect()

@@ -1,0 +1,256 @@
+"""Waiting for actions from an event loop: one pub/sub connection fans finishes out to any
+number of waiters, with no polling loop per waiter.
+
+`WaitHub` keeps a future per waiting action (action id -> futures) and subscribes to each
+session's done channel while someone waits on it (reference counted). One listener task reads
+the pub/sub connection and resolves the futures from the finish messages (decoded by
+`scripts.parse_finish`, as the sync client does). One checker task is the safety net: every
+`RECHECK_EVERY` seconds it re-reads, in one pipeline, the outcomes of the actions waited on
+for longer than that, so a finish message that never came (a reconnect) is never waited for in
+vain. When the pub/sub connection breaks (Redis restarted), the listener reconnects with a
+backoff, subscribes again to every channel in use and has all the outcomes re-read at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from jido_tasks.mailbox import RECHECK_EVERY, outcomes_read
+from jido_tasks.models import Outcome
+from jido_tasks.store import scripts
+from jido_tasks.store.aio import AsyncRedisLayer
+
+log = logging.getLogger(__name__)
+
+CONFIRM_TIMEOUT = 10.0
+"""Seconds to wait for Redis to confirm a subscription."""
+_RECHECK_CHUNK = 1000  # outcomes re-read per pipeline by the safety net
+_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reconnection attempts
+
+
+@dataclass(eq=False)
+class Wait:
+    """One waiter on one action; `future` gets the action's finished `Outcome`."""
+
+    session_id: str
+    action_id: str
+    channel: str
+    future: asyncio.Future[Outcome]
+    since: float = field(default_factory=time.monotonic)
+
+
+class WaitHub:
+    """The waiters of one `AsyncClient` (bound to the event loop that first uses it)."""
+
+    def __init__(self, layer: AsyncRedisLayer) -> None:
+        self.layer = layer
+        self._waits: dict[str, list[Wait]] = {}
+        self._refs: dict[str, int] = {}
+        self._wire: set[str] = set()
+        """Channels subscribed on the current connection."""
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._lock = asyncio.Lock()
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._recheck_all = asyncio.Event()
+        self._chores: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.reconnects = 0
+        """Times the pub/sub connection was rebuilt after a failure."""
+
+    @property
+    def waiting(self) -> int:
+        """How many waits are registered (for tests and metrics)."""
+        return sum(len(waits) for waits in self._waits.values())
+
+    @property
+    def channels(self) -> set[str]:
+        """The done channels subscribed on the wire."""
+        return set(self._wire)
+
+    def register(self, session_id: str, action_id: str) -> Wait:
+        """A new wait (before the action is sent, or before its record is read)."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        channel = self.layer.keys.session(session_id).done_channel
+        wait = Wait(session_id, action_id, channel, asyncio.get_running_loop().create_future())
+        self._waits.setdefault(action_id, []).append(wait)
+        self._refs[channel] = self._refs.get(channel, 0) + 1
+        if self._checker is None:
+            self._checker = asyncio.create_task(self._check_loop(), name="jido-tasks-recheck")
+        return wait
+
+    def release(self, wait: Wait) -> None:
+        """Forget a wait (done, timed out or cancelled); unsubscribe when it was the last one
+        on its channel. Never awaits, so it is safe in a `finally` of a cancelled task."""
+        waits = self._waits.get(wait.action_id)
+        if waits is not None and wait in waits:
+            waits.remove(wait)
+            if not waits:
+                del self._waits[wait.action_id]
+        left = self._refs.get(wait.channel, 0) - 1
+        if left > 0:
+            self._refs[wait.channel] = left
+            return
+        self._refs.pop(wait.channel, None)
+        if wait.channel in self._wire and not self._closed:
+            self._chore(self._unsubscribe(wait.channel))
+
+    async def subscribe(self, wait: Wait, confirm: bool) -> None:
+        """Put the wait's channel on the wire (once per channel); with `confirm`, return
+        only when Redis has confirmed it, so no later finish can be missed."""
+        async with self._lock:
+            if wait.channel not in self._wire:
+                if self._pubsub is None:
+                    self._pubsub = self.layer.pubsub()
+                self._confirmed[wait.channel] = asyncio.Event()
+                await self._pubsub.subscribe(wait.channel)
+                self._wire.add(wait.channel)
+                if self._listener is None or self._listener.done():
+                    self._listener = asyncio.create_task(self._listen(),
+                                                         name="jido-tasks-listener")
+            confirmed = self._confirmed[wait.channel]
+        if confirm:
+            try:
+                await asyncio.wait_for(confirmed.wait(), CONFIRM_TIMEOUT)
+            except TimeoutError:
+                raise TimeoutError(f"no confirmation of the subscription to "
+                                   f"{wait.channel}") from None
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel in self._refs or channel not in self._wire:
+                return  # someone waits on it again, or it is already off the wire
+            self._wire.discard(channel)
+            self._confirmed.pop(channel, None)
+            with contextlib.suppress(redis.RedisError, OSError):  # reconnect drops it anyway
+                await self._pubsub.unsubscribe(channel)
+
+    def _chore(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    def resolve(self, action_id: str, outcome: Outcome) -> None:
+        """Hand a finished outcome to every waiter of the action."""
+        for wait in self._waits.get(action_id, ()):
+            if not wait.future.done():
+                wait.future.set_result(outcome)
+
+    # -- the listener ---------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Read finish messages until closed; reconnect (and re-read outcomes) on failure."""
+        failures = 0
+        while not self._closed:
+            try:
+                msg = await self._pubsub.get_message(timeout=1.0)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the connection broke: Redis restarted or is gone
+                if self._closed:
+                    return
+                delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
+                failures += 1
+                log.warning("pub/sub connection lost (%s); reconnecting in %.2fs",
+                            exc, delay)
+                await asyncio.sleep(delay)
+                await self._reconnect()
+                continue
+            if msg is not None:
+                self._on_message(msg)
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "subscribe":
+            event = self._confirmed.get(str(msg["channel"]))
+            if event is not None:
+                event.set()
+        elif kind == "message":
+            try:
+                action_id, outcome = scripts.parse_finish(str(msg["data"]))
+            except ValueError:  # not ours: logged, the safety net still covers the waiter
+                log.warning("ignored a malformed finish message on %s", msg.get("channel"))
+                return
+            self.resolve(action_id, outcome)
+
+    async def _reconnect(self) -> None:
+        """A fresh pub/sub connection subscribed to every channel in use (best effort: on
+        failure the listener tries again), then every outcome is re-read."""
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self.layer.pubsub()
+            with contextlib.suppress(Exception):
+                await old.aclose()
+            self._wire.clear()
+            channels = list(self._refs)
+            for channel in channels:
+                self._confirmed[channel] = asyncio.Event()
+            try:
+                if channels:
+                    await self._pubsub.subscribe(*channels)
+                else:  # a connection to read from (and to notice the next failure)
+                    await self._pubsub.connect()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("pub/sub reconnection failed: %s", exc)
+                return
+            self._wire.update(channels)
+            self.reconnects += 1
+        log.info("pub/sub reconnected: %d channels", len(channels))
+        self._recheck_all.set()
+
+    # -- the safety net -------------------------------------------------------------------
+    async def _check_loop(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck_all.wait(), RECHECK_EVERY)
+            everyone = self._recheck_all.is_set()
+            self._recheck_all.clear()
+            try:
+                await self.recheck(everyone)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the next round (or reconnect) retries
+                log.debug("re-reading outcomes failed: %s", exc)
+
+    async def recheck(self, everyone: bool = False) -> int:
+        """Re-read the outcomes of the waits older than `RECHECK_EVERY` (all with
+        `everyone`), one pipeline per chunk; returns how many were finished."""
+        cutoff = time.monotonic() - RECHECK_EVERY
+        due = {(w.session_id, w.action_id) for waits in list(self._waits.values())
+               for w in waits if everyone or w.since <= cutoff}
+        pairs = sorted(due)
+        found = 0
+        for i in range(0, len(pairs), _RECHECK_CHUNK):
+            chunk = pairs[i:i + _RECHECK_CHUNK]
+            outcomes = await self.layer.read(outcomes_read(self.layer, chunk))
+            for (_, action_id), outcome in zip(chunk, outcomes, strict=True):
+                if outcome is not None:
+                    found += 1
+                    self.resolve(action_id, outcome)
+        return found
+
+    async def close(self) -> None:
+        """Stop the tasks and close the pub/sub connection; waiters still waiting are
+        cancelled (their actions go on)."""
+        self._closed = True
+        tasks = [t for t in (self._listener, self._checker, *self._chores) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for waits in list(self._waits.values()):
+            for wait in waits:
+                wait.future.cancel()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None

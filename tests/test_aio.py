@@ -1,0 +1,278 @@
+"""`AsyncClient`: the `Client` API from one event loop, with real Redis and real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from jido_tasks import (
+    ActionFailed,
+    ActionHandle,
+    ActionNotFound,
+    ActionStatus,
+    ActionTimeout,
+    AsyncActionHandle,
+    AsyncClient,
+    Client,
+    InvalidArgument,
+    InvalidSessionId,
+    RedisUnavailable,
+    SessionNotActive,
+    SessionNotFound,
+    SessionStatus,
+    Settings,
+    UnknownAction,
+)
+from jido_tasks.store.aio import CLIENT_NAME
+from tests.conftest import RedisServer, WorkerGroup, make_settings
+
+Workers = Callable[..., WorkerGroup]
+
+
+def public_methods(cls: type) -> dict[str, Any]:
+    return {name: member for name, member in vars(cls).items()
+            if not name.startswith("_") and inspect.isfunction(member)}
+
+
+@pytest.mark.parametrize(("sync", "aio"), [(Client, AsyncClient),
+                                           (ActionHandle, AsyncActionHandle)])
+def test_every_sync_method_has_an_async_twin(sync: type, aio: type) -> None:
+    """Same names, same parameters (names, kinds, defaults); coroutines where the sync one
+    does I/O (`handle` builds a handle, `events` returns an async iterator)."""
+    async_methods = public_methods(aio)
+    for name, method in public_methods(sync).items():
+        assert name in async_methods, f"{aio.__name__} lacks {name}"
+        twin = async_methods[name]
+        sync_params = [(p.name, p.kind, p.default)
+                       for p in inspect.signature(method).parameters.values()]
+        async_params = [(p.name, p.kind, p.default)
+                        for p in inspect.signature(twin).parameters.values()]
+        assert async_params == sync_params, name
+        if name not in ("handle", "events"):
+            assert inspect.iscoroutinefunction(twin), name
+    assert inspect.isasyncgenfunction(AsyncClient._events)
+
+
+def test_registry_state_and_typed_errors(settings: Settings) -> None:
+    """Registry methods return what `Client` returns for the same data; bad input raises the
+    same typed errors, before anything is stored."""
+    async def main() -> None:
+        sync = Client(settings)
+        async with AsyncClient(settings) as c:
+            entry = await c.create_session(metadata={"user": "ann"}, config={"max_history": 5})
+            assert await c.get_session(entry.id) == sync.get_session(entry.id) == entry
+            assert await c.list_sessions() == sync.list_sessions()
+            assert (await c.touch(entry.id)).last_activity >= entry.last_activity
+            assert await c.get_state(entry.id) == {}
+            with pytest.raises(InvalidSessionId):
+                await c.get_session("../etc/passwd")
+            with pytest.raises(SessionNotFound):
+                await c.send("session_" + "0" * 32, "test.append")
+            with pytest.raises(UnknownAction):  # malformed: refused at once (a well-formed
+                await c.send(entry.id, "No Such Action!")  # unknown one goes to the workers)
+            with pytest.raises(ActionNotFound):
+                await c.action(entry.id, "act_" + "0" * 32)
+            with pytest.raises(InvalidArgument):
+                c.events(entry.id, after="yesterday")
+            with pytest.raises(InvalidArgument):
+                await c.list_sessions("sleeping")
+            handles = await c.send_many(entry.id, [("test.append", {"value": 1}), "test.noop"])
+            assert [h.action for h in handles] == ["test.append", "test.noop"]
+            assert [await h.status() for h in handles] == [ActionStatus.PENDING] * 2
+            assert await handles[1].cancel() is True
+            assert (await handles[1].record()).status is ActionStatus.CANCELLED
+            with pytest.raises(ActionTimeout) as timeout:
+                await handles[0].get(timeout=0.2)
+            assert timeout.value.action_id == handles[0].id
+            types = [event.type async for event in c.events(entry.id)]
+            assert types == [event.type for event in sync.events(entry.id)]
+            assert types[0] == "session.created"
+            done = await c.terminate_session(entry.id)
+            assert done.status is SessionStatus.TERMINATED
+            with pytest.raises(SessionNotActive):
+                await c.send(entry.id, "test.append")
+            assert c.hub.waiting == 0
+        sync.close()
+    asyncio.run(main())
+
+
+def test_snapshots_and_sweep_off_the_loop(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Save, list, restore and delete snapshots (disk store) and sweep, all awaited."""
+    settings = make_settings(redis_server.url, persistence="disk", persistence_dir=tmp_path)
+
+    async def main() -> None:
+        async with AsyncClient(settings) as c:
+            entry = await c.create_session(metadata={"m": 1})
+            info = await c.save_session(entry.id)
+            assert info.store == "disk" and Path(info.where).exists()
+            assert await c.list_saved_sessions() == [entry.id]
+            assert [i.id for i in await c.saved_sessions()] == [entry.id]
+            copy = await c.restore_session(entry.id)
+            assert copy.restored_from == entry.id and copy.metadata == {"m": 1}
+            await c.delete_saved_session(entry.id)
+            assert await c.list_saved_sessions() == []
+            report = await c.sweep(force=True)
+            assert report.errors == 0
+            done = await c.terminate_session(copy.id, save=True)
+            assert done.status is SessionStatus.TERMINATED
+            assert await c.list_saved_sessions() == [copy.id]
+    asyncio.run(main())
+
+
+def test_50_sessions_x_20_actions_1000_concurrent_waits(workers: Workers) -> None:
+    """50 sessions driven with gather from one loop, each sending 20 actions in order and
+    awaiting all 20 handles at once: every state is exactly in order, on one pub/sub
+    connection."""
+    group = workers(2)
+
+    async def session(c: AsyncClient, n: int) -> tuple[str, list[Any]]:
+        sid = (await c.create_session(metadata={"n": n})).id
+        handles = [await c.send(sid, "test.append", {"value": i}) for i in range(20)]
+        return sid, await asyncio.gather(*(h.get(timeout=120) for h in handles))
+
+    def pubsub_clients() -> int:
+        return sum(1 for client in group.client.layer.redis.client_list(_type="pubsub")
+                   if client["name"] == CLIENT_NAME)
+
+    async def main() -> None:
+        async with AsyncClient(group.settings) as c:
+            everything = asyncio.gather(*(session(c, n) for n in range(50)))
+            most = 0
+            while not everything.done():
+                most = max(most, c.hub.waiting)
+                if c.hub.waiting >= 200:  # one connection for every waiter of this client
+                    assert pubsub_clients() == 1
+                await asyncio.sleep(0.01)
+            for sid, values in await everything:
+                assert values == list(range(1, 21))
+                assert await c.get_state(sid) == {"items": list(range(20))}
+            assert most >= 200 and c.hub.waiting == 0
+    asyncio.run(main())
+
+
+def test_loop_lag_stays_low_during_1000_concurrent_calls(workers: Workers) -> None:
+    """A task sleeping 10 ms in a loop wakes at most 50 ms late while 1,000 calls run."""
+    group = workers(2)
+
+    async def main() -> tuple[float, int]:
+        lags: list[float] = []
+        running = True
+
+        async def probe() -> None:
+            while running:
+                start = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - start - 0.01)
+
+        async with AsyncClient(group.settings) as c:
+            sids = [(await c.create_session()).id for _ in range(100)]
+            await c.call(sids[0], "test.noop")  # warm up: scripts, Celery app, connections
+            task = asyncio.create_task(probe())
+            results = await asyncio.gather(*(c.call(sids[i % 100], "test.append",
+                                                    {"value": i}, timeout=120)
+                                             for i in range(1000)))
+            running = False
+            await task
+            assert sorted(results) == sorted([n for n in range(1, 11)] * 100)
+        return max(lags), len(lags)
+
+    worst, samples = asyncio.run(main())
+    assert samples > 10
+    assert worst < 0.05, f"the loop woke {worst * 1000:.1f} ms late"
+
+
+def test_cancelling_a_call_stops_the_wait_not_the_action(workers: Workers,
+                                                          raw_redis: redis.Redis) -> None:
+    group = workers(1)
+    started = f"{group.settings.namespace}:started"
+
+    async def main() -> None:
+        async with AsyncClient(group.settings) as c:
+            sid = (await c.create_session()).id
+            task = asyncio.create_task(c.call(sid, "test.slow_append",
+                                              {"value": "x", "seconds": 1.0,
+                                               "started_key": started}))
+            while not raw_redis.llen(started):
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert c.hub.waiting == 0
+            for _ in range(100):  # the unsubscription is sent in the background
+                if not c.hub.channels:
+                    break
+                await asyncio.sleep(0.01)
+            assert c.hub.channels == set()
+            [action_id] = raw_redis.hkeys(c.layer.keys.session(sid).actions)
+            assert await c.handle(sid, action_id).get(timeout=20) == 1
+            assert (await c.action(sid, action_id)).status is ActionStatus.SUCCEEDED
+            assert await c.get_state(sid) == {"items": ["x"]}
+            with pytest.raises(ActionFailed) as failed:
+                await c.call(sid, "test.fail", {"message": "no"}, timeout=20)
+            assert (failed.value.error_type, failed.value.session_id) == ("ValueError", sid)
+    asyncio.run(main())
+
+
+def test_waits_survive_a_redis_restart(own_redis: RedisServer, tmp_path: Path) -> None:
+    """Redis is saved, killed and restarted (with its data) while calls and handles wait:
+    the hub reconnects with a backoff, subscribes again and re-reads the outcomes; every wait
+    gets its result once a worker runs the actions (the waits go on through the outage,
+    bounded by their timeouts)."""
+    group = WorkerGroup(make_settings(own_redis.url), tmp_path)
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    try:
+        async def main() -> None:
+            async with AsyncClient(group.settings) as c:
+                sids = [(await c.create_session()).id for _ in range(5)]
+                handles = [await c.send(sid, "test.append", {"value": "first"})
+                           for sid in sids]
+                gets = [asyncio.create_task(h.get(90)) for h in handles]
+                calls = [asyncio.create_task(c.call(sid, "test.append", {"value": n},
+                                                    timeout=90))
+                         for n, sid in enumerate(sids)]
+                mailboxes = [c.layer.keys.session(sid).mailbox for sid in sids]
+                while c.hub.waiting < 10 or any(raw.llen(m) < 2 for m in mailboxes):
+                    await asyncio.sleep(0.01)  # every action sent, every waiter waiting
+                raw.save()
+                own_redis.kill()
+                await asyncio.sleep(0.5)  # the listener fails to reconnect meanwhile
+                own_redis.start()  # loads the dump saved above
+                while not c.hub.reconnects:
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(group.start, 1)
+                assert await asyncio.gather(*gets) == [1] * 5
+                assert await asyncio.gather(*calls) == [2] * 5
+                for n, sid in enumerate(sids):
+                    assert await c.get_state(sid) == {"items": ["first", n]}
+                assert c.hub.waiting == 0
+        asyncio.run(main())
+    finally:
+        raw.close()
+        group.stop()
+
+
+def test_redis_down_is_a_typed_error(own_redis: RedisServer) -> None:
+    settings = make_settings(own_redis.url)
+
+    async def main() -> None:
+        async with AsyncClient(settings) as c:
+            sid = (await c.create_session()).id
+            own_redis.kill()
+            with pytest.raises(RedisUnavailable) as err:
+                await c.get_session(sid)
+            assert err.value.where == own_redis.url and err.value.session_id == sid
+            with pytest.raises(RedisUnavailable):
+                await c.send(sid, "test.append", {"value": 1})
+            with pytest.raises(RedisUnavailable):
+                [e async for e in c.events(sid)]
+            own_redis.start()
+            fresh = await c.create_session()
+            assert await c.get_session(fresh.id) == fresh
+    asyncio.run(main())
