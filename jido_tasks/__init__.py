@@ -5,6 +5,7 @@ from jido_tasks.actions import ActionContext, action
 from jido_tasks.client import Client
 from jido_tasks.errors import (
     ActionCancelled,
+    ActionExpired,
     ActionFailed,
     ActionNotFound,
     ActionTimeLimitExceeded,
@@ -47,6 +48,7 @@ __all__ = [
     "ActionCancelled",
     "ActionContext",
     "ActionError",
+    "ActionExpired",
     "ActionFailed",
     "ActionHandle",
     "ActionNotFound",

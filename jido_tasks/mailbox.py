@@ -16,7 +16,13 @@ from typing import Any
 from jido_tasks import telemetry
 from jido_tasks.actions import check_params, get_action
 from jido_tasks.dispatch import publish_drain
-from jido_tasks.errors import ActionCancelled, ActionFailed, ActionNotFound, ActionTimeout
+from jido_tasks.errors import (
+    ActionCancelled,
+    ActionExpired,
+    ActionFailed,
+    ActionNotFound,
+    ActionTimeout,
+)
 from jido_tasks.models import (
     ActionRecord,
     ActionRequest,
@@ -99,22 +105,20 @@ class Mailbox:
                 for name, action_id, request in requests]
 
     @redis_errors
-    def record(self, session_id: str, action_id: str) -> ActionRecord:
+    def record(self, session_id: str, action_id: str, sent: bool = False) -> ActionRecord:
+        """What is known of an action (one Lua read). With `sent` (the caller holds its
+        handle, so it was accepted), a missing record raises `ActionExpired`, else
+        `ActionNotFound`."""
         validate_session_id(session_id)
-        sk = self.layer.keys.session(session_id)
-        pipe = self.layer.redis.pipeline(transaction=False)
-        pipe.hget(sk.actions, action_id)
-        pipe.hget(sk.results, action_id)
-        pipe.lindex(sk.mailbox, 0)
-        pipe.exists(sk.lease)
-        request, outcome, head, leased = pipe.execute()
-        if request is None and outcome is None:
-            raise ActionNotFound(session_id, action_id)
-        return ActionRecord.build(
-            session_id, action_id,
-            ActionRequest.model_validate_json(request) if request else None,
-            Outcome.model_validate_json(outcome) if outcome else None,
-            running=(head == action_id and bool(leased)))
+        try:
+            stored = self.layer.call(scripts.record(session_id, action_id=action_id))
+        except ActionNotFound:
+            if sent:
+                raise ActionExpired(session_id, action_id, self.settings.record_retention,
+                                    self.settings.keep_results) from None
+            raise
+        return ActionRecord.build(session_id, action_id, stored.request, stored.outcome,
+                                  running=stored.running)
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
@@ -145,7 +149,12 @@ class Mailbox:
     def wait(self, session_id: str, action_id: str, timeout: float | None,
              request: str | None = None, subscribed: bool = False) -> ActionRecord:
         """Block until the action finishes (pub/sub, no polling); `ActionTimeout` after
-        `timeout` seconds (the action itself goes on).
+        `timeout` seconds (the action itself goes on); `ActionExpired` if its record is gone
+        (it finished longer than `record_retention` ago, or is beyond `keep_results`).
+
+        Nothing the wait needs can vanish meanwhile: a pending action's request is never
+        dropped, and once subscribed the outcome comes with the finish message, whatever
+        becomes of the record afterwards.
 
         With `subscribed` (the channel was subscribed before the action was sent) and its
         `request` JSON, the record is built from the finish message alone: no read of Redis.
@@ -157,7 +166,7 @@ class Mailbox:
         try:
             req: ActionRequest | None = None
             if request is None or not subscribed:
-                record = self.record(session_id, action_id)
+                record = self.record(session_id, action_id, sent=True)
                 if record.status.finished:
                     return record
                 req = ActionRequest(action=record.action, params=record.params,
@@ -173,7 +182,7 @@ class Mailbox:
                     raise ActionTimeout(session_id, action_id, timeout)
                 if now >= check_at:  # the safety net: a finish message that never came
                     check_at = now + RECHECK_EVERY
-                    record = self.record(session_id, action_id)
+                    record = self.record(session_id, action_id, sent=True)
                     if record.status.finished:
                         return record
                 wait = min(remaining, max(check_at - now, 0.001))
@@ -267,7 +276,7 @@ class ActionHandle:
 
     def record(self) -> ActionRecord:
         """Everything known of the action: status, attempts, result or error, progress."""
-        return self._mailbox.record(self.session_id, self.id)
+        return self._mailbox.record(self.session_id, self.id, sent=True)
 
     def status(self) -> ActionStatus:
         return self.record().status
@@ -277,8 +286,9 @@ class ActionHandle:
         return None if rec.progress is None else rec.progress.model_dump()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The result; raises `ActionFailed`, `ActionCancelled` or `ActionTimeout` (a
-        `TimeoutError`: only the wait ended, the action goes on)."""
+        """The result; raises `ActionFailed`, `ActionCancelled`, `ActionTimeout` (a
+        `TimeoutError`: only the wait ended, the action goes on) or `ActionExpired` (it
+        finished so long ago that its record is gone)."""
         return result_of(self._mailbox.wait(self.session_id, self.id, timeout))
 
     def cancel(self, reason: str = "cancelled") -> bool:

@@ -244,8 +244,7 @@ class Drainer:
     def _failure(self, action_id: str, name: str, exc: BaseException, attempts: int,
                  ) -> _Applied:
         error = ActionError(type=type(exc).__name__, message=str(exc))
-        outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts,
-                          finished_at=time.time())
+        outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts)
         event = dumps({"action_id": action_id, "action": name, "error": error.model_dump()})
         return _Applied(outcome.to_json(), None, [["action.failed", event]], name, error.type)
 
@@ -272,8 +271,8 @@ class Drainer:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
             new_state = dumps(ctx.state)
             # The result must be JSON: an action returning anything else fails.
-            outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
-                              finished_at=time.time()).to_json()
+            outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result,
+                              attempts=attempts).to_json()
         except Exception as exc:
             if not isinstance(exc, JidoTasksError):
                 log.info("session %s: action %s failed:\n%s", self.session_id, name,

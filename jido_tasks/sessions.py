@@ -131,23 +131,44 @@ class SessionService:
                                   f"{', '.join(s.value for s in SessionStatus)})") from None
         if offset < 0 or (limit is not None and limit < 0):
             raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
-        index = (self.layer.keys.terminated if wanted is SessionStatus.TERMINATED
-                 else self.layer.keys.activity)
-        # The terminated index holds only terminated sessions, and no filter means every
-        # live one: then the index itself can be paged. Otherwise page through it and filter.
-        exact = wanted in (None, SessionStatus.TERMINATED)
-        page = (limit or _PAGE) if exact else max(limit or 0, _PAGE)
-        start = offset if exact else 0
-        skip = 0 if exact else offset
-        out: list[SessionEntry] = []
+        k = self.layer.keys
+        if wanted is SessionStatus.TERMINATED:
+            return self._page(k.terminated, offset, limit)
+        # Active and terminating sessions are in `activity` (by last activity); an idle one
+        # only in `expiry` (by idle deadline, which follows its last activity): listed after
+        # the others, which is their order by activity but for the sweep's lag.
+        sources = []
+        if wanted is not SessionStatus.IDLE:
+            sources.append((k.activity, {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
+                            if wanted is None else {wanted}))
+        if wanted in (None, SessionStatus.IDLE):
+            sources.append((k.expiry, {SessionStatus.IDLE}))
+        out: builtins.list[SessionEntry] = []
+        skip = offset
+        page = max(limit or 0, _PAGE)
+        for index, statuses in sources:
+            start = 0
+            while limit is None or len(out) < limit:
+                ids = self.layer.redis.zrevrange(index, start, start + page - 1)
+                for entry in self._rows(index, ids):
+                    if entry.status in statuses:
+                        if skip:
+                            skip -= 1
+                        else:
+                            out.append(entry)
+                if len(ids) < page:
+                    break
+                start += page
+        return out if limit is None else out[:limit]
+
+    def _page(self, index: str, offset: int, limit: int | None) -> builtins.list[SessionEntry]:
+        """Sessions of an index holding only the wanted ones, newest first, paged exactly."""
+        out: builtins.list[SessionEntry] = []
+        page = limit or _PAGE
+        start = offset
         while limit is None or len(out) < limit:
             ids = self.layer.redis.zrevrange(index, start, start + page - 1)
-            for entry in self._rows(index, ids):
-                if wanted is None or entry.status is wanted:
-                    if skip:
-                        skip -= 1
-                    else:
-                        out.append(entry)
+            out += self._rows(index, ids)
             if len(ids) < page:
                 break
             start += page

@@ -8,7 +8,7 @@ local f = fields({'status', 'scheduled'})
 if not f.status then return {'missing'} end
 if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end
 local ts = now()
-redis.call('HSET', KEYS[K_ACTIONS], action_id, request)
+redis.call('HSET', KEYS[K_PENDING], action_id, request)
 redis.call('RPUSH', KEYS[K_MAILBOX], action_id)
 local publish = 0
 if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
