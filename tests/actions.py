@@ -101,3 +101,10 @@ class RecordingTelemetry(telemetry.Telemetry):
         settings = load_settings()
         connect(settings.redis_dsn).rpush(f"{settings.namespace}:test:telemetry",
                                           f"{action}|{status}|{error_type}")
+
+
+@action("test.emit")
+def emit(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Emit one event; returns 1."""
+    ctx.emit("test.emitted", {"n": params.get("n")})
+    return 1
