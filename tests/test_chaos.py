@@ -67,10 +67,13 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
     chaos = Chaos(group, period, seed)
     chaos.start()
     last = {}
+    # Each session's work lasts at least three chaos periods, so kills land mid-work however
+    # fast the machine (0.003 s actions once finished before the first strike).
+    seconds = max(0.003, 3 * period / per_session)
     try:
         for i in range(per_session):
             for sid in sids:
-                last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": 0.003})
+                last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": seconds})
         deadline = time.monotonic() + 60 + sessions * per_session * 0.02
         for handle in last.values():
             handle.get(timeout=max(1.0, deadline - time.monotonic()))
