@@ -286,14 +286,6 @@ class Outcome(BaseModel):
         return dumps(self.model_dump(mode="python", exclude_none=True, by_alias=True))
 
 
-def merge_record(request_json: str, outcome_json: str) -> str:
-    """One stored record from a request and an outcome JSON object (as `merge()` in
-    `_lib.lua` does): their fields side by side, no re-encoding of params or result."""
-    if not request_json.endswith("}") or len(request_json) < 3:
-        return outcome_json
-    return request_json[:-1] + "," + outcome_json[1:]
-
-
 class ActionRecord(BaseModel):
     """What is known of one sent action: its request and its outcome together."""
 

@@ -83,6 +83,9 @@ local function set_status(old, new, ts, reason)
   elseif new == 'terminating' then
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
     redis.call('ZREM', KEYS[K_EXPIRY], SID)
+    if old == 'idle' then  -- listed through `activity` again, until terminated
+      redis.call('ZADD', KEYS[K_ACTIVITY], redis.call('HGET', e, 'last_activity'), SID)
+    end
     if reason and reason ~= '' then redis.call('HSET', e, 'reason', reason) end
   elseif new == 'terminated' then
     redis.call('HSET', e, 'terminated_at', fmt(ts))
