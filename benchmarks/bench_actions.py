@@ -27,3 +27,16 @@ def bench_noop(ctx: ActionContext, params: dict[str, Any]) -> None:
 def noop_task() -> None:
     """The baseline: a bare Celery task that does nothing."""
     return None
+
+
+@action("bench.tiny")
+def bench_tiny(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """The memory benchmark's tiny action: small params, an integer result, no state."""
+    return 1
+
+
+@action("bench.event")
+def bench_event(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Emit one small event (the memory benchmark's bytes per event)."""
+    ctx.emit("bench.event", {"key": params.get("key")})
+    return 1

@@ -6,6 +6,7 @@ from jido_tasks.aio import AsyncActionHandle, AsyncClient
 from jido_tasks.client import Client
 from jido_tasks.errors import (
     ActionCancelled,
+    ActionExpired,
     ActionFailed,
     ActionNotFound,
     ActionTimeLimitExceeded,
@@ -48,6 +49,7 @@ __all__ = [
     "ActionCancelled",
     "ActionContext",
     "ActionError",
+    "ActionExpired",
     "ActionFailed",
     "ActionHandle",
     "ActionNotFound",

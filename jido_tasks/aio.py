@@ -35,7 +35,7 @@ from jido_tasks.mailbox import (
     cancel_op,
     normalize,
     prepare,
-    record_read,
+    record_op,
     result_of,
     send_op,
     settle_many,
@@ -78,6 +78,7 @@ from jido_tasks.waiting import Wait, WaitHub
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_OUTAGE_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reads while Redis is away
 OFF_LOOP_THREADS = 2
 """Threads of one client for the work that must stay synchronous (kombu, snapshot files)."""
 
@@ -248,7 +249,11 @@ class AsyncClient:
     @redis_errors
     async def action(self, session_id: str, action_id: str) -> ActionRecord:
         """The record of one sent action."""
-        return await self.layer.read(record_read(self.layer, session_id, action_id))
+        return await self._record(session_id, action_id)
+
+    async def _record(self, session_id: str, action_id: str, sent: bool = False,
+                      ) -> ActionRecord:
+        return await self.layer.call(record_op(self.settings, session_id, action_id, sent))
 
     def handle(self, session_id: str, action_id: str, action: str = "?") -> AsyncActionHandle:
         """A handle on an action sent earlier (e.g. by another process)."""
@@ -260,24 +265,44 @@ class AsyncClient:
         """The finished record of an action (pub/sub, no polling); `ActionTimeout` after
         `timeout` seconds (the action itself goes on)."""
         validate_session_id(session_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         wait = self.hub.register(session_id, action_id)
         try:
             await self.hub.subscribe(wait, confirm=True)
-            record = await self.action(session_id, action_id)
+            record = await self._record_through_outage(session_id, action_id, deadline)
             if record.status.finished:
                 return record
             request = ActionRequest(action=record.action, params=record.params,
                                     created_at=record.created_at)
-            return await self._wait(wait, timeout, request)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            return await self._wait(wait, left, request, timeout)
         finally:
             self.hub.release(wait)
 
-    async def _wait(self, wait: Wait, timeout: float | None,
-                    request: ActionRequest) -> ActionRecord:
+    async def _record_through_outage(self, session_id: str, action_id: str,
+                                     deadline: float | None) -> ActionRecord:
+        """The record, read again with a backoff while Redis is unreachable (a restart during
+        a wait is survived; only an outage past the wait's deadline raises)."""
+        loop = asyncio.get_running_loop()
+        for pause in (*_OUTAGE_BACKOFF, *([_OUTAGE_BACKOFF[-1]] * 10_000)):
+            try:
+                return await self._record(session_id, action_id, sent=True)
+            except (redis.ConnectionError, redis.TimeoutError):
+                if deadline is not None and loop.time() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def _wait(self, wait: Wait, timeout: float | None, request: ActionRequest,
+                    asked: float | None = None) -> ActionRecord:
+        """Wait for the outcome for `timeout` seconds (`asked`: the caller's whole timeout,
+        for the error)."""
         try:
             outcome = await asyncio.wait_for(wait.future, timeout)
         except TimeoutError:
-            raise ActionTimeout(wait.session_id, wait.action_id, timeout) from None
+            raise ActionTimeout(wait.session_id, wait.action_id,
+                                timeout if asked is None else asked) from None
         return ActionRecord.build(wait.session_id, wait.action_id, request, outcome, False)
 
     async def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
@@ -381,7 +406,7 @@ class AsyncActionHandle:
 
     async def record(self) -> ActionRecord:
         """Everything known of the action: status, attempts, result or error, progress."""
-        return await self._client.action(self.session_id, self.id)
+        return await self._client._record(self.session_id, self.id, sent=True)
 
     async def status(self) -> ActionStatus:
         return (await self.record()).status

@@ -143,6 +143,21 @@ class ActionNotFound(JidoTasksError):
         self.action_id = action_id
 
 
+class ActionExpired(ActionNotFound):
+    """The action was sent (the caller holds its handle) and has finished, but its record is
+    gone: older than `record_retention`, or beyond the last `keep_results` of its session.
+    Its outcome reached whoever waited for it when it finished (the finish message)."""
+
+    def __init__(self, session_id: str, action_id: str, retention: float, keep: int) -> None:
+        JidoTasksError.__init__(
+            self, f"session {session_id}: action {action_id} finished but its record is gone "
+            f"(records are kept {retention:g}s and the last {keep} per session)",
+            session_id=session_id)
+        self.action_id = action_id
+        self.retention = retention
+        self.keep = keep
+
+
 class ActionFailed(JidoTasksError):
     """The action ran and failed; `error_type` and `error_message` come from the worker."""
 

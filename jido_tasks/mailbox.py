@@ -18,6 +18,7 @@ from jido_tasks.actions import action_spec_or_name, check_params
 from jido_tasks.dispatch import publish_drain
 from jido_tasks.errors import (
     ActionCancelled,
+    ActionExpired,
     ActionFailed,
     ActionIdConflict,
     ActionNotFound,
@@ -38,7 +39,7 @@ from jido_tasks.models import (
 )
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
-from jido_tasks.store.connection import Layer, Read, RedisLayer, redis_errors
+from jido_tasks.store.connection import RedisLayer, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -121,33 +122,43 @@ def cancel_op(settings: Settings, session_id: str, action_id: str, reason: str,
                           keep=settings.keep_results)
 
 
-def record_read(layer: Layer, session_id: str, action_id: str) -> Read[ActionRecord]:
-    """One pipeline reading an action's request, outcome and whether it is running."""
+def record_op(settings: Settings, session_id: str, action_id: str, sent: bool = False,
+              ) -> scripts.Op[ActionRecord]:
+    """The record of an action (one Lua read). With `sent` (the caller holds its handle, so
+    it was accepted), a missing record raises `ActionExpired` (dropped by age or count), else
+    `ActionNotFound`."""
     validate_session_id(session_id)
-    sk = layer.keys.session(session_id)
+    op = scripts.record(session_id, action_id=action_id)
+    stored_of = op.decoder
 
-    def decode(replies: list[Any]) -> ActionRecord:
-        request, outcome, head, leased = replies
-        if request is None and outcome is None:
-            raise ActionNotFound(session_id, action_id)
-        return ActionRecord.from_stored(session_id, action_id, request, outcome,
-                                        running=(head == action_id and bool(leased)))
-    return Read([("HGET", sk.actions, action_id), ("HGET", sk.results, action_id),
-                 ("LINDEX", sk.mailbox, 0), ("EXISTS", sk.lease)], decode)
+    def decode(reply: Any) -> ActionRecord:
+        try:
+            stored = stored_of(reply)
+        except ActionNotFound:
+            if sent:
+                raise ActionExpired(session_id, action_id, settings.record_retention,
+                                    settings.keep_results) from None
+            raise
+        return ActionRecord.build(session_id, action_id, stored.request, stored.outcome,
+                                  running=stored.running)
+    return scripts.Op(op.script, op.session_id, op.args, decode)
 
 
-def outcomes_read(layer: Layer, actions: list[tuple[str, str]],
-                  ) -> Read[list[Outcome | None]]:
-    """The stored outcomes of (session id, action id) pairs, in one pipeline: the waiters'
-    safety net. Each is None while the action has none yet (or it is not finished)."""
-    def decode(replies: list[Any]) -> list[Outcome | None]:
-        out: list[Outcome | None] = []
-        for raw in replies:
-            outcome = Outcome.model_validate_json(raw) if raw else None
-            out.append(outcome if outcome is not None and outcome.status.finished else None)
-        return out
-    return Read([("HGET", layer.keys.session(sid).results, aid) for sid, aid in actions],
-                decode)
+def outcome_ops(actions: list[tuple[str, str]]) -> list[scripts.Op[Outcome | None]]:
+    """Reads of the outcomes of (session id, action id) pairs, for one pipeline: the waiters'
+    safety net. Each is None while the action is not finished (or its record is gone)."""
+    def finished(op: scripts.Op[scripts.Stored]) -> scripts.Op[Outcome | None]:
+        stored_of = op.decoder
+
+        def decode(reply: Any) -> Outcome | None:
+            try:
+                outcome = stored_of(reply).outcome
+            except ActionNotFound:
+                return None
+            return outcome if outcome is not None and outcome.status.finished else None
+        return scripts.Op(op.script, op.session_id, op.args, decode)
+    return [finished(scripts.record(sid, action_id=aid)) for sid, aid in actions]
+
 
 # While waiting, the record is read again this often (seconds), in case a finish message was
 # missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
@@ -223,8 +234,9 @@ class Mailbox:
                 for action_id, request in prepared]
 
     @redis_errors
-    def record(self, session_id: str, action_id: str) -> ActionRecord:
-        return self.layer.read(record_read(self.layer, session_id, action_id))
+    def record(self, session_id: str, action_id: str, sent: bool = False) -> ActionRecord:
+        """What is known of an action (one Lua read); see `record_op`."""
+        return self.layer.call(record_op(self.settings, session_id, action_id, sent))
 
     @redis_errors
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
@@ -253,7 +265,12 @@ class Mailbox:
     def wait(self, session_id: str, action_id: str, timeout: float | None,
              request: str | None = None, subscribed: bool = False) -> ActionRecord:
         """Block until the action finishes (pub/sub, no polling); `ActionTimeout` after
-        `timeout` seconds (the action itself goes on).
+        `timeout` seconds (the action itself goes on); `ActionExpired` if its record is gone
+        (it finished longer than `record_retention` ago, or is beyond `keep_results`).
+
+        Nothing the wait needs can vanish meanwhile: a pending action's request is never
+        dropped, and once subscribed the outcome comes with the finish message, whatever
+        becomes of the record afterwards.
 
         With `subscribed` (the channel was subscribed before the action was sent) and its
         `request` JSON, the record is built from the finish message alone: no read of Redis.
@@ -265,7 +282,7 @@ class Mailbox:
         try:
             req: ActionRequest | None = None
             if request is None or not subscribed:
-                record = self.record(session_id, action_id)
+                record = self.record(session_id, action_id, sent=True)
                 if record.status.finished:
                     return record
                 req = ActionRequest(action=record.action, params=record.params,
@@ -281,7 +298,7 @@ class Mailbox:
                     raise ActionTimeout(session_id, action_id, timeout)
                 if now >= check_at:  # the safety net: a finish message that never came
                     check_at = now + RECHECK_EVERY
-                    record = self.record(session_id, action_id)
+                    record = self.record(session_id, action_id, sent=True)
                     if record.status.finished:
                         return record
                 wait = min(remaining, max(check_at - now, 0.001))
@@ -378,7 +395,7 @@ class ActionHandle:
 
     def record(self) -> ActionRecord:
         """Everything known of the action: status, attempts, result or error, progress."""
-        return self._mailbox.record(self.session_id, self.id)
+        return self._mailbox.record(self.session_id, self.id, sent=True)
 
     def status(self) -> ActionStatus:
         return self.record().status
@@ -388,8 +405,9 @@ class ActionHandle:
         return None if rec.progress is None else rec.progress.model_dump()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The result; raises `ActionFailed`, `ActionCancelled` or `ActionTimeout` (a
-        `TimeoutError`: only the wait ended, the action goes on)."""
+        """The result; raises `ActionFailed`, `ActionCancelled`, `ActionTimeout` (a
+        `TimeoutError`: only the wait ended, the action goes on) or `ActionExpired` (it
+        finished so long ago that its record is gone)."""
         return result_of(self._mailbox.wait(self.session_id, self.id, timeout))
 
     def cancel(self, reason: str = "cancelled") -> bool:

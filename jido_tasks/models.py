@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jido_tasks.errors import InvalidActionId, InvalidEntry, InvalidSessionId
 
@@ -166,8 +166,8 @@ class SessionEntry(BaseModel):
 
     def to_redis(self, default_timeout: float) -> dict[str, str]:
         """The hash fields for this entry; empty and default values are left out to save memory."""
+        # No `id` field: the key names the session (42 bytes less per session).
         row: dict[str, str] = {
-            "id": self.id,
             "status": self.status.value,
             "created_at": repr(self.created_at.timestamp()),
             "updated_at": repr(self.updated_at.timestamp()),
@@ -198,6 +198,7 @@ class SessionEntry(BaseModel):
         """Read a registry hash; raise `InvalidEntry` (naming the key) if it is not a valid row."""
         try:
             data: dict[str, Any] = {k: v for k, v in row.items() if k not in INTERNAL_FIELDS}
+            data.setdefault("id", session_id)  # older rows also hold their id
             for name in ("metadata", "llm_config", "config"):
                 if name in data:
                     data[name] = json.loads(data[name])
@@ -246,38 +247,60 @@ class ReplyTo(StrEnum):
     """The Celery result backend, under the action id (the id of its `jido_tasks.send`)."""
 
 
-class ActionRequest(BaseModel):
-    """What a sender stored for an action (the `actions` hash); immutable once sent."""
+STORED = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+"""Stored documents use one-letter aliases (they are kept per action, so their names cost
+memory per record); both the aliases and the long names are accepted when reading (records
+written before the compact form, and the Python names, stay readable)."""
 
-    action: str
-    params: JsonObject = Field(default_factory=dict)
-    created_at: float = 0.0
-    digest: str | None = None
+
+def _short(stored: str, name: str) -> Any:
+    """Field options of a stored document's field: written as `stored`, read as either."""
+    return {"serialization_alias": stored, "validation_alias": AliasChoices(stored, name)}
+
+
+class ActionRequest(BaseModel):
+    """What a sender stored for a pending action (the `pending` hash); immutable once sent.
+    Stored as `{"a": action, "p": params, "c": created_at}`, plus `"d": digest` and
+    `"y": reply_to` when set."""
+
+    model_config = STORED
+
+    action: str = Field(**_short("a", "action"))
+    params: JsonObject = Field(default_factory=dict, **_short("p", "params"))
+    created_at: float = Field(0.0, **_short("c", "created_at"))
+    digest: str | None = Field(None, **_short("d", "digest"))
     """`request_digest(action, params)`: a resend of the same id must carry the same."""
-    reply_to: ReplyTo | None = None
+    reply_to: ReplyTo | None = Field(None, **_short("y", "reply_to"))
     """Set when the action came as a `jido_tasks.send` message (see `ReplyTo`)."""
 
     def to_json(self) -> str:
-        return dumps(self.model_dump(mode="json", exclude_none=True))
+        """Compact JSON; `created_at` rounded to the millisecond."""
+        return dumps(self.model_copy(update={"created_at": round(self.created_at, 3)})
+                     .model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 class Outcome(BaseModel):
-    """What became of an action (the `results` hash, and the finish message to waiters).
+    """What became of an action: merged into its record when it finishes, published to
+    waiters, and (status running, with progress) kept beside a running action's request.
 
     Written by the runtime (running with progress, succeeded, failed) and by the Lua scripts
-    `cancel` and `terminate` (cancelled, with an `ActionCancelled` error), field for field.
+    `cancel` and `terminate` (cancelled, with an `ActionCancelled` error), field for field,
+    with the one-letter names below (generated into the Lua prelude as F_*). `finished_at` is
+    not in the stored JSON: the scripts set it from Redis TIME (the `records` list in keys.py).
     """
 
-    status: ActionStatus
-    result: Any = None
-    error: ActionError | None = None
-    attempts: int = 0
-    progress: Progress | None = None
-    finished_at: float | None = None
+    model_config = STORED
+
+    status: ActionStatus = Field(**_short("s", "status"))
+    result: Any = Field(None, **_short("r", "result"))
+    error: ActionError | None = Field(None, **_short("e", "error"))
+    attempts: int = Field(0, **_short("n", "attempts"))
+    progress: Progress | None = Field(None, **_short("g", "progress"))
+    finished_at: float | None = Field(None, **_short("f", "finished_at"))
 
     def to_json(self) -> str:
         """Strict JSON, without empty fields (a result that is not JSON raises ValueError)."""
-        return dumps(self.model_dump(mode="python", exclude_none=True))
+        return dumps(self.model_dump(mode="python", exclude_none=True, by_alias=True))
 
 
 class ActionRecord(BaseModel):
@@ -313,7 +336,8 @@ class ActionRecord(BaseModel):
             status = ActionStatus.RUNNING if running else ActionStatus.PENDING
             outcome = Outcome(status=status)
         return cls(id=action_id, session_id=session_id, action=req.action, params=req.params,
-                   created_at=req.created_at, **outcome.model_dump(exclude={"status"}),
+                   created_at=req.created_at, **outcome.model_dump(exclude={"status"},
+                                                                 by_alias=False),
                    status=outcome.status)
 
 

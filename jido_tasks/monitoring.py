@@ -11,13 +11,18 @@ Every read is bounded and uses the key schema (no SCAN, no key formatting here):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from jido_tasks.models import ActionRecord, SessionEntry, is_index_member, validate_session_id
+from jido_tasks.mailbox import record_op
+from jido_tasks.models import (
+    ActionRecord,
+    ActionRequest,
+    SessionEntry,
+    is_index_member,
+    validate_session_id,
+)
 from jido_tasks.store.connection import RedisLayer
 
 # Upper bounds (seconds) of the action-duration histogram buckets, as written in the fields.
@@ -88,10 +93,11 @@ def read_gauges(layer: RedisLayer, max_sessions: int = 1000) -> Gauges:
     pipe.zrange(k.scheduled, 0, max_sessions - 1)
     pipe.time()
     live, active, with_deadline, terminated, scheduled, ids, now = pipe.execute()
-    # `terminating` sessions leave `active` and `expiry` but stay in `activity` until terminated.
+    # `activity` holds active and terminating sessions, `expiry` active and idle ones (an idle
+    # session has no other index entry), `active` the active ones.
     gauges = Gauges(
         sessions={"active": active, "idle": max(0, with_deadline - active),
-                  "terminating": max(0, live - with_deadline), "terminated": terminated},
+                  "terminating": max(0, live - active), "terminated": terminated},
         pending_sessions=scheduled, truncated=scheduled > max_sessions)
     ids = [sid for sid in ids if is_index_member(k.scheduled, sid)]
     if ids:
@@ -118,11 +124,11 @@ def _read_pending(layer: RedisLayer, ids: list[str], now: float, gauges: Gauges)
         return
     pipe = layer.redis.pipeline(transaction=False)
     for sid, head in heads:
-        pipe.hget(layer.keys.session(sid).actions, head)
+        pipe.hget(layer.keys.session(sid).pending, head)
     oldest = math.inf
     for request in pipe.execute():
         if request:
-            oldest = min(oldest, float(json.loads(request).get("created_at", now)))
+            oldest = min(oldest, ActionRequest.model_validate_json(request).created_at or now)
     if oldest is not math.inf:
         gauges.oldest_pending_seconds = max(0.0, now - oldest)
 
@@ -183,24 +189,12 @@ def recent_actions(layer: RedisLayer, session_id: str, limit: int = 20) -> list[
     validate_session_id(session_id)
     sk = layer.keys.session(session_id)
     pipe = layer.redis.pipeline(transaction=False)
-    pipe.lrange(sk.finished, -limit, -1)
+    pipe.lrange(sk.records, -3 * limit, -1)  # (id, finish ms, record JSON) triples
     pipe.lrange(sk.mailbox, 0, limit - 1)
-    pipe.exists(sk.lease)
-    finished, pending, leased = pipe.execute()
-    ids: list[str] = [*reversed(pending), *reversed(finished)]
-    if not ids:
-        return []
-    pipe = layer.redis.pipeline(transaction=False)
-    for aid in ids:
-        pipe.hget(sk.actions, aid)
-        pipe.hget(sk.results, aid)
-    replies: list[Any] = pipe.execute()
-    head = pending[0] if pending else None
+    finished, pending = pipe.execute()
+    ids: list[str] = [*reversed(pending), *reversed(finished[0::3])]
     out: list[ActionRecord] = []
-    for i, aid in enumerate(ids):
-        request, outcome = replies[2 * i], replies[2 * i + 1]
-        if request is None and outcome is None:  # trimmed between the two reads
-            continue
-        out.append(ActionRecord.from_stored(session_id, aid, request, outcome,
-                                            running=(aid == head and bool(leased))))
+    for record in layer.call_many([record_op(layer.settings, session_id, aid) for aid in ids]):
+        if isinstance(record, ActionRecord):  # else dropped between the two reads
+            out.append(record)
     return out

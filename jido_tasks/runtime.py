@@ -334,8 +334,8 @@ class Drainer:
                  started: float, duration: float) -> _Applied:
         name = req.action
         error = ActionError(type=type(exc).__name__, message=str(exc))
-        outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts,
-                          finished_at=time.time())
+        # The finish time is stored by the commit (Redis TIME), not in the outcome JSON.
+        outcome = Outcome(status=ActionStatus.FAILED, error=error, attempts=attempts)
         # An action's own exception comes with its traceback; our typed errors say it all.
         log.warning("session %s: action %s (%s) failed: %s: %s", self.session_id, name,
                     action_id, error.type, error.message,
@@ -372,8 +372,7 @@ class Drainer:
                 raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
             changes = state.changes()
             # The result must be JSON: an action returning anything else fails.
-            done = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
-                           finished_at=time.time())
+            done = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts)
             outcome = done.to_json()
         except Exception as exc:
             return self._failure(action_id, req, exc, attempts, wall,

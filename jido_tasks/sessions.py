@@ -124,7 +124,9 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
     """Sessions by last activity, newest first; default all not terminated.
 
     `offset` and `limit` count sessions of the requested status. Reads one index page at a
-    time (never scans the keyspace), each page's rows in one pipeline.
+    time (never scans the keyspace), each page's rows in one pipeline. Active and terminating
+    sessions are in `activity` (by last activity); an idle one only in `expiry` (by idle
+    deadline, which follows its last activity): idle ones are listed after the others.
     """
     try:
         wanted = SessionStatus(status) if status is not None else None
@@ -134,24 +136,45 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
                               f"{', '.join(s.value for s in SessionStatus)})") from None
     if offset < 0 or (limit is not None and limit < 0):
         raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
-    index = (layer.keys.terminated if wanted is SessionStatus.TERMINATED
-             else layer.keys.activity)
-    # The terminated index holds only terminated sessions, and no filter means every
-    # live one: then the index itself can be paged. Otherwise page through it and filter.
-    exact = wanted in (None, SessionStatus.TERMINATED)
-    page = (limit or _PAGE) if exact else max(limit or 0, _PAGE)
-    start = offset if exact else 0
-    skip = 0 if exact else offset
+    k = layer.keys
+    if wanted is SessionStatus.TERMINATED:  # the index holds only them: paged exactly
+        return (yield from _page_plan(layer, k.terminated, offset, limit))
+    sources: list[tuple[str, set[SessionStatus]]] = []
+    if wanted is not SessionStatus.IDLE:
+        sources.append((k.activity, {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
+                        if wanted is None else {wanted}))
+    if wanted in (None, SessionStatus.IDLE):
+        sources.append((k.expiry, {SessionStatus.IDLE}))
     out: list[SessionEntry] = []
+    skip = offset
+    page = max(limit or 0, _PAGE)
+    for index, statuses in sources:
+        start = 0
+        while limit is None or len(out) < limit:
+            ids: list[str] = yield Read([("ZREVRANGE", index, start, start + page - 1)],
+                                        _first)
+            rows = yield _rows_read(layer, index, ids)
+            for entry in rows:
+                if entry.status in statuses:
+                    if skip:
+                        skip -= 1
+                    else:
+                        out.append(entry)
+            if len(ids) < page:
+                break
+            start += page
+    return out if limit is None else out[:limit]
+
+
+def _page_plan(layer: Layer, index: str, offset: int, limit: int | None,
+               ) -> Plan[list[SessionEntry]]:
+    """Sessions of an index holding only the wanted ones, newest first, paged exactly."""
+    out: list[SessionEntry] = []
+    page = limit or _PAGE
+    start = offset
     while limit is None or len(out) < limit:
         ids: list[str] = yield Read([("ZREVRANGE", index, start, start + page - 1)], _first)
-        rows = yield _rows_read(layer, index, ids)
-        for entry in rows:
-            if wanted is None or entry.status is wanted:
-                if skip:
-                    skip -= 1
-                else:
-                    out.append(entry)
+        out += yield _rows_read(layer, index, ids)
         if len(ids) < page:
             break
         start += page

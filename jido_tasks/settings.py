@@ -104,8 +104,15 @@ class Settings(BaseSettings):
     """Actions a worker applies under one lease before it re-reads the mailbox."""
     commit_group: int = Field(20, ge=1)
     """Most consecutive actions a worker commits in one atomic step (1: each alone)."""
-    keep_results: int = Field(1000, ge=1)
-    """Finished action records kept per session (oldest dropped)."""
+    keep_results: int = Field(100, ge=1, le=100_000)
+    """Most finished action records kept per session (oldest dropped first). 100 covers what
+    a caller follows (its actions in flight; a waiter subscribed before the finish gets the
+    outcome from the finish message, not the record) at about 150 B each for small actions,
+    and keeps a record lookup (LPOS, newest first) a scan of a few hundred list elements."""
+    record_retention: Seconds = 3600.0
+    """A finished action's record is dropped this long after it finished (like Celery's
+    `result_expires`); a session's own event stream is trimmed to the same age, and a session
+    with no finish for this long holds no records at all."""
     event_maxlen: int = Field(1000, ge=1)
     """Approximate length bound of each session's event stream."""
     terminated_events_ttl: Seconds = 86400.0

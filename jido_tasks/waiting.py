@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from jido_tasks.mailbox import RECHECK_EVERY, outcomes_read
+from jido_tasks.mailbox import RECHECK_EVERY, outcome_ops
 from jido_tasks.models import Outcome
 from jido_tasks.store import scripts
 from jido_tasks.store.aio import AsyncRedisLayer
@@ -230,9 +230,9 @@ class WaitHub:
         found = 0
         for i in range(0, len(pairs), _RECHECK_CHUNK):
             chunk = pairs[i:i + _RECHECK_CHUNK]
-            outcomes = await self.layer.read(outcomes_read(self.layer, chunk))
+            outcomes = await self.layer.call_many(outcome_ops(chunk))
             for (_, action_id), outcome in zip(chunk, outcomes, strict=True):
-                if outcome is not None:
+                if isinstance(outcome, Outcome):
                     found += 1
                     self.resolve(action_id, outcome)
         return found

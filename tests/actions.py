@@ -129,3 +129,10 @@ def read(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
         out["len"] = len(ctx.state)
         out["keys"] = sorted(ctx.state)
     return out
+
+
+@action("test.emit")
+def emit(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Emit one event; returns 1."""
+    ctx.emit("test.emitted", {"n": params.get("n")})
+    return 1

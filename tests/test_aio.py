@@ -211,7 +211,7 @@ def test_cancelling_a_call_stops_the_wait_not_the_action(workers: Workers,
                     break
                 await asyncio.sleep(0.01)
             assert c.hub.channels == set()
-            [action_id] = raw_redis.hkeys(c.layer.keys.session(sid).actions)
+            action_id = raw_redis.lindex(c.layer.keys.session(sid).mailbox, 0)  # running
             assert await c.handle(sid, action_id).get(timeout=20) == 1
             assert (await c.action(sid, action_id)).status is ActionStatus.SUCCEEDED
             assert await c.get_state(sid) == {"items": ["x"]}

@@ -67,12 +67,15 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
     chaos = Chaos(group, period, seed)
     chaos.start()
     last = {}
+    # Each session's work lasts at least three chaos periods, so kills land mid-work however
+    # fast the machine (0.003 s actions once finished before the first strike).
+    seconds = max(0.003, 3 * period / per_session)
     try:
         for i in range(per_session):
             if i == per_session // 2:  # strikes must land while work is still pending
                 wait_for(lambda: sum(chaos.kills.values()) >= 2, 30, message="two strikes")
             for sid in sids:
-                last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": 0.003})
+                last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": seconds})
         deadline = time.monotonic() + 60 + sessions * per_session * 0.02
         for handle in last.values():
             handle.get(timeout=max(1.0, deadline - time.monotonic()))

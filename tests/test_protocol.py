@@ -15,6 +15,7 @@ import redis
 
 from jido_tasks import (
     ActionCancelled,
+    ActionExpired,
     ActionStatus,
     ActionTimeout,
     Client,
@@ -210,7 +211,12 @@ def test_terminate_session_finishes_every_chunk(client: Client) -> None:
                                      for i in range(scripts.CANCEL_CHUNK * 2 + 7)])
     entry = client.terminate_session(sid)
     assert entry.status.value == "terminated"
-    assert all(h.status() is ActionStatus.CANCELLED for h in handles[-500::50])
+    assert all(h.status() is ActionStatus.CANCELLED for h in handles[-100::10])
+    # Only the last keep_results (100) records are kept: an older handle's record is gone.
+    with pytest.raises(ActionExpired) as err:
+        handles[0].status()
+    assert (err.value.session_id, err.value.action_id) == (sid, handles[0].id)
+    assert err.value.keep == client.settings.keep_results == 100
 
 
 def test_a_cancel_of_a_withdrawn_action_says_cancelled(client: Client) -> None:

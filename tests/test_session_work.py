@@ -32,7 +32,7 @@ Workers = Callable[..., WorkerGroup]
 
 def mailbox_keys(client: Client, sid: str) -> tuple[int, int]:
     sk = client.layer.keys.session(sid)
-    return client.layer.redis.llen(sk.mailbox), client.layer.redis.hlen(sk.actions)
+    return client.layer.redis.llen(sk.mailbox), client.layer.redis.hlen(sk.pending)
 
 
 def test_send_call_and_record(workers: Workers) -> None:

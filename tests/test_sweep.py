@@ -319,8 +319,14 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
     c.send(sid, "test.noop")  # no worker: cancelled by terminate
     c.send(sid, "test.noop")
     c.terminate_session(sid)
-    owned = [k for k in c.layer.keys.session(sid).owned() if raw_redis.exists(k)]
-    assert len(owned) >= 5  # entry, state, actions, results, finished, events
+    sk = c.layer.keys.session(sid)
+    # Records of a session written by an older version are purged too.
+    raw_redis.hset(sk.legacy_actions, "act_" + "0" * 32, '{"action":"test.noop"}')
+    raw_redis.hset(sk.legacy_results, "act_" + "0" * 32, '{"status":"succeeded"}')
+    raw_redis.rpush(sk.legacy_finished, "act_" + "0" * 32)
+    owned = [k for k in sk.owned() if raw_redis.exists(k)]
+    assert set(owned) == {sk.entry, sk.state, sk.records, sk.events, sk.legacy_actions,
+                          sk.legacy_results, sk.legacy_finished}
     assert counts(c.sweep()) == only()  # not old enough yet
 
     at = float(raw_redis.zscore(c.layer.keys.terminated, sid) or 0)

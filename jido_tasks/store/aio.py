@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from jido_tasks.settings import Settings
 from jido_tasks.store.connection import Plan, Read, decode_many
@@ -34,7 +36,10 @@ class AsyncRedisLayer:
         self.keys = KeySchema(settings.namespace)
         self.pool = redis.asyncio.BlockingConnectionPool.from_url(
             settings.redis_dsn, decode_responses=True, max_connections=max_connections,
-            timeout=None, health_check_interval=30, client_name=CLIENT_NAME)
+            timeout=None, health_check_interval=30, client_name=CLIENT_NAME,
+            # A pool given to the client keeps its own retry policy: retry a command on a
+            # connection that broke (e.g. Redis restarted) as the sync client does.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3))
         # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
         self.redis: Any = redis.asyncio.Redis(connection_pool=self.pool)
         self._loaded: dict[str, Any] = {}

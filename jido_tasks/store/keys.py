@@ -12,18 +12,28 @@ in one Redis Cluster slot):
     ns:s:{sid}:state      hash    the session's JSON state in parts: top-level key -> its JSON
                                   (a string of the whole JSON in sessions written before parts)
     ns:s:{sid}:mailbox    list    pending action ids, oldest first
-    ns:s:{sid}:actions    hash    action id -> JSON request (name, params, created_at); immutable
-    ns:s:{sid}:results    hash    action id -> JSON outcome (status, result or error, progress)
-    ns:s:{sid}:finished   list    finished action ids, oldest first (bounds the two hashes)
+    ns:s:{sid}:pending    hash    action id -> request JSON (ActionRequest) of each pending
+                                  action, and `<id>#p` -> its running Outcome with progress;
+                                  gone once the action finishes (empty hashes vanish)
+    ns:s:{sid}:records    list    finished actions, oldest first, three elements each: action
+                                  id, finish time (integer ms, Redis TIME), record JSON
+                                  (request and Outcome fields side by side); bounded by
+                                  `keep_results` and by age (`record_retention`), and the key
+                                  expires `record_retention` after its last write
     ns:s:{sid}:lease      string  "token|worker" of the worker that owns the session, with a TTL
     ns:s:{sid}:events     stream  the session's events
     ns:s:{sid}:cancelling list    ids of pending actions a termination withdrew, whose records
                                   are still being finished (in bounded chunks)
+    ns:s:{sid}:actions,   legacy: the request / outcome hashes and finished list of sessions
+      :results, :finished written before records (read as a fallback, deleted when the session
+                          goes idle or is purged)
     ns:s:{sid}:done       channel pub/sub: finished action records, for waiters
     ns:events             stream  every session's events
-    ns:idx:activity       zset    live (not terminated) sessions by last activity
+    ns:idx:activity       zset    active and terminating sessions by last activity (an idle
+                                  session leaves it: it is found through `expiry`)
     ns:idx:active         zset    active sessions by last activity (idle candidates)
-    ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout)
+    ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout);
+                                  the only index entry of an idle session
     ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
     ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
     ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live
@@ -39,8 +49,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "actions", "results", "finished",
-                               "lease", "events", "cancelling")
+OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "pending", "records", "lease",
+                               "events", "cancelling", "legacy_actions", "legacy_results",
+                               "legacy_finished")
 """Names of the keys one session owns (`SessionKeys` attributes): what a purge deletes."""
 INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled")
 """Names of the global session indexes (`KeySchema` properties): a purge leaves every one."""
@@ -55,12 +66,14 @@ class SessionKeys:
     entry: str
     state: str
     mailbox: str
-    actions: str
-    results: str
-    finished: str
+    pending: str
+    records: str
     lease: str
     events: str
     cancelling: str
+    legacy_actions: str
+    legacy_results: str
+    legacy_finished: str
     done_channel: str
 
     def owned(self) -> list[str]:
@@ -80,12 +93,14 @@ class KeySchema:
             entry=base,
             state=f"{base}:state",
             mailbox=f"{base}:mailbox",
-            actions=f"{base}:actions",
-            results=f"{base}:results",
-            finished=f"{base}:finished",
+            pending=f"{base}:pending",
+            records=f"{base}:records",
             lease=f"{base}:lease",
             events=f"{base}:events",
             cancelling=f"{base}:cancelling",
+            legacy_actions=f"{base}:actions",
+            legacy_results=f"{base}:results",
+            legacy_finished=f"{base}:finished",
             done_channel=f"{base}:done",
         )
 

@@ -21,6 +21,8 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
 from jido_tasks.errors import (
     ActionIdConflict,
     ActionNotFound,
@@ -30,7 +32,13 @@ from jido_tasks.errors import (
     SessionNotActive,
     SessionNotFound,
 )
-from jido_tasks.models import ACCEPTS_WORK, ALLOWED_TRANSITIONS, Outcome, SessionStatus
+from jido_tasks.models import (
+    ACCEPTS_WORK,
+    ALLOWED_TRANSITIONS,
+    ActionRequest,
+    Outcome,
+    SessionStatus,
+)
 from jido_tasks.store.keys import INDEX_KEYS, OWNED_KEYS, SCRIPT_KEYS
 
 if TYPE_CHECKING:
@@ -39,12 +47,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 COMMON_ARGV: tuple[str, ...] = ("SID", "EVENT_MAXLEN", "GLOBAL_EVENT_MAXLEN", "DONE_CHANNEL",
-                                "TERMINATED_EVENTS_MS")
+                                "TERMINATED_EVENTS_MS", "RECORD_MS")
 """The first ARGV of every session script (Lua names), built by `_common_args`."""
 CANCEL_CHUNK = 500
 """Most withdrawn actions one call finishes (terminate, cancel_pending, recover)."""
 UNPACK_CHUNK = 1000
 """Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
+TRIM_CHUNK = 200
+"""Most records one script drops by age (the rest go in later calls, or with the key TTL)."""
+PROGRESS_SUFFIX = "#p"
+"""`<action id>#p` in the `pending` hash: a running action's Outcome with its progress."""
 
 
 class Tag(StrEnum):
@@ -149,6 +161,16 @@ class Expiry:
     last_activity: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What is stored of one action: its request, and its outcome once finished (or while
+    running, with progress). `running`: it heads the mailbox under a live lease."""
+
+    request: ActionRequest | None
+    outcome: Outcome | None
+    running: bool = False
+
+
 ClaimReply = Claimed | Busy | Tag
 """`Claimed`, `Busy`, `Tag.EMPTY` (nothing pending) or `Tag.MISSING`."""
 
@@ -208,7 +230,8 @@ class Op(Generic[T]):
 def _common_args(layer: Layer, session_id: str) -> list[Any]:
     s = layer.settings
     return [session_id, s.event_maxlen, s.global_event_maxlen,
-            layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000)]
+            layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000),
+            int(s.record_retention * 1000)]
 
 
 def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any,
@@ -216,6 +239,15 @@ def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any
     if len(argv) != len(script.argv):
         raise TypeError(f"script {script.name} takes {script.argv}, got {tuple(argv)}")
     return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder)
+
+
+_OUTCOME_FIELDS = ("status", "error")
+"""The Outcome fields the scripts write (a cancelled outcome), by their stored names."""
+
+
+def _stored_name(model: type[BaseModel], name: str) -> str:
+    alias = model.model_fields[name].serialization_alias
+    return alias or name
 
 
 def _lua_table(values: dict[str, Any]) -> str:
@@ -242,7 +274,11 @@ def prelude() -> str:
         + ", ".join(f"ARGV[{i + 1}]" for i in range(len(COMMON_ARGV))),
         f"local ACCEPTS_WORK = {_lua_table({s.value: 'true' for s in ACCEPTS_WORK})}",
         f"local ALLOWED_FROM = {_lua_table(allowed)}",
-        f"local CANCEL_CHUNK, UNPACK_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}",
+        f"local CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}, "
+        f"{TRIM_CHUNK}",
+        f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
+        f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
+        + ", ".join(_lua_str(_stored_name(Outcome, name)) for name in _OUTCOME_FIELDS),
     ]
     return "\n".join(lines) + "\n"
 
@@ -266,6 +302,14 @@ def _source(script: Script) -> str:
 
 
 # -- reply helpers ---------------------------------------------------------------------------
+def _request_in(record_json: str) -> ActionRequest | None:
+    """The request part of a stored record (None if its request was gone when it finished)."""
+    try:
+        return ActionRequest.model_validate_json(record_json)
+    except ValidationError:
+        return None
+
+
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -308,11 +352,12 @@ RECOVER = Script("recover", ("stale_after", "keep"))
 PURGE = Script("purge", ("retention",))
 EMIT = Script("emit", ("event_type", "data_json"))
 HANDBACK = Script("handback", ("token", "action_id"))
+RECORD = Script("record", ("action_id",))
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
                RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               HANDBACK, EXTEND_LOCK, RELEASE_LOCK)
+               HANDBACK, RECORD, EXTEND_LOCK, RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -466,6 +511,23 @@ def handback(session_id: str, *, token: str, action_id: str) -> Op[Tag]:
     return _op(HANDBACK, session_id, Tag, token=token, action_id=action_id)
 
 
+def record(session_id: str, *, action_id: str) -> Op[Stored]:
+    """What is stored of an action; `ActionNotFound` when nothing is (never sent, or its
+    record was dropped by age or count: the caller tells which it can)."""
+    def decode(reply: list[Any]) -> Stored:
+        tag = str(reply[0])
+        if tag == "finished":
+            outcome = Outcome.model_validate_json(reply[2])
+            outcome.finished_at = int(reply[1]) / 1000.0
+            return Stored(_request_in(reply[2]), outcome)
+        if tag in ("pending", "legacy"):
+            req = ActionRequest.model_validate_json(reply[1]) if reply[1] else None
+            out = Outcome.model_validate_json(reply[2]) if reply[2] else None
+            return Stored(req, out, bool(int(reply[3])))
+        raise ActionNotFound(session_id, action_id)
+    return _op(RECORD, session_id, decode, action_id=action_id)
+
+
 def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:
     return Op(EXTEND_LOCK, None, [token, ms], bool, [key])
 
@@ -475,6 +537,10 @@ def release_lock(key: str, *, token: str) -> Op[bool]:
 
 
 def parse_finish(message: str) -> tuple[str, Outcome]:
-    """A finish message (published by `finish()` in `_lib.lua`): action id and its Outcome."""
-    action_id, _, outcome = message.partition("\n")
-    return action_id, Outcome.model_validate_json(outcome)
+    """A finish message (published by `finish_many()` in `_lib.lua`: action id, finish time
+    in ms, Outcome JSON, one a line): action id and its Outcome."""
+    action_id, _, rest = message.partition("\n")
+    ms, _, outcome_json = rest.partition("\n")
+    outcome = Outcome.model_validate_json(outcome_json)
+    outcome.finished_at = int(ms) / 1000.0
+    return action_id, outcome

@@ -3,18 +3,21 @@
 -- Generated before this file, from the Python tuples that the calls use (never edit by hand):
 --   K_ENTRY, K_STATE, ...   1-based positions in KEYS (jido_tasks.store.keys.SCRIPT_KEYS):
 --                           entry (hash, registry row), state (hash, part name -> JSON of that
---                           top-level key; a string of the whole JSON before parts), mailbox (list of
---                           pending action ids), actions (hash id -> request JSON), results
---                           (hash id -> Outcome JSON), finished (list of finished ids), lease
---                           (string "token|worker", with a TTL), events (the session's stream),
---                           cancelling (list of withdrawn ids still to finish), events_global
---                           (the global stream), and the indexes activity, active, expiry,
---                           terminated, scheduled (zsets)
+--                           top-level key; a string of the whole JSON before parts), mailbox
+--                           (list of pending action ids), pending (hash id -> request JSON,
+--                           id#p -> running Outcome), records (list of finished actions: id,
+--                           finish ms, record JSON), lease (string "token|worker", with a TTL),
+--                           events (the session's stream), cancelling (list of withdrawn ids
+--                           still to finish), legacy_actions/results/finished (records of an
+--                           older version), events_global (the global stream), and the
+--                           indexes activity, active, expiry, terminated, scheduled (zsets)
 --   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
---   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS
+--   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS, RECORD_MS
 --                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
+--   F_STATUS, F_ERROR       the stored names of the Outcome fields the scripts write
+--   PROGRESS_SUFFIX         `<id>` .. this: a running action's progress in the pending hash
 --   ACCEPTS_WORK[status], ALLOWED_FROM[target][status]   the lifecycle (jido_tasks.models)
---   CANCEL_CHUNK, UNPACK_CHUNK                          bounds of the work of one call
+--   CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK              bounds of the work of one call
 -- and, after this file, the script's own ARGV as named locals (and REST, the position of its
 -- first variadic argument).
 
@@ -63,8 +66,17 @@ local function set_status(old, new, ts, reason)
   if new == 'active' then
     local last = redis.call('HGET', e, 'last_activity')
     redis.call('ZADD', KEYS[K_ACTIVE], last, SID)
+    redis.call('ZADD', KEYS[K_ACTIVITY], last, SID)
   elseif new == 'idle' then
+    -- An idle session keeps one index entry, in `expiry` (exact from now on: nothing moves
+    -- its last activity until it is active again); listings find it there.
+    local f = redis.call('HMGET', e, 'last_activity', 'timeout')
+    redis.call('ZADD', KEYS[K_EXPIRY], fmt(tonumber(f[1]) + tonumber(f[2])), SID)
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
+    redis.call('ZREM', KEYS[K_ACTIVITY], SID)
+    if redis.call('LLEN', KEYS[K_MAILBOX]) == 0 then  -- records of an older version: go now
+      redis.call('DEL', KEYS[K_LEGACY_ACTIONS], KEYS[K_LEGACY_RESULTS], KEYS[K_LEGACY_FINISHED])
+    end
     -- An idle session keeps no stream of its own: even a one-entry Redis 7 stream costs about
     -- 4.7 kB, ten times the registry row. Its events stay in the global stream; the session's
     -- stream starts again (with later ids, so resuming still works) when it is active again.
@@ -72,6 +84,9 @@ local function set_status(old, new, ts, reason)
   elseif new == 'terminating' then
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
     redis.call('ZREM', KEYS[K_EXPIRY], SID)
+    if old == 'idle' then  -- listed through `activity` again, until terminated
+      redis.call('ZADD', KEYS[K_ACTIVITY], redis.call('HGET', e, 'last_activity'), SID)
+    end
     if reason and reason ~= '' then redis.call('HSET', e, 'reason', reason) end
   elseif new == 'terminated' then
     redis.call('HSET', e, 'terminated_at', fmt(ts))
@@ -119,28 +134,85 @@ local function touch(ts, extra, status)
   return status
 end
 
--- Mark an action finished: its Outcome JSON stored, id appended to the finished list
--- (bounded), waiters told. The caller has already removed it from the mailbox.
-local function finish(aid, outcome_json, keep)
-  redis.call('HSET', KEYS[K_RESULTS], aid, outcome_json)
-  if redis.call('RPUSH', KEYS[K_FINISHED], aid) > keep then
-    local old = redis.call('LPOP', KEYS[K_FINISHED])
-    redis.call('HDEL', KEYS[K_ACTIONS], old)
-    redis.call('HDEL', KEYS[K_RESULTS], old)
+-- One stored record from a request and an outcome JSON object (both written by our models:
+-- a JSON object each, with disjoint field names): their fields side by side. Nothing is
+-- re-encoded, so params and results keep their exact bytes.
+local function merge(request, outcome)
+  if not request or #request < 3 or string.sub(request, -1) ~= '}' then return outcome end
+  return string.sub(request, 1, -2) .. ',' .. string.sub(outcome, 2)
+end
+
+-- Drop finished records older than RECORD_MS (at most TRIM_CHUNK per call; the key's TTL,
+-- refreshed on each write, takes the rest when finishes stop) and trim the session's own
+-- event stream to the same age.
+local function trim_by_age(ts_ms)
+  local cutoff = ts_ms - tonumber(RECORD_MS)
+  local old = 0
+  while old < TRIM_CHUNK do
+    local at = redis.call('LINDEX', KEYS[K_RECORDS], 3 * old + 1)
+    if not at or tonumber(at) >= cutoff then break end
+    old = old + 1
   end
-  redis.call('PUBLISH', DONE_CHANNEL, aid .. '\n' .. outcome_json)
+  if old > 0 then redis.call('LTRIM', KEYS[K_RECORDS], 3 * old, -1) end
+  redis.call('XTRIM', KEYS[K_EVENTS], 'MINID', '~', string.format('%.0f', cutoff))
+end
+
+-- The request JSON of each of `ids` (false when gone), from the pending hash or, for actions
+-- sent before records existed, the legacy actions hash; all of them leave both.
+local function take_requests(ids)
+  local reqs = {}
+  local fields = {}
+  for first = 1, #ids, UNPACK_CHUNK do
+    local last = math.min(first + UNPACK_CHUNK - 1, #ids)
+    local part = redis.call('HMGET', KEYS[K_PENDING], unpack(ids, first, last))
+    for i = 1, #part do reqs[#reqs + 1] = part[i] end
+  end
+  for i, aid in ipairs(ids) do
+    fields[#fields + 1] = aid
+    fields[#fields + 1] = aid .. PROGRESS_SUFFIX
+    if not reqs[i] then
+      reqs[i] = redis.call('HGET', KEYS[K_LEGACY_ACTIONS], aid)
+      if reqs[i] then redis.call('HDEL', KEYS[K_LEGACY_ACTIONS], aid) end
+    end
+  end
+  for first = 1, #fields, UNPACK_CHUNK do
+    local last = math.min(first + UNPACK_CHUNK - 1, #fields)
+    redis.call('HDEL', KEYS[K_PENDING], unpack(fields, first, last))
+  end
+  return reqs
+end
+
+-- Mark actions finished (the caller has removed them from the mailbox): each one's request
+-- and Outcome JSON become one record, appended to the records list (three elements: id,
+-- finish time in ms, record) bounded by `keep` and by age; waiters are told (message: id,
+-- finish time in ms, Outcome JSON). `outcomes[i]` is the Outcome of `ids[i]`.
+local function finish_many(ids, outcomes, keep, ts)
+  if #ids == 0 then return end
+  local reqs = take_requests(ids)
+  local ms = string.format('%.0f', ts * 1000)
+  local items = {}
+  for i, aid in ipairs(ids) do
+    items[#items + 1] = aid
+    items[#items + 1] = ms
+    items[#items + 1] = merge(reqs[i], outcomes[i])
+  end
+  local len = 0
+  for first = 1, #items, UNPACK_CHUNK - 1 do  -- a multiple of 3
+    local last = math.min(first + UNPACK_CHUNK - 2, #items)
+    len = redis.call('RPUSH', KEYS[K_RECORDS], unpack(items, first, last))
+  end
+  if len > 3 * keep then redis.call('LTRIM', KEYS[K_RECORDS], -3 * keep, -1) end
+  trim_by_age(ts * 1000)
+  redis.call('PEXPIRE', KEYS[K_RECORDS], RECORD_MS)
+  for i, aid in ipairs(ids) do
+    redis.call('PUBLISH', DONE_CHANNEL, aid .. '\n' .. ms .. '\n' .. outcomes[i])
+  end
 end
 
 -- The Outcome (jido_tasks.models.Outcome) of an action withdrawn before it ran.
-local function cancelled_outcome(message, ts)
-  return cjson.encode({status = 'cancelled', finished_at = ts,
-                       error = {type = 'ActionCancelled', message = message}})
-end
-
--- The status field of a stored Outcome JSON (nil when there is none).
-local function outcome_status(outcome_json)
-  if not outcome_json then return nil end
-  return cjson.decode(outcome_json).status
+local function cancelled_outcome(message)
+  return cjson.encode({[F_STATUS] = 'cancelled',
+                       [F_ERROR] = {type = 'ActionCancelled', message = message}})
 end
 
 -- Drop the scheduled flag (the mailbox is empty: no head either); a terminating session with
@@ -160,9 +232,11 @@ local function cancel_chunk(keep, ts)
   local ids = redis.call('LPOP', KEYS[K_CANCELLING], CANCEL_CHUNK)
   if ids then
     local reason = redis.call('HGET', KEYS[K_ENTRY], 'reason') or ''
-    local outcome = cancelled_outcome('session terminating: ' .. reason, ts)
+    local outcome = cancelled_outcome('session terminating: ' .. reason)
+    local outcomes = {}
+    for i = 1, #ids do outcomes[i] = outcome end
+    finish_many(ids, outcomes, keep, ts)
     for _, aid in ipairs(ids) do
-      finish(aid, outcome, keep)
       emit('action.cancelled', cjson.encode({action_id = aid, reason = reason}), ts)
     end
   end
@@ -194,11 +268,12 @@ local function hand_out(ids, reclaim, known)
   elseif reclaim then
     attempts = redis.call('HINCRBY', e, 'head_attempts', 1)
   end
-  local reqs = hmget_many(KEYS[K_ACTIONS], ids)
+  local reqs = hmget_many(KEYS[K_PENDING], ids)
   local out = {}
   for i = 1, #ids do
     out[#out + 1] = ids[i]
-    out[#out + 1] = reqs[i] or ''
+    -- An action sent before records existed has its request in the legacy hash.
+    out[#out + 1] = reqs[i] or redis.call('HGET', KEYS[K_LEGACY_ACTIONS], ids[i]) or ''
   end
   return attempts, out
 end

@@ -31,10 +31,12 @@ end
 at = at + 2 * sets
 for i = 0, dels - 1 do redis.call('HDEL', KEYS[K_STATE], ARGV[at + i]) end
 redis.call('LTRIM', KEYS[K_MAILBOX], count, -1)
-local bound = tonumber(keep)
+local ids, outcomes = {}, {}
 for i = 1, count do
-  finish(ARGV[REST + 2 * (i - 1)], ARGV[REST + 2 * (i - 1) + 1], bound)
+  ids[i] = ARGV[REST + 2 * (i - 1)]
+  outcomes[i] = ARGV[REST + 2 * (i - 1) + 1]
 end
+finish_many(ids, outcomes, tonumber(keep), ts)
 local nxt = head[count + 1]
 local status
 if nxt then
