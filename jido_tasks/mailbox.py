@@ -36,6 +36,7 @@ from jido_tasks.models import (
     validate_action_id,
     validate_session_id,
 )
+from jido_tasks.reporting import deliver_quietly
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import Layer, Read, RedisLayer, redis_errors
@@ -230,6 +231,9 @@ class Mailbox:
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
         tag = self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
+        if tag is scripts.Tag.CANCELLED and self.celery is not None:
+            # One that came by name gets its Celery result now (or from the sweep).
+            deliver_quietly(self.layer, self.celery.backend, session_id)
         return tag is scripts.Tag.CANCELLED
 
     def listener(self) -> _Listener:

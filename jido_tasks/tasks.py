@@ -9,6 +9,7 @@ message) and writing nothing. See `send` for how an action's own result gets bac
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from typing import Any
@@ -32,13 +33,15 @@ from jido_tasks.dispatch import (
     SWEEP_TASK,
     TERMINATE_SESSION_TASK,
 )
-from jido_tasks.errors import JidoTasksError, UnknownAction
+from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
 from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
 from jido_tasks.runtime import Finished
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
+
+log = logging.getLogger(__name__)
 
 # A busy claim (another live worker holds the lease) is retried after the lease's remaining
 # time this many times; past that the holder is alive and draining, and recovery covers it.
@@ -86,7 +89,8 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
     found = _reporters.get(key)
     if found is None:
         found = CeleryReporter(task.app, hostname,
-                               task.app.settings.action_events)  # type: ignore[attr-defined]
+                               task.app.settings.action_events,  # type: ignore[attr-defined]
+                               layer_for(task))
         _reporters[key] = found
     return found
 
@@ -178,7 +182,15 @@ def send(self: Task[Any, Any], session_id: str, action: str,
     if (isinstance(action, str) and not is_registered(action)
             and not fleet.someone_has(client.layer, action)):
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
-    _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY)
+    try:
+        _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY)
+    except ActionIdConflict:
+        # The id is another action's: failing this task would overwrite that action's result
+        # in the backend (the same task id). Say so in the log and store nothing.
+        log.warning("jido_tasks.send %s refused: the id is taken by another action of "
+                    "session %s (a reused task id with other content); nothing stored",
+                    action_id, session_id)
+        raise Ignore() from None
     if sent.duplicate and sent.outcome is not None and sent.outcome.status.finished:
         store_outcome(self.app.backend, Finished(action_id, action, params or {}, sent.outcome,
                                                  0.0, 0.0, 0.0, ReplyTo.CELERY))

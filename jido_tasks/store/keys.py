@@ -19,6 +19,8 @@ in one Redis Cluster slot):
     ns:s:{sid}:events     stream  the session's events
     ns:s:{sid}:cancelling list    ids of pending actions a termination withdrew, whose records
                                   are still being finished (in bounded chunks)
+    ns:s:{sid}:replies    list    ids of finished actions sent by name (`jido_tasks.send`) whose
+                                  Celery results are still to be stored (bounded by keep_results)
     ns:s:{sid}:done       channel pub/sub: finished action records, for waiters
     ns:events             stream  every session's events
     ns:idx:activity       zset    live (not terminated) sessions by last activity
@@ -26,6 +28,8 @@ in one Redis Cluster slot):
     ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout)
     ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
     ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:idx:undelivered    zset    sessions whose `replies` list is not empty, by when the oldest
+                                  was queued (the sweep stores what a dead worker left)
     ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live
                                   worker has registered (refreshed by the worker; an entry not
                                   seen for `worker_ttl` is a dead worker's)
@@ -40,9 +44,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "actions", "results", "finished",
-                               "lease", "events", "cancelling")
+                               "lease", "events", "cancelling", "replies")
 """Names of the keys one session owns (`SessionKeys` attributes): what a purge deletes."""
-INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled")
+INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled",
+                               "undelivered")
 """Names of the global session indexes (`KeySchema` properties): a purge leaves every one."""
 SCRIPT_KEYS: tuple[str, ...] = (*OWNED_KEYS, "events_global", *INDEX_KEYS)
 """The KEYS of every session script, in order."""
@@ -61,6 +66,7 @@ class SessionKeys:
     lease: str
     events: str
     cancelling: str
+    replies: str
     done_channel: str
 
     def owned(self) -> list[str]:
@@ -86,6 +92,7 @@ class KeySchema:
             lease=f"{base}:lease",
             events=f"{base}:events",
             cancelling=f"{base}:cancelling",
+            replies=f"{base}:replies",
             done_channel=f"{base}:done",
         )
 
@@ -117,6 +124,10 @@ class KeySchema:
     @property
     def scheduled(self) -> str:
         return f"{self.namespace}:idx:scheduled"
+
+    @property
+    def undelivered(self) -> str:
+        return f"{self.namespace}:idx:undelivered"
 
     @property
     def workers(self) -> str:

@@ -308,11 +308,12 @@ RECOVER = Script("recover", ("stale_after", "keep"))
 PURGE = Script("purge", ("retention",))
 EMIT = Script("emit", ("event_type", "data_json"))
 HANDBACK = Script("handback", ("token", "action_id"))
+DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
                RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               HANDBACK, EXTEND_LOCK, RELEASE_LOCK)
+               HANDBACK, DELIVERED, EXTEND_LOCK, RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -464,6 +465,16 @@ def handback(session_id: str, *, token: str, action_id: str) -> Op[Tag]:
     """Give the session back with `action_id` pending at its head: `Tag.OK`, `STALE` or
     `MOVED`."""
     return _op(HANDBACK, session_id, Tag, token=token, action_id=action_id)
+
+
+def delivered(session_id: str, *, action_ids: list[str], limit: int,
+              ) -> Op[list[tuple[str, Outcome | None]]]:
+    """Acknowledge stored Celery results of by-name actions; up to `limit` by-name actions
+    whose results are still to store (id, Outcome; None when the outcome is gone)."""
+    def decode(reply: list[Any]) -> list[tuple[str, Outcome | None]]:
+        return [(str(reply[i]), Outcome.model_validate_json(reply[i + 1]) if reply[i + 1]
+                 else None) for i in range(0, len(reply), 2)]
+    return _op(DELIVERED, session_id, decode, *action_ids, n=len(action_ids), limit=limit)
 
 
 def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:

@@ -7,9 +7,10 @@
 --                           pending action ids), actions (hash id -> request JSON), results
 --                           (hash id -> Outcome JSON), finished (list of finished ids), lease
 --                           (string "token|worker", with a TTL), events (the session's stream),
---                           cancelling (list of withdrawn ids still to finish), events_global
---                           (the global stream), and the indexes activity, active, expiry,
---                           terminated, scheduled (zsets)
+--                           cancelling (list of withdrawn ids still to finish), replies (list
+--                           of by-name ids whose Celery results are still to store),
+--                           events_global (the global stream), and the indexes activity,
+--                           active, expiry, terminated, scheduled, undelivered (zsets)
 --   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
 --   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS
 --                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
@@ -119,10 +120,25 @@ local function touch(ts, extra, status)
   return status
 end
 
+-- An action sent by name (its request, whose last field is reply_to, says "celery") has its
+-- id queued in `replies` until its Celery result is stored (`delivered.lua` drops it), so a
+-- worker dying between a commit and that write, or a cancel by a client, loses no result: the
+-- next drain or the sweep (index `undelivered`) stores it. Bounded by `keep`.
+local REPLY_SUFFIX = '"reply_to":"celery"}'
+local function queue_reply(aid, keep)
+  local req = redis.call('HGET', KEYS[K_ACTIONS], aid)
+  if not req or string.sub(req, -#REPLY_SUFFIX) ~= REPLY_SUFFIX then return end
+  if redis.call('RPUSH', KEYS[K_REPLIES], aid) > keep then
+    redis.call('LPOP', KEYS[K_REPLIES])
+  end
+  redis.call('ZADD', KEYS[K_UNDELIVERED], 'NX', fmt(now()), SID)
+end
+
 -- Mark an action finished: its Outcome JSON stored, id appended to the finished list
 -- (bounded), waiters told. The caller has already removed it from the mailbox.
 local function finish(aid, outcome_json, keep)
   redis.call('HSET', KEYS[K_RESULTS], aid, outcome_json)
+  queue_reply(aid, keep)
   if redis.call('RPUSH', KEYS[K_FINISHED], aid) > keep then
     local old = redis.call('LPOP', KEYS[K_FINISHED])
     redis.call('HDEL', KEYS[K_ACTIONS], old)
