@@ -179,13 +179,14 @@ class Mailbox:
 
     def accept(self, session_id: str, action: str, params: Any = None,
                action_id: str | None = None, reply_to: ReplyTo | None = None,
-               ) -> tuple[ActionHandle, scripts.Sent]:
+               publish: bool = True) -> tuple[ActionHandle, scripts.Sent]:
         """`send`, also returning what the send script did (the by-name task needs to know a
-        duplicate and its outcome)."""
+        duplicate and its outcome). Without `publish`, a drain the send asks for
+        (`Sent.publish`) is the caller's to run or publish."""
         action_id, request = prepare(self.settings, session_id, action, params, action_id,
                                      reply_to)
         sent = self.layer.call(send_op(self.settings, session_id, action_id, request))
-        if sent.publish:
+        if sent.publish and publish:
             publish_drain(self.celery, self.settings, session_id)
         if not sent.duplicate:
             telemetry.dispatch.action_sent(session_id, action_id, action)

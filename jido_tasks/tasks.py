@@ -32,6 +32,7 @@ from jido_tasks.dispatch import (
     SEND_TASK,
     SWEEP_TASK,
     TERMINATE_SESSION_TASK,
+    publish_drain,
 )
 from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
@@ -183,7 +184,8 @@ def send(self: Task[Any, Any], session_id: str, action: str,
             and not fleet.someone_has(client.layer, action)):
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
     try:
-        _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY)
+        _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY,
+                                        publish=False)
     except ActionIdConflict:
         # The id is another action's: failing this task would overwrite that action's result
         # in the backend (the same task id). Say so in the log and store nothing.
@@ -191,10 +193,35 @@ def send(self: Task[Any, Any], session_id: str, action: str,
                     "session %s (a reused task id with other content); nothing stored",
                     action_id, session_id)
         raise Ignore() from None
-    if sent.duplicate and sent.outcome is not None and sent.outcome.status.finished:
-        store_outcome(self.app.backend, Finished(action_id, action, params or {}, sent.outcome,
-                                                 0.0, 0.0, 0.0, ReplyTo.CELERY))
+    if sent.publish:
+        _drain_here(self, session_id)
+    elif sent.duplicate:
+        if sent.outcome is not None and sent.outcome.status.finished:
+            store_outcome(self.app.backend, Finished(action_id, action, params or {},
+                                                     sent.outcome, 0.0, 0.0, 0.0,
+                                                     ReplyTo.CELERY))
+        else:  # a redelivery after its worker died, maybe mid-drain: resume at once
+            publish_drain(self.app, self.app.settings, session_id)  # type: ignore[attr-defined]
     raise Ignore()
+
+
+def _drain_here(task: Task[Any, Any], session_id: str) -> None:
+    """Run the drain this send scheduled in this process, instead of publishing a drain
+    message for another task to run: the same fenced, ordered, batched drain, one broker
+    round trip and task less per idle session's first action. What it cannot finish here (the
+    lease is busy, the session handed back, a failure) goes to a published drain task, which
+    retries as drains do; a worker lost mid-drain redelivers this send (acks_late), which
+    publishes a drain (see `send`), and the sweep recovers the flag in any case."""
+    settings = task.app.settings  # type: ignore[attr-defined]
+    try:
+        report = drain_session(layer_for(task), session_id, listener=reporter_for(task))
+    except Exception:
+        log.exception("session %s: drain in the accepting send failed; publishing a drain",
+                      session_id)
+        publish_drain(task.app, settings, session_id)
+        return
+    if report.retry_after is not None:
+        publish_drain(task.app, settings, session_id)
 
 
 @shared_task(bind=True, name=CREATE_SESSION_TASK)
