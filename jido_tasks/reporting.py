@@ -98,10 +98,7 @@ def store_outcomes(backend: Any, items: list[tuple[str, Outcome]]) -> None:
             value = rb.encode(meta)
             key = rb.get_key_for_task(action_id)
             expires = rb.failure_expires if state == states.FAILURE else rb.expires
-            if expires:
-                pipe.setex(key, expires, value)
-            else:
-                pipe.set(key, value)
+            pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
         pipe.execute()
 

@@ -129,3 +129,20 @@ def read(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
         out["len"] = len(ctx.state)
         out["keys"] = sorted(ctx.state)
     return out
+
+
+@action("test.die_after_commit")
+def die_after_commit(ctx: ActionContext, params: dict[str, Any]) -> str:
+    """Succeeds; `DieAfterCommit` then SIGKILLs its whole worker right after the commit."""
+    return "committed"
+
+
+class DieAfterCommit(telemetry.Telemetry):
+    """Test hook: once `test.die_after_commit` is committed (telemetry's action_finished runs
+    after the commit, before the Celery reporter stores by-name results), SIGKILL the worker's
+    whole process group: a real crash in the window between a commit and its result write."""
+
+    def action_finished(self, session_id: str, action_id: str, action: str, status: str,
+                        duration: float, error_type: str | None) -> None:
+        if action == "test.die_after_commit":
+            os.killpg(os.getpgid(0), signal.SIGKILL)
