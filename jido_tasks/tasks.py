@@ -170,12 +170,14 @@ def send(self: Task[Any, Any], session_id: str, action: str,
          params: JsonObject | None = None) -> Any:
     """Accept an action whose id is this message's id; its own result comes later.
 
-    Accepting is quick (one script call) and never waits for the action: the task ends with
-    `Ignore`, so nothing is stored for it yet; once the session's drain commits the action,
+    Accepting is one script call and never waits for another task: the task ends with
+    `Ignore`, so nothing is stored for it yet (when the session had no drain scheduled, this
+    task runs that drain itself: see `_drain_here`); once the session's drain commits the action,
     the worker stores the action's result (or error) in the result backend under this id, and
     `AsyncResult(id).get()` returns it. A second delivery of the message (broker redelivery, a
     client retry with the same task id) is accepted once: it only delivers the outcome again
-    if the action has finished. An action no live worker has registered fails at once with
+    if the action has finished; a reused id with other content is logged and ignored, so the
+    first action's result stays. An action no live worker has registered fails at once with
     `UnknownAction`.
     """
     action_id = validate_action_id(self.request.id)
