@@ -26,6 +26,7 @@ from jido_tasks.persistence import (
     save_snapshot,
     snapshot_store,
 )
+from jido_tasks.reporting import deliver_quietly
 from jido_tasks.sessions import SessionService
 from jido_tasks.settings import Settings, load_settings
 from jido_tasks.store.connection import RedisLayer, redis_errors
@@ -93,6 +94,8 @@ class Client:
         if save:
             save_snapshot(self.layer, self.snapshot_store, session_id, live_only=True)
         entry, _ = self.sessions.terminate(session_id, reason, drain=drain)
+        # Cancelled actions that came by name: their Celery results, now (else the sweep).
+        deliver_quietly(self.layer, self.celery.backend, session_id)
         return entry
 
     @redis_errors

@@ -37,6 +37,7 @@ from jido_tasks.models import (
     validate_action_id,
     validate_session_id,
 )
+from jido_tasks.reporting import deliver_quietly
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer, redis_errors
@@ -189,13 +190,14 @@ class Mailbox:
 
     def accept(self, session_id: str, action: str, params: Any = None,
                action_id: str | None = None, reply_to: ReplyTo | None = None,
-               ) -> tuple[ActionHandle, scripts.Sent]:
+               publish: bool = True) -> tuple[ActionHandle, scripts.Sent]:
         """`send`, also returning what the send script did (the by-name task needs to know a
-        duplicate and its outcome)."""
+        duplicate and its outcome). Without `publish`, a drain the send asks for
+        (`Sent.publish`) is the caller's to run or publish."""
         action_id, request = prepare(self.settings, session_id, action, params, action_id,
                                      reply_to)
         sent = self.layer.call(send_op(self.settings, session_id, action_id, request))
-        if sent.publish:
+        if sent.publish and publish:
             publish_drain(self.celery, self.settings, session_id)
         if not sent.duplicate:
             telemetry.dispatch.action_sent(session_id, action_id, action)
@@ -242,6 +244,9 @@ class Mailbox:
     def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
         tag = self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
+        if tag is scripts.Tag.CANCELLED and self.celery is not None:
+            # One that came by name gets its Celery result now (or from the sweep).
+            deliver_quietly(self.layer, self.celery.backend, session_id)
         return tag is scripts.Tag.CANCELLED
 
     def listener(self) -> _Listener:

@@ -2,7 +2,11 @@
 
 - An action that came as a `jido_tasks.send` message (its request says `reply_to: celery`) has
   its outcome stored in the Celery result backend under its id, the message's task id, so
-  `AsyncResult(id).get()` in any Celery client returns its result or raises its error.
+  `AsyncResult(id).get()` in any Celery client returns its result or raises its error. The
+  results of one commit are written in one pipeline (`store_outcomes`); finishing a by-name
+  action also queued its id in the session's `replies` list (`_lib.lua`), acknowledged after
+  the write (`deliver`), so leftovers of a dead worker or of a cancel are stored by the next
+  by-name commit, the cancelling client or the sweep.
 - With the `action_events` setting (default on), every committed action is announced with the
   task events Flower builds its rows from (received, started, succeeded or failed; task id =
   action id, name `jido_tasks.action.<name>`, args `[session_id]`, kwargs = params), all the
@@ -23,10 +27,13 @@ import os
 from typing import Any
 
 from celery import states
+from celery.backends.redis import RedisBackend
 from celery.utils.saferepr import saferepr
 
-from jido_tasks.models import ActionStatus, ReplyTo
+from jido_tasks.models import ActionStatus, Outcome, ReplyTo
 from jido_tasks.runtime import CommitListener, Finished
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +64,94 @@ def exc_module(error_type: str) -> str:
     return REMOTE_MODULE
 
 
-def store_outcome(backend: Any, finished: Finished) -> None:
-    """Store a by-name action's outcome in the Celery result backend under its id."""
-    outcome = finished.outcome
+def celery_result(outcome: Outcome) -> tuple[Any, str]:
+    """An outcome as Celery stores it: (result, SUCCESS) or (the error's JSON form,
+    FAILURE) for a failed, cancelled or poison action."""
     if outcome.status is ActionStatus.SUCCEEDED:
-        backend.store_result(finished.action_id, outcome.result, states.SUCCESS)
-        return
+        return outcome.result, states.SUCCESS
     err_type = outcome.error.type if outcome.error else "ActionFailed"
     message = outcome.error.message if outcome.error else ""
-    backend.store_result(finished.action_id, {"exc_type": err_type, "exc_message": [message],
-                                              "exc_module": exc_module(err_type)},
-                         states.FAILURE)
+    return ({"exc_type": err_type, "exc_message": [message],
+             "exc_module": exc_module(err_type)}, states.FAILURE)
+
+
+def store_outcomes(backend: Any, items: list[tuple[str, Outcome]]) -> None:
+    """Store by-name actions' outcomes in the Celery result backend under their ids.
+
+    With Celery's Redis backend, all of them in one pipeline (SET with the backend's expiry +
+    PUBLISH each, exactly what `RedisBackend.set` writes, with the meta of `_store_result`),
+    without its GET-before-SET: an action's outcome is committed once and never changes, so a
+    second write (a redelivered send, the sweep's leftovers) writes the same meta. Other
+    backends get `store_result` per item.
+    """
+    if not items:
+        return
+    client = getattr(backend, "client", None)
+    if not isinstance(backend, RedisBackend) or client is None:
+        for action_id, outcome in items:
+            result, state = celery_result(outcome)
+            backend.store_result(action_id, result, state)
+        return
+    rb: Any = backend  # Celery's RedisBackend: typed too loosely for strict mypy
+    with client.pipeline(transaction=False) as pipe:
+        for action_id, outcome in items:
+            result, state = celery_result(outcome)
+            meta = rb._get_result_meta(result=rb.encode_result(result, state), state=state,
+                                       traceback=None, request=None)
+            meta["task_id"] = action_id
+            value = rb.encode(meta)
+            key = rb.get_key_for_task(action_id)
+            expires = rb.failure_expires if state == states.FAILURE else rb.expires
+            pipe.set(key, value, ex=expires or None)
+            pipe.publish(key, value)
+        pipe.execute()
+
+
+def store_outcome(backend: Any, finished: Finished) -> None:
+    """Store one by-name action's outcome in the Celery result backend under its id."""
+    store_outcomes(backend, [(finished.action_id, finished.outcome)])
+
+
+DELIVER_CHUNK = 500
+"""Most leftover results one `delivered` call hands back."""
+DELIVER_ROUNDS = 10
+"""Most `delivered` calls of one `deliver`: the rest is left for the next one (the sweep)."""
+
+
+def deliver(layer: RedisLayer, backend: Any, session_id: str,
+            items: list[tuple[str, Outcome]]) -> int:
+    """Store the results of by-name actions `items` (empty: only leftovers), acknowledge them
+    (the session's `replies` list), and do the same for what is still queued there: results a
+    dead worker did not store, actions a client cancelled. How many results were stored."""
+    stored = 0
+    acks = [action_id for action_id, _ in items]
+    for _ in range(DELIVER_ROUNDS):
+        store_outcomes(backend, items)
+        stored += len(items)
+        left = layer.call(scripts.delivered(session_id, action_ids=acks, limit=DELIVER_CHUNK))
+        if not left:
+            break
+        items = [(action_id, outcome) for action_id, outcome in left if outcome is not None]
+        acks = [action_id for action_id, _ in left]
+    return stored
+
+
+def deliver_quietly(layer: RedisLayer, backend: Any, session_id: str) -> None:
+    """`deliver` the session's leftovers after a cancel or termination; a failure is logged
+    (the sweep stores them later)."""
+    try:
+        deliver(layer, backend, session_id, [])
+    except Exception:
+        log.warning("session %s: could not store the results of cancelled by-name actions "
+                    "now; the sweep will", session_id, exc_info=True)
 
 
 class CeleryReporter(CommitListener):
     """Stores by-name results and sends per-action task events (one per worker process)."""
 
-    def __init__(self, app: Any, hostname: str, events: bool) -> None:
+    def __init__(self, app: Any, hostname: str, events: bool, layer: RedisLayer) -> None:
         self.app = app
+        self.layer = layer
         self.hostname = hostname
         self.events = events
         self._dispatcher: Any = None
@@ -90,14 +167,15 @@ class CeleryReporter(CommitListener):
         return self._dispatcher
 
     def committed(self, session_id: str, finished: list[Finished]) -> None:
-        for item in finished:
-            if item.reply_to is ReplyTo.CELERY:
-                try:
-                    store_outcome(self.app.backend, item)
-                except Exception:  # the outcome is committed; a resend delivers it again
-                    log.exception("session %s: could not store the result of action %s (%s) "
-                                  "in the result backend", session_id, item.action,
-                                  item.action_id)
+        replies = [(item.action_id, item.outcome) for item in finished
+                   if item.reply_to is ReplyTo.CELERY]
+        if replies:
+            try:
+                deliver(self.layer, self.app.backend, session_id, replies)
+            except Exception:  # committed, and queued in `replies`: the sweep stores them
+                log.exception("session %s: could not store the results of %d by-name "
+                              "actions in the result backend (the sweep will retry)",
+                              session_id, len(replies))
         if self.events and finished:
             try:
                 self.send_events(session_id, finished)

@@ -22,6 +22,7 @@ from jido_tasks import telemetry
 from jido_tasks.dispatch import publish_drain
 from jido_tasks.models import is_index_member
 from jido_tasks.persistence import SnapshotStore, save_snapshot, snapshot_store
+from jido_tasks.reporting import deliver
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.store.scripts import Op, Tag
@@ -46,6 +47,8 @@ class SweepReport(BaseModel):
     """Snapshots saved of expiring sessions with persistence enabled."""
     idled: int = 0
     purged: int = 0
+    delivered: int = 0
+    """Celery results of by-name actions stored that a dead worker or a cancel left."""
     rechecked: int = 0
     """Expiry candidates that failed the check (busy or touched): looked at again later."""
     temp_removed: int = 0
@@ -110,6 +113,7 @@ class Sweeper:
             self._scan(k.expiry, now, self._expire)
             self._scan(k.active, now - s.idle_after, self._idle)
             self._scan(k.terminated, now - s.retention, self._purge)
+            self._scan(k.undelivered, now - s.stale_after, self._deliver)
             self._remove_stale_temp()
         finally:
             self.lock.release()
@@ -232,6 +236,18 @@ class Sweeper:
                                for sid in ids])
         self.report.purged += sum(1 for res in results if res is Tag.PURGED)
         return sum(1 for res in results if isinstance(res, Exception))
+
+
+    def _deliver(self, ids: list[str]) -> int:
+        stay = 0
+        for sid in ids:
+            try:
+                self.report.delivered += deliver(self.layer, self.celery.backend, sid, [])
+            except Exception:  # the result backend is down: looked at again later
+                self.report.errors += 1
+                stay += 1
+                log.exception("sweep: storing the by-name results of session %s failed", sid)
+        return stay
 
 
 def run_sweep(layer: RedisLayer, celery: Any, force: bool = False) -> SweepReport:

@@ -9,6 +9,7 @@ message) and writing nothing. See `send` for how an action's own result gets bac
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from typing import Any
@@ -31,14 +32,17 @@ from jido_tasks.dispatch import (
     SEND_TASK,
     SWEEP_TASK,
     TERMINATE_SESSION_TASK,
+    publish_drain,
 )
-from jido_tasks.errors import JidoTasksError, UnknownAction
+from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
 from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
 from jido_tasks.runtime import Finished
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
+
+log = logging.getLogger(__name__)
 
 # A busy claim (another live worker holds the lease) is retried after the lease's remaining
 # time this many times; past that the holder is alive and draining, and recovery covers it.
@@ -86,7 +90,8 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
     found = _reporters.get(key)
     if found is None:
         found = CeleryReporter(task.app, hostname,
-                               task.app.settings.action_events)  # type: ignore[attr-defined]
+                               task.app.settings.action_events,  # type: ignore[attr-defined]
+                               layer_for(task))
         _reporters[key] = found
     return found
 
@@ -165,12 +170,14 @@ def send(self: Task[Any, Any], session_id: str, action: str,
          params: JsonObject | None = None) -> Any:
     """Accept an action whose id is this message's id; its own result comes later.
 
-    Accepting is quick (one script call) and never waits for the action: the task ends with
-    `Ignore`, so nothing is stored for it yet; once the session's drain commits the action,
+    Accepting is one script call and never waits for another task: the task ends with
+    `Ignore`, so nothing is stored for it yet (when the session had no drain scheduled, this
+    task runs that drain itself: see `_drain_here`); once the session's drain commits the action,
     the worker stores the action's result (or error) in the result backend under this id, and
     `AsyncResult(id).get()` returns it. A second delivery of the message (broker redelivery, a
     client retry with the same task id) is accepted once: it only delivers the outcome again
-    if the action has finished. An action no live worker has registered fails at once with
+    if the action has finished; a reused id with other content is logged and ignored, so the
+    first action's result stays. An action no live worker has registered fails at once with
     `UnknownAction`.
     """
     action_id = validate_action_id(self.request.id)
@@ -178,11 +185,45 @@ def send(self: Task[Any, Any], session_id: str, action: str,
     if (isinstance(action, str) and not is_registered(action)
             and not fleet.someone_has(client.layer, action)):
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
-    _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY)
-    if sent.duplicate and sent.outcome is not None and sent.outcome.status.finished:
-        store_outcome(self.app.backend, Finished(action_id, action, params or {}, sent.outcome,
-                                                 0.0, 0.0, 0.0, ReplyTo.CELERY))
+    try:
+        _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY,
+                                        publish=False)
+    except ActionIdConflict:
+        # The id is another action's: failing this task would overwrite that action's result
+        # in the backend (the same task id). Say so in the log and store nothing.
+        log.warning("jido_tasks.send %s refused: the id is taken by another action of "
+                    "session %s (a reused task id with other content); nothing stored",
+                    action_id, session_id)
+        raise Ignore() from None
+    if sent.publish:
+        _drain_here(self, session_id)
+    elif sent.duplicate:
+        if sent.outcome is not None and sent.outcome.status.finished:
+            store_outcome(self.app.backend, Finished(action_id, action, params or {},
+                                                     sent.outcome, 0.0, 0.0, 0.0,
+                                                     ReplyTo.CELERY))
+        else:  # a redelivery after its worker died, maybe mid-drain: resume at once
+            publish_drain(self.app, self.app.settings, session_id)  # type: ignore[attr-defined]
     raise Ignore()
+
+
+def _drain_here(task: Task[Any, Any], session_id: str) -> None:
+    """Run the drain this send scheduled in this process, instead of publishing a drain
+    message for another task to run: the same fenced, ordered, batched drain, one broker
+    round trip and task less per idle session's first action. What it cannot finish here (the
+    lease is busy, the session handed back, a failure) goes to a published drain task, which
+    retries as drains do; a worker lost mid-drain redelivers this send (acks_late), which
+    publishes a drain (see `send`), and the sweep recovers the flag in any case."""
+    settings = task.app.settings  # type: ignore[attr-defined]
+    try:
+        report = drain_session(layer_for(task), session_id, listener=reporter_for(task))
+    except Exception:
+        log.exception("session %s: drain in the accepting send failed; publishing a drain",
+                      session_id)
+        publish_drain(task.app, settings, session_id)
+        return
+    if report.retry_after is not None:
+        publish_drain(task.app, settings, session_id)
 
 
 @shared_task(bind=True, name=CREATE_SESSION_TASK)

@@ -136,3 +136,20 @@ def emit(ctx: ActionContext, params: dict[str, Any]) -> int:
     """Emit one event; returns 1."""
     ctx.emit("test.emitted", {"n": params.get("n")})
     return 1
+
+
+@action("test.die_after_commit")
+def die_after_commit(ctx: ActionContext, params: dict[str, Any]) -> str:
+    """Succeeds; `DieAfterCommit` then SIGKILLs its whole worker right after the commit."""
+    return "committed"
+
+
+class DieAfterCommit(telemetry.Telemetry):
+    """Test hook: once `test.die_after_commit` is committed (telemetry's action_finished runs
+    after the commit, before the Celery reporter stores by-name results), SIGKILL the worker's
+    whole process group: a real crash in the window between a commit and its result write."""
+
+    def action_finished(self, session_id: str, action_id: str, action: str, status: str,
+                        duration: float, error_type: str | None) -> None:
+        if action == "test.die_after_commit":
+            os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -26,6 +26,7 @@ from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
 from jido_tasks.models import ActionRequest, ReplyTo
 from jido_tasks.settings import Settings
+from jido_tasks.store import scripts
 from tests.conftest import ROOT, WorkerGroup, burst, free_port, wait_for, worker_env
 
 Workers = Callable[..., WorkerGroup]
@@ -232,6 +233,109 @@ def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
             pos = r.get(timeout=5)
             assert c.get_state(sid)["items"][pos - 1] is not None
             assert c.action(sid, r.id).status == "succeeded"
+    finally:
+        app.close()
+
+
+def error_of(result: Any) -> tuple[str, str]:
+    """The type name and message a Celery client sees for a failed result."""
+    with pytest.raises(Exception) as info:
+        result.get(timeout=30)
+    return type(info.value).__name__, str(info.value)
+
+
+def test_cancelled_by_name_actions_fail_in_celery(workers: Workers) -> None:
+    """By-name actions withdrawn before they ran (the sweep storing what a cancel left, a
+    Client.cancel, a termination) raise ActionCancelled in any Celery client."""
+    group = workers(1, concurrency=2, lease_ttl=1.0)
+    app = celery_client(group.settings)
+    c = group.client
+    r = c.layer.redis
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    started = f"{group.settings.namespace}:test:started:{uuid.uuid4().hex}"
+
+    def by_name(action: str, params: dict[str, Any]) -> Any:
+        return app.send_task("jido_tasks.send", args=[sid, action, params],
+                             queue=group.settings.queue)
+    try:
+        head = by_name("test.slow_append", {"seconds": 8, "value": "head",
+                                            "started_key": started})
+        wait_for(lambda: r.llen(started), 30, message="the head action to start")
+        pending = [by_name("test.append", {"value": i}) for i in range(4)]
+        wait_for(lambda: r.llen(sk.mailbox) == 5, 30, message="the sends to be accepted")
+
+        # A cancel whose caller stored no Celery result (a client that died right after it):
+        # queued in `replies`, stored by the sweep.
+        tag = c.layer.call(scripts.cancel(sid, action_id=pending[0].id, reason="gone",
+                                          keep=group.settings.keep_results))
+        assert tag is scripts.Tag.CANCELLED
+        assert pending[0].state == "PENDING"
+        assert r.lrange(sk.replies, 0, -1) == [pending[0].id]
+        assert r.zscore(c.layer.keys.undelivered, sid) is not None
+        wait_for(lambda: c.sweep(force=True).delivered == 1, 30, interval=0.3,
+                 message="the sweep to store the cancelled result")
+        assert error_of(pending[0]) == ("ActionCancelled", "gone")
+
+        assert c.mailbox.cancel(sid, pending[1].id, "changed my mind")
+        assert error_of(pending[1]) == ("ActionCancelled", "changed my mind")
+
+        c.terminate_session(sid, "done")
+        for res in pending[2:]:
+            assert error_of(res) == ("ActionCancelled", "session terminating: done")
+        assert head.get(timeout=30) == 1  # the running head still finishes
+        # Acknowledged right after the write: nothing left to deliver.
+        wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
+        assert r.zscore(c.layer.keys.undelivered, sid) is None
+    finally:
+        app.close()
+
+
+def test_result_survives_a_worker_killed_between_commit_and_result_write(
+        workers: Workers) -> None:
+    """A real SIGKILL of the whole worker right after a by-name action's commit, before its
+    Celery result was stored: the result is queued durably and stored by the next drain."""
+    group = workers(1, telemetry_hooks=["tests.actions:DieAfterCommit"])
+    app = celery_client(group.settings)
+    c = group.client
+    r = c.layer.redis
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    try:
+        doomed = app.send_task("jido_tasks.send", args=[sid, "test.die_after_commit"],
+                               queue=group.settings.queue)
+        group.procs[0].wait(60)  # the hook killed the worker (its send stays unacked)
+        assert c.action(sid, doomed.id).result == "committed"
+        assert doomed.state == "PENDING"
+        assert r.lrange(sk.replies, 0, -1) == [doomed.id]
+        group.start(1, wait=False)
+        group.wait_ready(1)  # the new one: the first is dead
+        after = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": 1}],
+                              queue=group.settings.queue)
+        assert after.get(timeout=60) == 1
+        assert doomed.get(timeout=5) == "committed"  # stored with the next commit's results
+        wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
+        assert r.zscore(c.layer.keys.undelivered, sid) is None
+    finally:
+        app.close()
+
+
+def test_reused_task_id_with_other_content_keeps_the_first_result(workers: Workers) -> None:
+    group = workers(1)
+    app = celery_client(group.settings)
+    c = group.client
+    sid = c.create_session().id
+    tid = str(uuid.uuid4())
+    try:
+        first = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": "a"}],
+                              queue=group.settings.queue, task_id=tid)
+        assert first.get(timeout=30) == 1
+        app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": "b"}],
+                      queue=group.settings.queue, task_id=tid)
+        wait_for(lambda: "id is taken by another action" in group.logs(), 30,
+                 message="the worker to refuse the reused id")
+        assert app.AsyncResult(tid).get(timeout=5) == 1
+        assert c.get_state(sid)["items"] == ["a"]
     finally:
         app.close()
 

@@ -27,6 +27,8 @@ in one Redis Cluster slot):
     ns:s:{sid}:actions,   legacy: the request / outcome hashes and finished list of sessions
       :results, :finished written before records (read as a fallback, deleted when the session
                           goes idle or is purged)
+    ns:s:{sid}:replies    list    ids of finished actions sent by name (`jido_tasks.send`) whose
+                                  Celery results are still to be stored (bounded by keep_results)
     ns:s:{sid}:done       channel pub/sub: finished action records, for waiters
     ns:events             stream  every session's events
     ns:idx:activity       zset    active and terminating sessions by last activity (an idle
@@ -36,6 +38,8 @@ in one Redis Cluster slot):
                                   the only index entry of an idle session
     ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
     ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:idx:undelivered    zset    sessions whose `replies` list is not empty, by when the oldest
+                                  was queued (the sweep stores what a dead worker left)
     ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live
                                   worker has registered (refreshed by the worker; an entry not
                                   seen for `worker_ttl` is a dead worker's)
@@ -50,10 +54,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "pending", "records", "lease",
-                               "events", "cancelling", "legacy_actions", "legacy_results",
-                               "legacy_finished")
+                               "events", "cancelling", "replies", "legacy_actions",
+                               "legacy_results", "legacy_finished")
 """Names of the keys one session owns (`SessionKeys` attributes): what a purge deletes."""
-INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled")
+INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled",
+                               "undelivered")
 """Names of the global session indexes (`KeySchema` properties): a purge leaves every one."""
 SCRIPT_KEYS: tuple[str, ...] = (*OWNED_KEYS, "events_global", *INDEX_KEYS)
 """The KEYS of every session script, in order."""
@@ -74,6 +79,7 @@ class SessionKeys:
     legacy_actions: str
     legacy_results: str
     legacy_finished: str
+    replies: str
     done_channel: str
 
     def owned(self) -> list[str]:
@@ -101,6 +107,7 @@ class KeySchema:
             legacy_actions=f"{base}:actions",
             legacy_results=f"{base}:results",
             legacy_finished=f"{base}:finished",
+            replies=f"{base}:replies",
             done_channel=f"{base}:done",
         )
 
@@ -132,6 +139,10 @@ class KeySchema:
     @property
     def scheduled(self) -> str:
         return f"{self.namespace}:idx:scheduled"
+
+    @property
+    def undelivered(self) -> str:
+        return f"{self.namespace}:idx:undelivered"
 
     @property
     def workers(self) -> str:

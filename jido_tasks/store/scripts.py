@@ -353,11 +353,12 @@ PURGE = Script("purge", ("retention",))
 EMIT = Script("emit", ("event_type", "data_json"))
 HANDBACK = Script("handback", ("token", "action_id"))
 RECORD = Script("record", ("action_id",))
+DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
                RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               HANDBACK, RECORD, EXTEND_LOCK, RELEASE_LOCK)
+               HANDBACK, RECORD, DELIVERED, EXTEND_LOCK, RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -526,6 +527,16 @@ def record(session_id: str, *, action_id: str) -> Op[Stored]:
             return Stored(req, out, bool(int(reply[3])))
         raise ActionNotFound(session_id, action_id)
     return _op(RECORD, session_id, decode, action_id=action_id)
+
+
+def delivered(session_id: str, *, action_ids: list[str], limit: int,
+              ) -> Op[list[tuple[str, Outcome | None]]]:
+    """Acknowledge stored Celery results of by-name actions; up to `limit` by-name actions
+    whose results are still to store (id, Outcome; None when the outcome is gone)."""
+    def decode(reply: list[Any]) -> list[tuple[str, Outcome | None]]:
+        return [(str(reply[i]), Outcome.model_validate_json(reply[i + 1]) if reply[i + 1]
+                 else None) for i in range(0, len(reply), 2)]
+    return _op(DELIVERED, session_id, decode, *action_ids, n=len(action_ids), limit=limit)
 
 
 def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:

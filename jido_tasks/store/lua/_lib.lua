@@ -8,9 +8,11 @@
 --                           id#p -> running Outcome), records (list of finished actions: id,
 --                           finish ms, record JSON), lease (string "token|worker", with a TTL),
 --                           events (the session's stream), cancelling (list of withdrawn ids
---                           still to finish), legacy_actions/results/finished (records of an
---                           older version), events_global (the global stream), and the
---                           indexes activity, active, expiry, terminated, scheduled (zsets)
+--                           still to finish), replies (list of by-name ids whose Celery
+--                           results are still to store), legacy_actions/results/finished
+--                           (records of an older version), events_global (the global stream),
+--                           and the indexes activity, active, expiry, terminated, scheduled,
+--                           undelivered (zsets)
 --   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
 --   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS, RECORD_MS
 --                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
@@ -157,6 +159,20 @@ local function trim_by_age(ts_ms)
   redis.call('XTRIM', KEYS[K_EVENTS], 'MINID', '~', string.format('%.0f', cutoff))
 end
 
+-- An action sent by name (its request, whose last field is reply_to (stored as "y": see
+-- jido_tasks.models.ActionRequest), says "celery") has its id queued in `replies` until its
+-- Celery result is stored (`delivered.lua` drops it), so a worker dying between a commit and
+-- that write, or a cancel by a client, loses no result: the next drain or the sweep (index
+-- `undelivered`) stores it. Bounded by `keep`.
+local REPLY_SUFFIX = '"y":"celery"}'
+local function queue_reply(aid, req, keep, ts)
+  if not req or string.sub(req, -#REPLY_SUFFIX) ~= REPLY_SUFFIX then return end
+  if redis.call('RPUSH', KEYS[K_REPLIES], aid) > keep then
+    redis.call('LPOP', KEYS[K_REPLIES])
+  end
+  redis.call('ZADD', KEYS[K_UNDELIVERED], 'NX', fmt(ts), SID)
+end
+
 -- The request JSON of each of `ids` (false when gone), from the pending hash or, for actions
 -- sent before records existed, the legacy actions hash; all of them leave both.
 local function take_requests(ids)
@@ -195,6 +211,7 @@ local function finish_many(ids, outcomes, keep, ts)
     items[#items + 1] = aid
     items[#items + 1] = ms
     items[#items + 1] = merge(reqs[i], outcomes[i])
+    queue_reply(aid, reqs[i], keep, ts)
   end
   local len = 0
   for first = 1, #items, UNPACK_CHUNK - 1 do  -- a multiple of 3
