@@ -52,10 +52,13 @@ class DrainReport(BaseModel):
 
     session_id: str
     outcome: str
-    """'done', 'busy' (another worker holds the lease), 'empty', 'missing' or 'stale'."""
+    """'done', 'busy' (another worker holds the lease), 'empty', 'missing', 'stale',
+    'yielded' (time slice over, work left) or 'error' (an unexpected failure; logged)."""
     applied: int = 0
     failed: int = 0
     retry_after: float | None = None
+    requeue: bool = False
+    """The lease was handed back with work left: publish the session's drain again."""
 
 
 @dataclass
@@ -119,7 +122,8 @@ def time_limit(seconds: float) -> Iterator[None]:
         raise _TimeLimit()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Fires again every second: an action that swallows the first alarm is interrupted again.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
@@ -155,31 +159,70 @@ class Drainer:
         if not isinstance(claimed, scripts.Claimed):
             return DrainReport(session_id=self.session_id, outcome=claimed.value)
         self.token = claimed.token
-        state_json = claimed.state or "{}"
-        batch = claimed.batch
-        self.entry = SessionEntry.from_redis(
-            self.session_id, self.layer.keys.session(self.session_id).entry, claimed.row)
         report = DrainReport(session_id=self.session_id, outcome="done")
         with Heartbeat(self.layer, self.session_id, self.token) as beat:
-            while True:
-                state_json, end = self._batch(batch, state_json, report, beat)
-                if end is not scripts.Tag.MORE:
-                    if end is scripts.Tag.STALE:
-                        report.outcome = "stale"
-                    return report
-                nxt = self.layer.call(scripts.release(
-                    self.session_id, token=self.token, batch_size=s.batch_size,
-                    lease_ms=s.lease_ms))
-                if not isinstance(nxt, scripts.Batch):
-                    if nxt is scripts.Tag.STALE:
-                        report.outcome = "stale"
-                    return report
-                batch = nxt
+            try:
+                self.entry = SessionEntry.from_redis(
+                    self.session_id, self.layer.keys.session(self.session_id).entry,
+                    claimed.row)
+                self._run(claimed.batch, claimed.state or "{}", report, beat)
+            except Exception:
+                # A bug or a Redis failure: give the lease up now rather than let it expire
+                # (the next claim counts as another attempt of the head: see hand_back.lua).
+                log.exception("session %s: drain failed; lease handed back", self.session_id)
+                report.outcome = "error"
+                self._hand_back(report, clean=False)
+        return report
+
+    def _run(self, batch: scripts.Batch, state_json: str, report: DrainReport,
+             beat: Heartbeat) -> None:
+        """Apply batches until the mailbox is empty, the lease is lost or the time slice is
+        over (then the session goes to the back of the queue: `_hand_back`)."""
+        s = self.settings
+        deadline = time.monotonic() + s.drain_time_slice
+        while True:
+            state_json, end = self._batch(batch, state_json, report, beat, deadline)
+            if end is scripts.Tag.MORE and time.monotonic() >= deadline:
+                end = scripts.Tag.YIELDED
+            if end is scripts.Tag.YIELDED:
+                self._hand_back(report, clean=True)
+                return
+            if end is not scripts.Tag.MORE:
+                if end is scripts.Tag.STALE:
+                    report.outcome = "stale"
+                return
+            nxt = self.layer.call(scripts.release(
+                self.session_id, token=self.token, batch_size=s.batch_size,
+                lease_ms=s.lease_ms))
+            if not isinstance(nxt, scripts.Batch):
+                if nxt is scripts.Tag.STALE:
+                    report.outcome = "stale"
+                return
+            batch = nxt
+
+    def _hand_back(self, report: DrainReport, clean: bool) -> None:
+        """Give the lease up with work left; `report.requeue` tells the caller to publish the
+        session's drain again (at the back of the queue)."""
+        try:
+            tag = self.layer.call(scripts.hand_back(self.session_id, token=self.token,
+                                                    clean=clean))
+        except Exception:  # Redis is gone too: the lease expires on its own
+            log.warning("session %s: could not hand the lease back", self.session_id,
+                        exc_info=True)
+            return
+        if tag is scripts.Tag.YIELDED:
+            report.requeue = True
+            if clean:
+                report.outcome = "yielded"
+        elif tag is scripts.Tag.STALE:
+            report.outcome = "stale"
 
     def _batch(self, batch: scripts.Batch, state_json: str, report: DrainReport,
-               beat: Heartbeat) -> tuple[str, scripts.Tag]:
+               beat: Heartbeat, deadline: float) -> tuple[str, scripts.Tag]:
         """Apply a batch; returns the committed state JSON and how it ended: MORE (ask
-        release for the next batch), RELEASED (mailbox empty, lease dropped) or STALE.
+        release for the next batch), RELEASED (mailbox empty, lease dropped), STALE, or
+        YIELDED (the time slice ended at `deadline` with actions of the batch left: what ran
+        is committed, the rest waits for the session's next turn).
 
         Consecutive actions are committed together (up to `commit_group` of them, and no
         action waits more than COMMIT_DELAY plus one action's run for its commit), each group
@@ -195,6 +238,12 @@ class Drainer:
         for i, pending in enumerate(batch.actions):
             if beat.lost.is_set():
                 return group.committed, scripts.Tag.STALE
+            if i > 0 and time.monotonic() >= deadline:
+                if group.actions:
+                    end = self._commit(group, report, False)
+                    if end is not scripts.Tag.OK:
+                        return group.committed, end
+                return group.committed, scripts.Tag.YIELDED
             if group.actions and group.age() >= COMMIT_DELAY:
                 end = self._commit(group, report, False)
                 if end is not scripts.Tag.OK:
@@ -255,6 +304,7 @@ class Drainer:
         name = "?"
         action_id = pending.id
         started = time.perf_counter()
+        limit = 0.0
         try:
             req = _request(pending)
             name = req.action
@@ -265,16 +315,21 @@ class Drainer:
                                 settings=self.settings, action_id=action_id, action=name,
                                 _progress=self._reporter(action_id, name))
             limit = spec.time_limit or self.settings.action_time_limit
-            try:
-                with time_limit(limit):
-                    result = spec.fn(ctx, params)
-            except _TimeLimit:
-                raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
+            run_started = time.perf_counter()
+            with time_limit(limit):
+                result = spec.fn(ctx, params)
+            # An action that swallowed the alarm (catching BaseException) still fails.
+            if time.perf_counter() - run_started > limit:
+                raise _TimeLimit()
             new_state = dumps(ctx.state)
             # The result must be JSON: an action returning anything else fails.
             outcome = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts,
                               finished_at=time.time()).to_json()
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, GeneratorExit...: the action's own failure, recorded
+            # with its real type; the process goes on (only os._exit or a signal kills it).
+            if isinstance(exc, _TimeLimit):
+                exc = ActionTimeLimitExceeded(self.session_id, action_id, name, limit)
             if not isinstance(exc, JidoTasksError):
                 log.info("session %s: action %s failed:\n%s", self.session_id, name,
                          traceback.format_exc())

@@ -10,7 +10,7 @@ from celery import Task, shared_task
 from celery.signals import worker_init, worker_ready
 
 from jido_tasks import telemetry
-from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK
+from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK, publish_drain
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
@@ -59,7 +59,10 @@ def ping(payload: Any = None) -> dict[str, Any]:
              max_retries=BUSY_RETRIES, ignore_result=True)
 def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     """Apply a session's pending actions in order (idempotent: commits are fenced)."""
-    report = drain_session(layer_for(self), session_id)
+    layer = layer_for(self)
+    report = drain_session(layer, session_id)
+    if report.requeue:  # time slice over (or an error): back of the queue, not a retry
+        publish_drain(self.app, layer.settings, session_id)
     if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
         raise self.retry(countdown=report.retry_after)
     return report.model_dump()

@@ -77,6 +77,7 @@ class Tag(StrEnum):
     PURGED = "purged"
     YOUNG = "young"
     LIVE = "live"
+    YIELDED = "yielded"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -285,6 +286,7 @@ SEND = Script("send", ("action_id", "request", "stale_after"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
 COMMIT = Script("commit", ("token", "n", "state", "events", "keep", "last"), variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
+HAND_BACK = Script("hand_back", ("token", "clean"))
 RENEW = Script("renew", ("token", "lease_ms"))
 PROGRESS = Script("progress", ("token", "action_id", "outcome", "event_data"))
 CANCEL = Script("cancel", ("action_id", "reason", "keep"))
@@ -296,7 +298,7 @@ EMIT = Script("emit", ("event_type", "data_json"))
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
-               RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
+               RELEASE, HAND_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
                EXTEND_LOCK, RELEASE_LOCK)
 
 
@@ -367,9 +369,14 @@ def commit(session_id: str, *, token: str, state: str, events: str, keep: int, l
            outcomes: list[tuple[str, str]]) -> Op[Tag]:
     """Commit finished actions (id, Outcome JSON) in mailbox order: `Tag.OK`, `RELEASED`,
     `STALE` (lease lost) or `MOVED` (one was cancelled meanwhile); nothing is written unless
-    OK or RELEASED."""
+    OK or RELEASED. Malformed `events` raise `ProtocolError` (nothing written)."""
+    def decode(reply: Any) -> Tag:
+        tag = Tag(reply)
+        if tag is Tag.INVALID:
+            raise ValueError("events must be a list of [type, data JSON] strings")
+        return tag
     flat = [value for pair in outcomes for value in pair]
-    return _op(COMMIT, session_id, Tag, *flat, token=token, n=len(outcomes), state=state,
+    return _op(COMMIT, session_id, decode, *flat, token=token, n=len(outcomes), state=state,
                events=events, keep=keep, last="1" if last else "0")
 
 
@@ -382,6 +389,12 @@ def release(session_id: str, *, token: str, batch_size: int, lease_ms: int) -> O
         return tag
     return _op(RELEASE, session_id, decode, token=token, batch_size=batch_size,
                lease_ms=lease_ms)
+
+
+def hand_back(session_id: str, *, token: str, clean: bool) -> Op[Tag]:
+    """Give the lease up with work left: `Tag.YIELDED` (publish a drain), `RELEASED` (nothing
+    left after all) or `STALE`. `clean`: the head was not run (not counted as an attempt)."""
+    return _op(HAND_BACK, session_id, Tag, token=token, clean="1" if clean else "0")
 
 
 def renew(session_id: str, *, token: str, lease_ms: int) -> Op[bool]:
