@@ -150,9 +150,7 @@ class Drainer:
         return report
 
     def _drain(self) -> DrainReport:
-        s = self.settings
-        claimed = self.layer.call(scripts.claim(self.session_id, worker=self.worker,
-                                                lease_ms=s.lease_ms, batch_size=s.batch_size))
+        claimed = self._claim()
         if isinstance(claimed, scripts.Busy):
             return DrainReport(session_id=self.session_id, outcome="busy",
                                retry_after=claimed.retry_after)
@@ -160,7 +158,7 @@ class Drainer:
             return DrainReport(session_id=self.session_id, outcome=claimed.value)
         self.token = claimed.token
         report = DrainReport(session_id=self.session_id, outcome="done")
-        with Heartbeat(self.layer, self.session_id, self.token) as beat:
+        with Heartbeat(self.layer, self.session_id, self.token, self.worker) as beat:
             try:
                 self.entry = SessionEntry.from_redis(
                     self.session_id, self.layer.keys.session(self.session_id).entry,
@@ -173,6 +171,21 @@ class Drainer:
                 report.outcome = "error"
                 self._hand_back(report, clean=False)
         return report
+
+    def _claim(self) -> scripts.ClaimReply:
+        """Claim the session; if a worker holds it, take it over when that worker's liveness
+        key is gone (it died: its lease would otherwise block the session until it expires)."""
+        s, keys = self.settings, self.layer.keys
+        alive = keys.alive(self.worker)
+        claimed = self.layer.call(scripts.claim(
+            self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
+            alive_key=alive, alive_ms=s.liveness_ms))
+        if not isinstance(claimed, scripts.Busy) or not claimed.holder:
+            return claimed
+        return self.layer.call(scripts.takeover(
+            self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
+            alive_key=alive, alive_ms=s.liveness_ms, expected=claimed.lease,
+            holder_alive_key=keys.alive(claimed.holder)))
 
     def _run(self, batch: scripts.Batch, state_json: str, report: DrainReport,
              beat: Heartbeat) -> None:

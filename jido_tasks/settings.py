@@ -203,6 +203,12 @@ class Settings(BaseSettings):
         return max(int(self.lease_ttl * 1000), 1)
 
     @property
+    def liveness_ms(self) -> int:
+        """`liveness_ttl` in milliseconds (at most the lease's: a liveness key outliving the
+        lease would only delay takeovers)."""
+        return max(int(min(self.liveness_ttl, self.lease_ttl) * 1000), 1)
+
+    @property
     def stale_after(self) -> float:
         """Seconds after which a drain flag with no live lease is stale (its drain message or
         worker was lost) and recovery may publish a new drain: three lease periods, so a

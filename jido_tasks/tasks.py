@@ -7,13 +7,14 @@ import socket
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from jido_tasks import telemetry
 from jido_tasks.dispatch import DRAIN_TASK, PING_TASK, SWEEP_TASK, publish_drain
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
+from jido_tasks.watch import Watch
 
 # A busy claim (another live worker holds the lease) is retried after the lease's remaining
 # time this many times; past that the holder is alive and draining, and recovery covers it.
@@ -37,6 +38,16 @@ def _load_telemetry(sender: Any = None, **_: Any) -> None:
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
         telemetry.load_hooks(settings.telemetry_hooks)
+
+
+@worker_process_init.connect
+def _start_watch(sender: Any = None, **_: Any) -> None:
+    """In each pool process, the light recovery of sessions held by dead workers."""
+    from celery import current_app
+
+    settings = getattr(current_app, "settings", None)
+    if settings is not None:
+        Watch(RedisLayer(settings), current_app).start()
 
 
 @worker_ready.connect

@@ -3,6 +3,8 @@ between sessions, takeover of a dead holder's sessions."""
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import threading
 import time
@@ -192,3 +194,96 @@ def test_a_yield_keeps_order_and_counts_no_attempt(client: Client) -> None:
     burst(client, sid)
     assert client.get_state(sid)["items"] == list(range(60))
     assert {h.record().attempts for h in handles} == {1}
+
+
+# -- 5. recovery in seconds with default settings -------------------------------------------
+def test_takeover_needs_the_same_holder_and_its_liveness_gone(client: Client) -> None:
+    """takeover claims only while the lease still names the holder read and that holder's
+    liveness key is gone; the new token fences the old holder out."""
+    sid = client.create_session().id
+    h = client.send(sid, "test.append", {"value": 1})
+    layer, keys = client.layer, client.layer.keys
+    first = layer.call(scripts.claim(sid, worker="host:1", lease_ms=60_000, batch_size=10,
+                                     alive_key=keys.alive("host:1"), alive_ms=60_000))
+    assert isinstance(first, scripts.Claimed)
+    busy = layer.call(scripts.claim(sid, worker="host:2", lease_ms=60_000, batch_size=10,
+                                    alive_key=keys.alive("host:2"), alive_ms=60_000))
+    assert isinstance(busy, scripts.Busy) and busy.holder == "host:1"
+
+    def takeover(expected: str) -> scripts.ClaimReply:
+        return layer.call(scripts.takeover(
+            sid, worker="host:2", lease_ms=60_000, batch_size=10,
+            alive_key=keys.alive("host:2"), alive_ms=60_000, expected=expected,
+            holder_alive_key=keys.alive("host:1")))
+
+    alive = takeover(busy.lease)
+    assert isinstance(alive, scripts.Busy) and 0 < alive.retry_after <= 60
+    layer.redis.delete(keys.alive("host:1"))
+    assert isinstance(takeover("999|host:1"), scripts.Busy)  # not the lease it read
+    second = takeover(busy.lease)
+    assert isinstance(second, scripts.Claimed)
+    assert int(second.token) == int(first.token) + 1
+    assert second.batch.attempts == 2  # the dead holder's hand-out counts
+    assert layer.redis.pttl(keys.alive("host:2")) > 0
+    stale = layer.call(scripts.commit(sid, token=first.token, state="", events="[]", keep=10,
+                                      last=True, outcomes=[(h.id, '{"status":"succeeded"}')]))
+    assert stale is scripts.Tag.STALE
+
+
+def test_liveness_keys_escape_any_worker_id(client: Client) -> None:
+    """A worker id read from a lease may hold anything: its key stays one well-formed key."""
+    keys = client.layer.keys
+    ns = client.settings.namespace
+    assert keys.alive("host-1.example:123") == f"{ns}:alive:{{host-1.example:123}}"
+    odd = keys.alive("a}{b c\n\u00e9")
+    assert odd.startswith(f"{ns}:alive:{{") and odd.count("{") == 1 and odd.count("}") == 1
+    assert "\n" not in odd and " " not in odd
+    assert len(keys.alive("x" * 5000)) < 100
+
+
+def _started(c: Client, key: str, n: int = 1, timeout: float = 60) -> list[int]:
+    wait_for(lambda: c.layer.redis.llen(key) >= n, timeout, message=f"{n} action starts")
+    return [int(p) for p in c.layer.redis.lrange(key, 0, -1)]
+
+
+def test_a_dead_pool_process_resumes_in_seconds_with_default_lease(workers: Workers) -> None:
+    """SIGKILL the pool process running an action, with the default 10 s lease: the action
+    starts again elsewhere within seconds (the holder's liveness key is gone), not after the
+    lease expired."""
+    group = workers(1, concurrency=2, lease_ttl=10.0)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    first = c.send(sid, "test.slow_append", {"value": 0, "seconds": 1.0, "started_key": key})
+    after = c.send(sid, "test.append", {"value": 1})
+    pid = _started(c, key)[0]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _started(c, key, 2, timeout=30)
+    resumed = time.monotonic() - killed
+    assert after.get(timeout=30) == 2
+    assert first.record().attempts == 2
+    assert c.get_state(sid)["items"] == [0, 1]
+    assert resumed < 5, resumed  # the goal (measured by bench_recovery) is under 2 s
+
+
+def test_a_dead_worker_resumes_in_seconds_on_the_redis_broker(workers: Workers) -> None:
+    """SIGKILL a whole worker holding a session (its message stays unacked until the
+    visibility timeout): another worker's light recovery sees the holder's liveness gone and
+    the session resumes within 15 s with the default lease (it took about a minute)."""
+    group = workers(2, lease_ttl=10.0)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    c.send(sid, "test.slow_append", {"value": 0, "seconds": 1.0, "started_key": key})
+    after = c.send(sid, "test.append", {"value": 1})
+    pid = _started(c, key)[0]
+    holder = next(i for i, p in enumerate(group.procs) if pid in group.child_pids(p))
+    group.kill(holder)
+    killed = time.monotonic()
+    _started(c, key, 2, timeout=40)
+    resumed = time.monotonic() - killed
+    assert after.get(timeout=30) == 2
+    assert c.get_state(sid)["items"] == [0, 1]
+    assert "session.recovered" in [e.type for e in c.events(sid)]
+    assert resumed < 15, resumed

@@ -109,9 +109,16 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """Another live worker holds the lease for `retry_after` more seconds."""
+    """Another worker holds the lease for `retry_after` more seconds (less when its liveness
+    key will expire sooner: then it may be dead); `lease` is the lease value "token|worker"."""
 
     retry_after: float
+    lease: str = ""
+
+    @property
+    def holder(self) -> str:
+        """The worker id named by the lease ('' if unknown)."""
+        return self.lease.partition("|")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +173,14 @@ class Op(Generic[T]):
     args: list[Any]
     decoder: Callable[[Any], T]
     keys: list[str] = field(default_factory=list)
-    """KEYS of a non-session script (session scripts get theirs from the key schema)."""
+    """KEYS of a non-session script; for a session script, KEYS after the session's own
+    (from K_EXTRA on)."""
 
     def _keys_and_args(self, layer: RedisLayer) -> tuple[list[str], list[Any]]:
         if not self.script.session:
             return self.keys, self.args
         assert self.session_id is not None
-        return (layer.keys.script_keys(self.session_id),
+        return ([*layer.keys.script_keys(self.session_id), *self.keys],
                 [*_common_args(layer, self.session_id), *self.args])
 
     def run(self, layer: RedisLayer) -> T:
@@ -200,10 +208,11 @@ def _common_args(layer: RedisLayer, session_id: str) -> list[Any]:
 
 
 def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any,
-        **argv: Any) -> Op[T]:
+        extra_keys: tuple[str, ...] = (), **argv: Any) -> Op[T]:
     if len(argv) != len(script.argv):
         raise TypeError(f"script {script.name} takes {script.argv}, got {tuple(argv)}")
-    return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder)
+    return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder,
+              list(extra_keys))
 
 
 def _lua_table(values: dict[str, Any]) -> str:
@@ -231,6 +240,7 @@ def prelude() -> str:
         f"local ACCEPTS_WORK = {_lua_table({s.value: 'true' for s in ACCEPTS_WORK})}",
         f"local ALLOWED_FROM = {_lua_table(allowed)}",
         f"local CANCEL_CHUNK, UNPACK_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}",
+        f"local K_EXTRA = {len(SCRIPT_KEYS) + 1}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -283,7 +293,9 @@ TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
 SEND = Script("send", ("action_id", "request", "stale_after"))
-CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
+CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
+TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
+RECOVER_DEAD = Script("recover_dead", ("expected",))
 COMMIT = Script("commit", ("token", "n", "state", "events", "keep", "last"), variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
 HAND_BACK = Script("hand_back", ("token", "clean"))
@@ -297,9 +309,9 @@ PURGE = Script("purge", ("retention",))
 EMIT = Script("emit", ("event_type", "data_json"))
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
-ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
-               RELEASE, HAND_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               EXTEND_LOCK, RELEASE_LOCK)
+ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, TAKEOVER,
+               COMMIT, RELEASE, HAND_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER,
+               RECOVER_DEAD, PURGE, EMIT, EXTEND_LOCK, RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, state_json: str, event_json: str) -> Op[float]:
@@ -350,19 +362,44 @@ def send(session_id: str, *, action_id: str, request: str, stale_after: float) -
                stale_after=stale_after)
 
 
-def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int) -> Op[ClaimReply]:
-    def decode(reply: list[Any]) -> ClaimReply:
-        tag = Tag(reply[0])
-        if tag is Tag.BUSY:
-            return Busy(max(int(reply[1]), 50) / 1000.0)
-        if tag is not Tag.OK:
-            return tag
-        nrow = int(reply[4])
-        return Claimed(token=str(reply[1]), state=str(reply[2] or ""),
-                       row=_pairs(reply[5:5 + nrow]),
-                       batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
-    return _op(CLAIM, session_id, decode, worker=worker, lease_ms=lease_ms,
-               batch_size=batch_size)
+def _claim_reply(reply: list[Any]) -> ClaimReply:
+    tag = Tag(reply[0])
+    if tag is Tag.BUSY:
+        wait = int(reply[1])
+        if len(reply) > 3 and int(reply[3]) >= 0:  # the holder's liveness ends sooner
+            wait = min(wait, int(reply[3]))
+        return Busy(max(wait, 50) / 1000.0, str(reply[2]))
+    if tag is not Tag.OK:
+        return tag
+    nrow = int(reply[4])
+    return Claimed(token=str(reply[1]), state=str(reply[2] or ""),
+                   row=_pairs(reply[5:5 + nrow]),
+                   batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
+
+
+def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int,
+          alive_key: str | None = None, alive_ms: int = 1000) -> Op[ClaimReply]:
+    """Take the free lease (and set the claimer's liveness key `alive_key`, if given: a
+    claimer without one can only lose its sessions by lease expiry)."""
+    keys = (alive_key,) if alive_key else ()
+    return _op(CLAIM, session_id, _claim_reply, extra_keys=keys, worker=worker,
+               lease_ms=lease_ms, batch_size=batch_size, alive_ms=alive_ms)
+
+
+def takeover(session_id: str, *, worker: str, lease_ms: int, batch_size: int, alive_key: str,
+             alive_ms: int, expected: str, holder_alive_key: str) -> Op[ClaimReply]:
+    """Claim a session whose lease (`expected`, from a `Busy`) names a holder whose liveness
+    key `holder_alive_key` is gone; `Busy` if the holder lives or the lease changed hands."""
+    return _op(TAKEOVER, session_id, _claim_reply, extra_keys=(alive_key, holder_alive_key),
+               worker=worker, lease_ms=lease_ms, batch_size=batch_size, alive_ms=alive_ms,
+               expected=expected)
+
+
+def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None) -> Op[Tag]:
+    """Light recovery of a session whose holder is dead: `Tag.RECOVER` (publish a drain),
+    `UNSCHEDULED`, `LIVE` or `GONE`. `expected`: the lease value read ('' if none)."""
+    keys = (holder_alive_key,) if holder_alive_key else ()
+    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected)
 
 
 def commit(session_id: str, *, token: str, state: str, events: str, keep: int, last: bool,
