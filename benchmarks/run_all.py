@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_session_work.py", "bench_sweep.py", "bench_persistence.py"]
+SCRIPTS = ["bench_session_work.py", "bench_sweep.py", "bench_persistence.py",
+           "bench_recovery.py", "bench_fairness.py"]
 
 
 def main() -> int:
