@@ -3,18 +3,21 @@ between sessions, takeover of a dead holder's sessions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import redis
 
-from jido_tasks import ActionFailed, Client, ProtocolError, runtime
+from jido_tasks import ActionFailed, Client, ProtocolError, RedisOutOfMemory, runtime
 from jido_tasks.store import scripts
-from tests.conftest import BurstClient, WorkerGroup, burst, wait_for
+from tests.conftest import BurstClient, RedisServer, WorkerGroup, burst, make_settings, wait_for
 
 Workers = Callable[..., WorkerGroup]
 
@@ -287,3 +290,72 @@ def test_a_dead_worker_resumes_in_seconds_on_the_redis_broker(workers: Workers) 
     assert c.get_state(sid)["items"] == [0, 1]
     assert "session.recovered" in [e.type for e in c.events(sid)]
     assert resumed < 15, resumed
+
+
+# -- 4. Redis restarted -------------------------------------------------------------------------
+def test_calls_survive_a_redis_restart(tmp_path: Path) -> None:
+    """Redis stopped (SHUTDOWN, AOF on) and started again on the same port and data: the same
+    client's calls go on, and a call waiting across the restart gets its result (it used to
+    raise RedisUnavailable although its send was accepted, inviting a double apply)."""
+    server = RedisServer(tmp_path, aof=True)
+    server.start()
+    logdir = tmp_path / "workers"
+    logdir.mkdir()
+    group = WorkerGroup(make_settings(server.url), logdir)
+    try:
+        group.start(1)
+        c = group.client
+        sid = c.create_session().id
+        assert c.call(sid, "test.append", {"value": 0}, timeout=20) == 1
+        server.shutdown()
+        server.start()
+        assert c.call(sid, "test.append", {"value": 1}, timeout=30) == 2
+        result: list[object] = []
+        waiter = threading.Thread(target=lambda: result.append(c.call(
+            sid, "test.slow_append", {"value": 2, "seconds": 1.5}, timeout=60)))
+        waiter.start()
+        wait_for(lambda: c.layer.redis.exists(c.layer.keys.session(sid).lease), 20,
+                 message="the slow action to start")
+        server.shutdown()
+        server.start()
+        waiter.join(90)
+        assert result == [3]
+        assert c.get_state(sid)["items"] == [0, 1, 2]
+    finally:
+        group.stop()
+        server.kill()
+
+
+def test_redis_out_of_memory_is_a_typed_error_everywhere(tmp_path: Path) -> None:
+    """At maxmemory (noeviction) every public call that writes raises RedisOutOfMemory (not
+    redis-py's untyped OutOfMemoryError, not RedisUnavailable), and nothing is half-written."""
+    server = RedisServer(tmp_path, args=("--maxmemory", "4mb"))
+    server.start()
+    c = Client(make_settings(server.url))
+    try:
+        sid = c.create_session().id
+        c.send(sid, "test.append", {"value": 0})
+        filler = redis.Redis(port=server.port)
+        for size in (100_000, 1000, 10):  # until even the smallest write is refused
+            with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+                for i in range(100_000):
+                    filler.set(f"filler:{size}:{i}", "x" * size)
+        before = c.layer.redis.llen(c.layer.keys.session(sid).mailbox)
+        calls = {
+            "create_session": lambda: c.create_session(),
+            "send": lambda: c.send(sid, "test.append", {"value": 1}),
+            "send_many": lambda: c.send_many(sid, ["test.noop", "test.noop"]),
+            "call": lambda: c.call(sid, "test.append", {"value": 1}, timeout=1),
+            "save_session": lambda: c.save_session(sid),
+            "terminate_session": lambda: c.terminate_session(sid),
+            "sweep": lambda: c.sweep(),
+        }
+        for name, fn in calls.items():
+            with pytest.raises(RedisOutOfMemory) as err:
+                fn()
+            assert err.value.where == server.url, name
+        assert c.layer.redis.llen(c.layer.keys.session(sid).mailbox) == before
+        assert c.get_session(sid).status.value == "active"
+    finally:
+        c.close()
+        server.kill()
