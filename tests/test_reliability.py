@@ -231,6 +231,7 @@ def test_takeover_needs_the_same_holder_and_its_liveness_gone(client: Client) ->
     stale = layer.call(scripts.commit(sid, token=first.token, state="", events="[]", keep=10,
                                       last=True, outcomes=[(h.id, '{"status":"succeeded"}')]))
     assert stale is scripts.Tag.STALE
+    layer.redis.delete(keys.session(sid).lease, keys.alive("host:2"))  # leave no live lease
 
 
 def test_liveness_keys_escape_any_worker_id(client: Client) -> None:
