@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from celery import shared_task
@@ -40,3 +42,14 @@ def bench_event(ctx: ActionContext, params: dict[str, Any]) -> int:
     """Emit one small event (the memory benchmark's bytes per event)."""
     ctx.emit("bench.event", {"key": params.get("key")})
     return 1
+
+
+@action("bench.slow")
+def bench_slow(ctx: ActionContext, params: dict[str, Any]) -> int:
+    """Tell the benchmark (a Redis list it names, if any) which process started it, then sleep."""
+    from jido_tasks.store.connection import connect
+
+    if params.get("started_key"):
+        connect(ctx.settings.redis_dsn).rpush(str(params["started_key"]), str(os.getpid()))
+    time.sleep(float(params.get("seconds", 0.0)))
+    return bench_append(ctx, params)

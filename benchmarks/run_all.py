@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_session_work.py", "bench_sweep.py", "bench_persistence.py", "bench_async.py"]
+SCRIPTS = ["bench_session_work.py", "bench_sweep.py", "bench_persistence.py", "bench_async.py",
+           "bench_recovery.py", "bench_fairness.py", "bench_reach.py", "bench_memory.py",
+           "bench_state_size.py"]
 
 
 def main() -> int:

@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from jido_tasks import telemetry
-from jido_tasks.errors import ConfigError, InvalidParams, UnknownAction
+from jido_tasks.errors import ConfigError, InvalidEvent, InvalidParams, UnknownAction
 from jido_tasks.models import JsonObject, SessionEntry
 from jido_tasks.settings import Settings
 
 ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+EVENT_TYPE = ACTION_NAME
+"""Event types an action may emit: dotted lowercase words, like action names."""
 BUILTIN_MODULES = ("jido_tasks.builtins.context", "jido_tasks.builtins.cache",
                    "jido_tasks.builtins.coordinator")
 
@@ -55,8 +57,30 @@ class ActionContext:
             self._progress(fraction, message)
 
     def emit(self, event_type: str, data: JsonObject | None = None) -> None:
-        """Append an event, committed atomically with the action (dropped if it fails)."""
-        self.events.append((event_type, dict(data or {})))
+        """Append an event, committed atomically with the action (dropped if it fails).
+
+        `event_type` is dotted lowercase words (like action names); `data` a JSON object of at
+        most `max_params_bytes`. Anything else raises `InvalidEvent`, which fails the action
+        (checked here, so a commit never meets an event it cannot write).
+        """
+        if not isinstance(event_type, str) or len(event_type) > 100 \
+                or not EVENT_TYPE.fullmatch(event_type):
+            raise InvalidEvent(event_type, "the type must be dotted lowercase words "
+                               "(at most 100 characters)", self.session_id)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InvalidEvent(event_type, f"data must be a JSON object, not "
+                               f"{type(data).__name__}", self.session_id)
+        try:
+            encoded = json.dumps(data, separators=(",", ":"), allow_nan=False,
+                                 ensure_ascii=False).encode()
+        except (TypeError, ValueError, RecursionError) as exc:  # UnicodeError: a ValueError
+            raise InvalidEvent(event_type, f"data is not JSON: {exc}", self.session_id) from None
+        if len(encoded) > self.settings.max_params_bytes:
+            raise InvalidEvent(event_type, f"data is {len(encoded)} bytes, over the limit of "
+                               f"{self.settings.max_params_bytes}", self.session_id)
+        self.events.append((event_type, json.loads(encoded)))
 
 
 @dataclass(frozen=True)

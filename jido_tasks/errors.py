@@ -295,3 +295,16 @@ class ProtocolError(JidoTasksError):
                          session_id=session_id)
         self.script = script
         self.reply = reply
+
+
+class InvalidEvent(JidoTasksError, ValueError):
+    """An action emitted an event with an invalid type or data (`ActionContext.emit`); the
+    action fails with this error and nothing of it is committed."""
+
+    def __init__(self, event_type: object, problem: str, session_id: str | None = None) -> None:
+        shown = repr(event_type)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"invalid event {shown}: {problem}", session_id=session_id)
+        self.event_type = shown
+        self.problem = problem

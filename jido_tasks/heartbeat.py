@@ -4,6 +4,11 @@ A drain registers its lease for as long as it runs (`Heartbeat` is a context man
 thread renews each one every third of `lease_ttl` with the `renew` script, which also keeps
 the drain flag fresh. A renewal that finds the token stale marks the lease lost, and the drain
 stops before its next commit (which the token check would refuse anyway).
+
+The same thread renews the process's liveness key (set by the claim) four times per
+`liveness_ttl` while it holds a lease: when the process dies the key is gone within
+`liveness_ttl`, and other workers take its sessions over (`takeover`, `recover_dead`) without
+waiting for the lease to expire.
 """
 
 from __future__ import annotations
@@ -22,11 +27,28 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """One held lease, renewed by the process's heartbeat thread while registered."""
 
-    def __init__(self, layer: RedisLayer, session_id: str, token: str) -> None:
+    def __init__(self, layer: RedisLayer, session_id: str, token: str,
+                 worker: str | None = None) -> None:
         self.layer, self.session_id, self.token = layer, session_id, token
         self.period = layer.settings.lease_ttl / 3
         self.due = time.monotonic() + self.period
         self.lost = threading.Event()
+        self.alive_key = layer.keys.alive(worker) if worker else None
+        self.alive_period = layer.settings.liveness_ms / 4000
+        self.alive_due = time.monotonic() + self.alive_period
+
+    def next_due(self) -> float:
+        return min(self.due, self.alive_due) if self.alive_key else self.due
+
+    def renew_alive(self) -> None:
+        """Keep the process's liveness key (a plain SET: nothing to check)."""
+        self.alive_due = time.monotonic() + self.alive_period
+        if self.alive_key is None:
+            return
+        try:
+            self.layer.redis.set(self.alive_key, "1", px=self.layer.settings.liveness_ms)
+        except Exception:  # a Redis blip: the next beat tries again
+            log.warning("liveness renewal failed", exc_info=True)
 
     def __enter__(self) -> Heartbeat:
         _beats.add(self)
@@ -73,12 +95,24 @@ class _Beats:
     def _run(self) -> None:
         while True:
             with self._lock:
-                due = [b for b in self._leases if b.due <= time.monotonic() and not b.lost.is_set()]
-                if not due:
-                    nxt = min((b.due for b in self._leases), default=time.monotonic() + 60)
-                    self._wake.wait(max(0.001, nxt - time.monotonic()))
+                now = time.monotonic()
+                live = [b for b in self._leases if not b.lost.is_set()]
+                due = [b for b in live if b.due <= now]
+                alive: dict[str, Heartbeat] = {}  # one renewal per liveness key
+                for b in live:
+                    if b.alive_key and b.alive_due <= now:
+                        alive.setdefault(b.alive_key, b)
+                if not due and not alive:
+                    nxt = min((b.next_due() for b in live), default=now + 60)
+                    self._wake.wait(max(0.001, nxt - now))
                     continue
-            for beat in due:  # outside the lock: a renewal is a round trip
+            # Outside the lock: a renewal is a round trip. Liveness first: it is the tighter.
+            for beat in alive.values():
+                beat.renew_alive()
+            for b in live:
+                if b.alive_key in alive:
+                    b.alive_due = alive[b.alive_key].alive_due
+            for beat in due:
                 beat.renew()
 
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import redis
+
 from jido_tasks import telemetry
 from jido_tasks.actions import action_spec_or_name, check_params
 from jido_tasks.dispatch import publish_drain
@@ -24,6 +26,7 @@ from jido_tasks.errors import (
     ActionNotFound,
     ActionTimeout,
     InvalidArgument,
+    RedisUnavailable,
 )
 from jido_tasks.models import (
     ActionRecord,
@@ -164,6 +167,9 @@ def outcome_ops(actions: list[tuple[str, str]]) -> list[scripts.Op[Outcome | Non
 # While waiting, the record is read again this often (seconds), in case a finish message was
 # missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
 RECHECK_EVERY = 1.0
+# A wait with no timeout gives up after Redis stayed unreachable this long (seconds).
+OUTAGE_LIMIT = 60.0
+_LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
 class Mailbox:
@@ -307,11 +313,38 @@ class Mailbox:
                     if record.status.finished:
                         return record
                 wait = min(remaining, max(check_at - now, 0.001))
-                outcome = listener.next_outcome(action_id, wait)
+                try:
+                    outcome = listener.next_outcome(action_id, wait)
+                except _LOST:  # Redis restarted or the connection broke: the action goes on
+                    record = self._reconnect(listener, channel, session_id, action_id,
+                                             deadline)
+                    if record.status.finished:
+                        return record
+                    check_at = time.monotonic() + RECHECK_EVERY
+                    continue
                 if outcome is not None:
                     return ActionRecord.build(session_id, action_id, req, outcome, False)
         finally:
             listener.unsubscribe(channel)
+
+    def _reconnect(self, listener: _Listener, channel: str, session_id: str, action_id: str,
+                   deadline: float | None) -> ActionRecord:
+        """Subscribe again on a new connection, then re-read the record (a finish published
+        while the connection was down is found there). Retried until the wait's deadline (or
+        OUTAGE_LIMIT without one); past it, `RedisUnavailable`."""
+        give_up = deadline if deadline is not None else time.monotonic() + OUTAGE_LIMIT
+        pause = 0.05
+        while True:
+            try:
+                listener.reset()
+                listener.subscribe(channel)
+                return self.record(session_id, action_id)
+            except (*_LOST, RedisUnavailable) as exc:
+                if time.monotonic() + pause >= give_up:
+                    raise  # typed by the caller's redis_errors if it is not yet
+                log.info("waiting for Redis to come back (%s)", exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     @redis_errors
     def call(self, session_id: str, action: str, params: Any, timeout: float | None,
@@ -324,7 +357,8 @@ class Mailbox:
         """
         validate_session_id(session_id)
         channel = self.layer.keys.session(session_id).done_channel
-        self.listener().subscribe(channel, confirm=False)
+        listener = self.listener()
+        listener.subscribe(channel, confirm=False)
         try:
             handle, sent = self.accept(session_id, action, params, action_id)
         except BaseException:
@@ -343,8 +377,13 @@ class _Listener:
 
     def subscribe(self, channel: str, confirm: bool = True) -> None:
         """Subscribe; with `confirm`, wait for Redis to confirm, so no later finish can be
-        missed (the confirmation is otherwise skipped by later reads)."""
-        self.pubsub.subscribe(channel)
+        missed (the confirmation is otherwise skipped by later reads). A connection that
+        broke since its last use (Redis restarted) is replaced once."""
+        try:
+            self.pubsub.subscribe(channel)
+        except _LOST:
+            self.pubsub.reset()
+            self.pubsub.subscribe(channel)
         if not confirm:
             return
         deadline = time.monotonic() + 10.0
@@ -360,6 +399,10 @@ class _Listener:
             self.pubsub.unsubscribe(channel)
         except Exception:  # a broken connection: start afresh next time
             self.pubsub.reset()
+
+    def reset(self) -> None:
+        """Drop the connection and every subscription (the next subscribe connects anew)."""
+        self.pubsub.reset()
 
     def next_outcome(self, action_id: str, timeout: float) -> Outcome | None:
         """The outcome if `action_id` finishes within `timeout`, else None."""

@@ -52,10 +52,14 @@ class DrainReport(BaseModel):
 
     session_id: str
     outcome: str
-    """'done', 'busy' (another worker holds the lease), 'empty', 'missing' or 'stale'."""
+    """'done', 'busy' (another worker holds the lease), 'empty', 'missing', 'stale',
+    'handed_back' (this worker lacks the head action), 'yielded' (time slice over, work left)
+    or 'error' (an unexpected failure; logged)."""
     applied: int = 0
     failed: int = 0
     retry_after: float | None = None
+    requeue: bool = False
+    """The lease was given back with work left: publish the session's drain again."""
     commits: int = 0
     """Atomic commits (each of one or more actions)."""
     state_bytes: int = 0
@@ -164,7 +168,8 @@ def time_limit(seconds: float) -> Iterator[None]:
         raise _TimeLimit()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Fires again every second: an action that swallows the first alarm is interrupted again.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
@@ -194,42 +199,96 @@ class Drainer:
         return report
 
     def _drain(self) -> DrainReport:
-        s = self.settings
-        claimed = self.layer.call(scripts.claim(self.session_id, worker=self.worker,
-                                                lease_ms=s.lease_ms, batch_size=s.batch_size))
+        claimed = self._claim()
         if isinstance(claimed, scripts.Busy):
             return DrainReport(session_id=self.session_id, outcome="busy",
                                retry_after=claimed.retry_after)
         if not isinstance(claimed, scripts.Claimed):
             return DrainReport(session_id=self.session_id, outcome=claimed.value)
         self.token = claimed.token
-        parts = Parts(self.layer, self.session_id, claimed.legacy_state)
-        batch = claimed.batch
-        self.entry = SessionEntry.from_redis(
-            self.session_id, self.layer.keys.session(self.session_id).entry, claimed.row)
         report = DrainReport(session_id=self.session_id, outcome="done")
-        with Heartbeat(self.layer, self.session_id, self.token) as beat:
-            while True:
-                end = self._batch(batch, parts, report, beat)
-                if end is not scripts.Tag.MORE:
-                    if end is scripts.Tag.STALE:
-                        report.outcome = "stale"
-                    elif end is scripts.Tag.HANDED:
-                        report.outcome, report.retry_after = "handed_back", 0.0
-                    return report
-                nxt = self.layer.call(scripts.release(
-                    self.session_id, token=self.token, batch_size=s.batch_size,
-                    lease_ms=s.lease_ms))
-                if not isinstance(nxt, scripts.Batch):
-                    if nxt is scripts.Tag.STALE:
-                        report.outcome = "stale"
-                    return report
-                batch = nxt
+        with Heartbeat(self.layer, self.session_id, self.token, self.worker) as beat:
+            try:
+                self.entry = SessionEntry.from_redis(
+                    self.session_id, self.layer.keys.session(self.session_id).entry,
+                    claimed.row)
+                parts = Parts(self.layer, self.session_id, claimed.legacy_state)
+                self._run(claimed.batch, parts, report, beat)
+            except Exception:
+                # A bug or a Redis failure: give the lease up now rather than let it expire
+                # (the next claim counts as another attempt of the head: see give_back.lua).
+                log.exception("session %s: drain failed; lease given back", self.session_id)
+                report.outcome = "error"
+                self._give_back(report, clean=False)
+        return report
+
+    def _claim(self) -> scripts.ClaimReply:
+        """Claim the session; if a worker holds it, take it over when that worker's liveness
+        key is gone (it died: its lease would otherwise block the session until it expires)."""
+        s, keys = self.settings, self.layer.keys
+        alive = keys.alive(self.worker)
+        claimed = self.layer.call(scripts.claim(
+            self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
+            alive_key=alive, alive_ms=s.liveness_ms))
+        if not isinstance(claimed, scripts.Busy) or not claimed.holder:
+            return claimed
+        return self.layer.call(scripts.takeover(
+            self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
+            alive_key=alive, alive_ms=s.liveness_ms, expected=claimed.lease,
+            holder_alive_key=keys.alive(claimed.holder)))
+
+    def _run(self, batch: scripts.Batch, parts: Parts, report: DrainReport,
+             beat: Heartbeat) -> None:
+        """Apply batches until the mailbox is empty, the lease is lost or the time slice is
+        over (then the session goes to the back of the queue: `_give_back`)."""
+        s = self.settings
+        deadline = time.monotonic() + s.drain_time_slice
+        while True:
+            end = self._batch(batch, parts, report, beat, deadline)
+            if end is scripts.Tag.MORE and time.monotonic() >= deadline:
+                end = scripts.Tag.YIELDED
+            if end is scripts.Tag.YIELDED:
+                self._give_back(report, clean=True)
+                return
+            if end is not scripts.Tag.MORE:
+                if end is scripts.Tag.STALE:
+                    report.outcome = "stale"
+                elif end is scripts.Tag.HANDED:
+                    report.outcome, report.retry_after = "handed_back", 0.0
+                return
+            nxt = self.layer.call(scripts.release(
+                self.session_id, token=self.token, batch_size=s.batch_size,
+                lease_ms=s.lease_ms))
+            if not isinstance(nxt, scripts.Batch):
+                if nxt is scripts.Tag.STALE:
+                    report.outcome = "stale"
+                return
+            batch = nxt
+
+    def _give_back(self, report: DrainReport, clean: bool) -> None:
+        """Give the lease up with work left; `report.requeue` tells the caller to publish the
+        session's drain again (at the back of the queue)."""
+        try:
+            tag = self.layer.call(scripts.give_back(self.session_id, token=self.token,
+                                                    clean=clean))
+        except Exception:  # Redis is gone too: the lease expires on its own
+            log.warning("session %s: could not give the lease back", self.session_id,
+                        exc_info=True)
+            return
+        if tag is scripts.Tag.YIELDED:
+            report.requeue = True
+            if clean:
+                report.outcome = "yielded"
+        elif tag is scripts.Tag.STALE:
+            report.outcome = "stale"
 
     def _batch(self, batch: scripts.Batch, parts: Parts, report: DrainReport,
-               beat: Heartbeat) -> scripts.Tag:
+               beat: Heartbeat, deadline: float) -> scripts.Tag:
         """Apply a batch; returns how it ended: MORE (ask release for the next batch),
-        RELEASED (mailbox empty, lease dropped) or STALE. `parts` is left as committed.
+        RELEASED (mailbox empty, lease dropped), STALE, HANDED (given back: this worker lacks
+        the head action) or YIELDED (the time slice ended at `deadline` with actions of the
+        batch left: what ran is committed, the rest waits for the session's next turn).
+        `parts` is left as committed.
 
         Consecutive actions are committed together (up to `commit_group` of them, and no
         action waits more than COMMIT_DELAY plus one action's run for its commit), each group
@@ -246,26 +305,28 @@ class Drainer:
             if beat.lost.is_set():
                 group.rolled_back()
                 return scripts.Tag.STALE
-            if group.actions and group.age() >= COMMIT_DELAY:
-                end = self._commit(group, report, False)
-                if end is not scripts.Tag.OK:
-                    return end
+            stop = i > 0 and time.monotonic() >= deadline  # time slice over: yield
+            if stop or (group.actions and group.age() >= COMMIT_DELAY):
+                end = self._flush(group, report)
+                if end is not scripts.Tag.OK or stop:
+                    return scripts.Tag.YIELDED if end is scripts.Tag.OK else end
             if i == 0 and attempts > self.settings.max_attempts:
                 applied: _Applied | None = self._poison(pending, attempts)
             else:
                 applied = self._apply(pending, parts, attempts if i == 0 else 1)
             if applied is None:  # an action this worker lacks and another may have
-                if group.actions:
-                    end = self._commit(group, report, False)
-                    if end is not scripts.Tag.OK:
-                        return end
-                return self._hand_back(pending.id)
+                end = self._flush(group, report)
+                return self._hand_back(pending.id) if end is scripts.Tag.OK else end
             group.add(pending.id, applied)
             if len(group.actions) >= size or i == last:
                 end = self._commit(group, report, i == last)
                 if end is not scripts.Tag.OK:
                     return end
         return scripts.Tag.MORE
+
+    def _flush(self, group: _Group, report: DrainReport) -> scripts.Tag:
+        """Commit what the group holds (OK when it holds nothing); see `_commit`."""
+        return self._commit(group, report, False) if group.actions else scripts.Tag.OK
 
     def _commit(self, group: _Group, report: DrainReport, last: bool) -> scripts.Tag:
         """Commit the group: OK, RELEASED, STALE or MORE (an action was cancelled
@@ -352,6 +413,7 @@ class Drainer:
         action_id = pending.id
         started, wall = time.perf_counter(), time.time()
         req = ActionRequest(action="?")
+        limit = 0.0
         try:
             req = _request(pending)
             name = req.action
@@ -365,16 +427,21 @@ class Drainer:
                                 settings=self.settings, action_id=action_id, action=name,
                                 _progress=self._reporter(action_id, name))
             limit = spec.time_limit or self.settings.action_time_limit
-            try:
-                with time_limit(limit):
-                    result = spec.fn(ctx, params)
-            except _TimeLimit:
-                raise ActionTimeLimitExceeded(self.session_id, action_id, name, limit) from None
+            run_started = time.perf_counter()
+            with time_limit(limit):
+                result = spec.fn(ctx, params)
+            # An action that swallowed the alarm (catching BaseException) still fails.
+            if time.perf_counter() - run_started > limit:
+                raise _TimeLimit()
             changes = state.changes()
             # The result must be JSON: an action returning anything else fails.
             done = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts)
             outcome = done.to_json()
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, GeneratorExit...: the action's own failure, recorded
+            # with its real type; the process goes on (only os._exit or a signal kills it).
+            if isinstance(exc, _TimeLimit):
+                exc = ActionTimeLimitExceeded(self.session_id, action_id, name, limit)
             return self._failure(action_id, req, exc, attempts, wall,
                                  time.perf_counter() - started)
         duration = time.perf_counter() - started

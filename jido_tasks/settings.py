@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     lease_ttl: Seconds = 10.0
     """How long a worker's claim on a session lives without a heartbeat."""
     sweep_interval: Seconds = 30.0
+    drain_time_slice: Seconds = 0.5
+    """How long a drain keeps a session while work remains before handing it back and
+    publishing its drain at the back of the queue, so busy sessions cannot starve the others."""
+    liveness_ttl: Seconds = 1.0
+    """Life of a worker process's liveness key, renewed 4 times per period while it holds
+    leases: a holder whose key is gone is dead, and its sessions are taken over at once (the
+    lease and its fencing token stay the safety net)."""
+    recover_interval: Seconds = 2.0
+    """How often a worker checks for sessions whose lease holder is dead (a light recovery,
+    between full sweeps)."""
     retention: Seconds = 7 * 86400.0
     """How long terminated sessions are kept before the sweep purges them."""
     persistence: Literal["redis", "disk"] = "redis"
@@ -217,6 +227,12 @@ class Settings(BaseSettings):
     def lease_ms(self) -> int:
         """`lease_ttl` in milliseconds, as the scripts take it."""
         return max(int(self.lease_ttl * 1000), 1)
+
+    @property
+    def liveness_ms(self) -> int:
+        """`liveness_ttl` in milliseconds (at most the lease's: a liveness key outliving the
+        lease would only delay takeovers)."""
+        return max(int(min(self.liveness_ttl, self.lease_ttl) * 1000), 1)
 
     @property
     def stale_after(self) -> float:

@@ -253,3 +253,49 @@ class Sweeper:
 def run_sweep(layer: RedisLayer, celery: Any, force: bool = False) -> SweepReport:
     """One sweep (the body of the beat task, `Client.sweep()` and `jido-tasks sweep`)."""
     return Sweeper(layer, celery).run(force=force)
+
+
+RECOVER_PAGES = 10
+"""Most pages (of `sweep_batch` candidates) one light recovery looks at."""
+
+
+def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
+    """The light recovery, run every `recover_interval` by workers: sessions whose lease
+    holder's liveness key is gone (or whose holder's lease expired with a head handed out) get
+    a new drain at once, without waiting for the lease to expire or the next full sweep.
+
+    Candidates are sessions whose drain flag was not refreshed for a renewal period plus
+    `liveness_ttl` (a live holder refreshes it every third of a lease). One worker at a time
+    (a short lock); returns the number of sessions recovered.
+    """
+    s, k = layer.settings, layer.keys
+    lock_ms = max(int(s.recover_interval * 900), 1)
+    if not layer.redis.set(k.recover_lock, "1", nx=True, px=lock_ms):
+        return 0
+    sec, usec = layer.redis.time()
+    cutoff = sec + usec / 1e6 - (s.lease_ttl / 3 + s.liveness_ttl)
+    recovered = 0
+    for page in range(RECOVER_PAGES):
+        ids = [str(sid) for sid in layer.redis.zrangebyscore(
+            k.scheduled, "-inf", repr(cutoff), start=page * s.sweep_batch, num=s.sweep_batch)]
+        valid = [sid for sid in ids if is_index_member(k.scheduled, sid)]
+        pipe = layer.redis.pipeline(transaction=False)
+        for sid in valid:
+            pipe.get(k.session(sid).lease)
+        leases = pipe.execute() if valid else []
+        ops: list[Op[Tag]] = []
+        for sid, lease in zip(valid, leases, strict=True):
+            holder = str(lease).partition("|")[2] if lease else ""
+            ops.append(scripts.recover_dead(sid, expected=str(lease or ""),
+                                            holder_alive_key=k.alive(holder) if lease else None))
+        results = layer.call_many(ops)
+        for sid, res in zip(valid, results, strict=True):
+            if res is Tag.RECOVER:
+                publish_drain(celery, s, sid)
+                recovered += 1
+                log.info("session %s: its lease holder is dead; drain re-published", sid)
+            elif isinstance(res, Exception):
+                log.error("recover_dead failed for session %s: %s", sid, res)
+        if len(ids) < s.sweep_batch:
+            break
+    return recovered

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import is_registered
@@ -41,6 +41,7 @@ from jido_tasks.runtime import Finished
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import run_sweep
+from jido_tasks.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,16 @@ def _load_telemetry(sender: Any = None, **_: Any) -> None:
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
         telemetry.load_hooks(settings.telemetry_hooks)
+
+
+@worker_process_init.connect
+def _start_watch(sender: Any = None, **_: Any) -> None:
+    """In each pool process, the light recovery of sessions held by dead workers."""
+    from celery import current_app
+
+    settings = getattr(current_app, "settings", None)
+    if settings is not None:
+        Watch(RedisLayer(settings), current_app).start()
 
 
 def client_for(task: Task[Any, Any]) -> Client:
@@ -147,7 +158,10 @@ def ping(payload: Any = None) -> dict[str, Any]:
              max_retries=BUSY_RETRIES, ignore_result=True)
 def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     """Apply a session's pending actions in order (idempotent: commits are fenced)."""
-    report = drain_session(layer_for(self), session_id, listener=reporter_for(self))
+    layer = layer_for(self)
+    report = drain_session(layer, session_id, listener=reporter_for(self))
+    if report.requeue:  # time slice over (or an error): back of the queue, not a retry
+        publish_drain(self.app, layer.settings, session_id)
     if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
         countdown = report.retry_after
         if report.outcome == "handed_back":  # give a worker that has the action a chance
@@ -222,7 +236,7 @@ def _drain_here(task: Task[Any, Any], session_id: str) -> None:
                       session_id)
         publish_drain(task.app, settings, session_id)
         return
-    if report.retry_after is not None:
+    if report.retry_after is not None or report.requeue:
         publish_drain(task.app, settings, session_id)
 
 

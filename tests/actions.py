@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -153,3 +154,47 @@ class DieAfterCommit(telemetry.Telemetry):
                         duration: float, error_type: str | None) -> None:
         if action == "test.die_after_commit":
             os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+@action("test.emit_bad")
+def emit_bad(ctx: ActionContext, params: dict[str, Any]) -> None:
+    """Change the state, then emit an event of a type (or with data) that cannot be written."""
+    ctx.state["emitted"] = True
+    kind = params.get("kind")
+    if kind == "none":
+        ctx.emit(None, {"x": 1})  # type: ignore[arg-type]
+    elif kind == "dict":
+        ctx.emit({"a": 1}, {})  # type: ignore[arg-type]
+    elif kind == "surrogate":
+        ctx.emit("\ud800", {})
+    elif kind == "surrogate_data":
+        ctx.emit("test.bad", {"text": "\udc80"})
+    elif kind == "data_list":
+        ctx.emit("test.bad", [1, 2])  # type: ignore[arg-type]
+    elif kind == "nan":
+        ctx.emit("test.bad", {"x": float("nan")})
+
+
+@action("test.swallow", time_limit=1)
+def swallow(ctx: ActionContext, params: dict[str, Any]) -> str:
+    """Catch BaseException around its work (the time limit's alarm included)."""
+    ctx.state["swallowed"] = True
+    deadline = time.monotonic() + float(params.get("seconds", 2.5))
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):  # the point of the test
+            time.sleep(0.05)
+    return "finished"
+
+
+@action("test.raise_base")
+def raise_base(ctx: ActionContext, params: dict[str, Any]) -> None:
+    """Raise a BaseException subclass that is not an Exception."""
+    ctx.state["raised"] = True
+    kind = params["kind"]
+    if kind == "SystemExit":
+        raise SystemExit(3)
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt()
+    if kind == "GeneratorExit":
+        raise GeneratorExit()
+    raise ValueError(kind)

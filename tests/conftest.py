@@ -65,9 +65,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 class RedisServer:
     """A private redis-server subprocess on a free port; can be killed and restarted."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, aof: bool = False, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.dir = tmp
+        self.aof = aof
+        """Append-only file on (fsync always): a restart keeps every acknowledged write."""
+        self.args = args
+        """More redis-server arguments (e.g. --maxmemory, --requirepass)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,9 +81,10 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--maxmemory-policy", "noeviction"],
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+             "--dir", str(self.dir), "--maxmemory-policy", "noeviction", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         wait_for(lambda: self._ping(client), 10, message=f"redis-server on {self.port}")
         client.close()
 
@@ -87,8 +92,22 @@ class RedisServer:
     def _ping(client: redis.Redis) -> bool:
         try:
             return bool(client.ping())
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.ResponseError):  # down, or loading its AOF
             return False
+
+    @property
+    def password(self) -> str | None:
+        """The default user's password, if started with --requirepass."""
+        args = list(self.args)
+        return args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+
+    def shutdown(self) -> None:
+        """SHUTDOWN, as an operator stops Redis (the AOF, if on, is kept)."""
+        if self.proc is not None:
+            with contextlib.suppress(redis.ConnectionError):
+                redis.Redis(port=self.port, password=self.password).shutdown()
+            self.proc.wait(30)
+            self.proc = None
 
     def kill(self) -> None:
         if self.proc is not None:

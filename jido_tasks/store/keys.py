@@ -44,6 +44,9 @@ in one Redis Cluster slot):
                                   worker has registered (refreshed by the worker; an entry not
                                   seen for `worker_ttl` is a dead worker's)
     ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work
+    ns:recover:lock       string  short lock so one worker at a time looks for dead holders
+    ns:alive:{worker}     string  liveness of a worker process (host:pid, escaped), with a short
+                                  TTL renewed while it holds leases; gone = the holder is dead
     ns:snap:{sid}         string  a saved snapshot (Redis snapshot store)
     ns:idx:snapshots      zset    saved snapshot ids by save time
     ns:metrics            hash    counters and the action-duration histogram (see `metrics`)
@@ -51,7 +54,12 @@ in one Redis Cluster slot):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from urllib.parse import quote
+
+MAX_WORKER_KEY = 200
+"""Longest worker id used as is in a key; longer ones are hashed."""
 
 OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "pending", "records", "lease",
                                "events", "cancelling", "replies", "legacy_actions",
@@ -151,6 +159,19 @@ class KeySchema:
     @property
     def sweep_lock(self) -> str:
         return f"{self.namespace}:sweep:lock"
+
+    @property
+    def recover_lock(self) -> str:
+        return f"{self.namespace}:recover:lock"
+
+    def alive(self, worker: str) -> str:
+        """The liveness key of worker process `worker` (any string: it may come from a lease
+        value; characters outside [A-Za-z0-9:@._-] are %-escaped, braces included, and a long
+        id is hashed, so the key is always well-formed and bounded)."""
+        escaped = quote(worker, safe=":@._-")
+        if len(escaped) > MAX_WORKER_KEY:
+            escaped = "sha1-" + hashlib.sha1(worker.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.namespace}:alive:{{{escaped}}}"
 
     def snapshot(self, saved_id: str) -> str:
         return f"{self.namespace}:snap:{{{saved_id}}}"

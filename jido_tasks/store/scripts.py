@@ -91,6 +91,7 @@ class Tag(StrEnum):
     YOUNG = "young"
     LIVE = "live"
     HANDED = "handed"
+    YIELDED = "yielded"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -133,9 +134,16 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """Another live worker holds the lease for `retry_after` more seconds."""
+    """Another worker holds the lease for `retry_after` more seconds (less when its liveness
+    key will expire sooner: then it may be dead); `lease` is the lease value "token|worker"."""
 
     retry_after: float
+    lease: str = ""
+
+    @property
+    def holder(self) -> str:
+        """The worker id named by the lease ('' if unknown)."""
+        return self.lease.partition("|")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +208,14 @@ class Op(Generic[T]):
     args: list[Any]
     decoder: Callable[[Any], T]
     keys: list[str] = field(default_factory=list)
-    """KEYS of a non-session script (session scripts get theirs from the key schema)."""
+    """KEYS of a non-session script; for a session script, KEYS after the session's own
+    (from K_EXTRA on)."""
 
     def _keys_and_args(self, layer: Layer) -> tuple[list[str], list[Any]]:
         if not self.script.session:
             return self.keys, self.args
         assert self.session_id is not None
-        return (layer.keys.script_keys(self.session_id),
+        return ([*layer.keys.script_keys(self.session_id), *self.keys],
                 [*_common_args(layer, self.session_id), *self.args])
 
     def run(self, layer: RedisLayer) -> T:
@@ -235,10 +244,11 @@ def _common_args(layer: Layer, session_id: str) -> list[Any]:
 
 
 def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any,
-        **argv: Any) -> Op[T]:
+        extra_keys: tuple[str, ...] = (), **argv: Any) -> Op[T]:
     if len(argv) != len(script.argv):
         raise TypeError(f"script {script.name} takes {script.argv}, got {tuple(argv)}")
-    return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder)
+    return Op(script, session_id, [*(argv[name] for name in script.argv), *rest], decoder,
+              list(extra_keys))
 
 
 _OUTCOME_FIELDS = ("status", "error")
@@ -279,6 +289,7 @@ def prelude() -> str:
         f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
         f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
         + ", ".join(_lua_str(_stored_name(Outcome, name)) for name in _OUTCOME_FIELDS),
+        f"local K_EXTRA = {len(SCRIPT_KEYS) + 1}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -339,10 +350,13 @@ TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
 SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
-CLAIM = Script("claim", ("worker", "lease_ms", "batch_size"))
+CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
+TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
+RECOVER_DEAD = Script("recover_dead", ("expected",))
 COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last"),
                 variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
+GIVE_BACK = Script("give_back", ("token", "clean"))
 RENEW = Script("renew", ("token", "lease_ms"))
 PROGRESS = Script("progress", ("token", "action_id", "outcome", "event_data"))
 CANCEL = Script("cancel", ("action_id", "reason", "keep"))
@@ -356,9 +370,10 @@ RECORD = Script("record", ("action_id",))
 DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
-ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, COMMIT,
-               RELEASE, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER, PURGE, EMIT,
-               HANDBACK, RECORD, DELIVERED, EXTEND_LOCK, RELEASE_LOCK)
+ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, TAKEOVER,
+               COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER,
+               RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
+               RELEASE_LOCK)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -419,19 +434,44 @@ def send(session_id: str, *, action_id: str, action: str, request: str, digest: 
                stale_after=stale_after)
 
 
-def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int) -> Op[ClaimReply]:
-    def decode(reply: list[Any]) -> ClaimReply:
-        tag = Tag(reply[0])
-        if tag is Tag.BUSY:
-            return Busy(max(int(reply[1]), 50) / 1000.0)
-        if tag is not Tag.OK:
-            return tag
-        nrow = int(reply[4])
-        return Claimed(token=str(reply[1]), legacy_state=str(reply[2]) if reply[2] else None,
-                       row=_pairs(reply[5:5 + nrow]),
-                       batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
-    return _op(CLAIM, session_id, decode, worker=worker, lease_ms=lease_ms,
-               batch_size=batch_size)
+def _claim_reply(reply: list[Any]) -> ClaimReply:
+    tag = Tag(reply[0])
+    if tag is Tag.BUSY:
+        wait = int(reply[1])
+        if len(reply) > 3 and int(reply[3]) >= 0:  # the holder's liveness ends sooner
+            wait = min(wait, int(reply[3]))
+        return Busy(max(wait, 50) / 1000.0, str(reply[2]))
+    if tag is not Tag.OK:
+        return tag
+    nrow = int(reply[4])
+    return Claimed(token=str(reply[1]), legacy_state=str(reply[2]) if reply[2] else None,
+                   row=_pairs(reply[5:5 + nrow]),
+                   batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
+
+
+def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int,
+          alive_key: str | None = None, alive_ms: int = 1000) -> Op[ClaimReply]:
+    """Take the free lease (and set the claimer's liveness key `alive_key`, if given: a
+    claimer without one can only lose its sessions by lease expiry)."""
+    keys = (alive_key,) if alive_key else ()
+    return _op(CLAIM, session_id, _claim_reply, extra_keys=keys, worker=worker,
+               lease_ms=lease_ms, batch_size=batch_size, alive_ms=alive_ms)
+
+
+def takeover(session_id: str, *, worker: str, lease_ms: int, batch_size: int, alive_key: str,
+             alive_ms: int, expected: str, holder_alive_key: str) -> Op[ClaimReply]:
+    """Claim a session whose lease (`expected`, from a `Busy`) names a holder whose liveness
+    key `holder_alive_key` is gone; `Busy` if the holder lives or the lease changed hands."""
+    return _op(TAKEOVER, session_id, _claim_reply, extra_keys=(alive_key, holder_alive_key),
+               worker=worker, lease_ms=lease_ms, batch_size=batch_size, alive_ms=alive_ms,
+               expected=expected)
+
+
+def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None) -> Op[Tag]:
+    """Light recovery of a session whose holder is dead: `Tag.RECOVER` (publish a drain),
+    `UNSCHEDULED`, `LIVE` or `GONE`. `expected`: the lease value read ('' if none)."""
+    keys = (holder_alive_key,) if holder_alive_key else ()
+    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected)
 
 
 def commit(session_id: str, *, token: str, changes: dict[str, str | None], migrate: bool,
@@ -439,13 +479,19 @@ def commit(session_id: str, *, token: str, changes: dict[str, str | None], migra
     """Commit finished actions (id, Outcome JSON) in mailbox order with the state parts they
     changed (name -> JSON, None to delete; with `migrate`, every part, replacing a state
     stored before parts): `Tag.OK`, `RELEASED`, `STALE` (lease lost) or `MOVED` (one was
-    cancelled meanwhile); nothing is written unless OK or RELEASED."""
+    cancelled meanwhile); nothing is written unless OK or RELEASED. Malformed `events` raise
+    `ProtocolError` (nothing written)."""
+    def decode(reply: Any) -> Tag:
+        tag = Tag(reply)
+        if tag is Tag.INVALID:
+            raise ValueError("events must be a list of [type, data JSON] strings")
+        return tag
     sets = [(name, raw) for name, raw in changes.items() if raw is not None]
     dels = [name for name, raw in changes.items() if raw is None]
     flat = [value for pair in outcomes for value in pair]
     flat += [value for pair in sets for value in pair]
     flat += dels
-    return _op(COMMIT, session_id, Tag, *flat, token=token, n=len(outcomes),
+    return _op(COMMIT, session_id, decode, *flat, token=token, n=len(outcomes),
                migrate="1" if migrate else "0", n_set=len(sets), n_del=len(dels),
                events=events, keep=keep, last="1" if last else "0")
 
@@ -459,6 +505,14 @@ def release(session_id: str, *, token: str, batch_size: int, lease_ms: int) -> O
         return tag
     return _op(RELEASE, session_id, decode, token=token, batch_size=batch_size,
                lease_ms=lease_ms)
+
+
+def give_back(session_id: str, *, token: str, clean: bool) -> Op[Tag]:
+    """Give the lease up with work left (time slice over, or an unexpected error):
+    `Tag.YIELDED` (publish a drain), `RELEASED` (nothing left after all) or `STALE`. `clean`:
+    the head was not run (not counted as an attempt). Compare `handback` (this worker lacks
+    the head action: its claim is uncounted and the session waits for a worker that has it)."""
+    return _op(GIVE_BACK, session_id, Tag, token=token, clean="1" if clean else "0")
 
 
 def renew(session_id: str, *, token: str, lease_ms: int) -> Op[bool]:

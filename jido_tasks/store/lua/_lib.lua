@@ -301,3 +301,31 @@ local function batch(n, reclaim)
   if #ids == 0 then return 0, {} end
   return hand_out(ids, reclaim, nil)
 end
+
+-- Take the free lease (`flat`: the registry row, already read): a new fencing token, the
+-- claimer's liveness key (KEYS[K_EXTRA], if given) set, the first batch handed out. A reply of claim.
+local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
+  local entry = {}
+  for i = 1, #flat, 2 do entry[flat[i]] = flat[i + 1] end
+  local ids = redis.call('LRANGE', KEYS[K_MAILBOX], 0, tonumber(batch_size) - 1)
+  if #ids == 0 then
+    unschedule(now(), entry['status'])
+    return {'empty'}
+  end
+  local token = redis.call('HINCRBY', KEYS[K_ENTRY], 'fence', 1)
+  -- The scheduled flag stays as it is: the live lease is what tells recovery to keep off.
+  redis.call('SET', KEYS[K_LEASE], token .. '|' .. worker, 'PX', lease_ms)
+  if KEYS[K_EXTRA] then redis.call('SET', KEYS[K_EXTRA], '1', 'PX', alive_ms) end
+  local attempts, items = hand_out(ids, true, {entry['head'], entry['head_attempts']})
+  -- The state is not read here (a drain loads the parts it needs); only a state still stored
+  -- as one JSON string (before parts) comes back whole, to be turned into parts by the next
+  -- commit.
+  local legacy = ''
+  if redis.call('TYPE', KEYS[K_STATE]).ok == 'string' then
+    legacy = redis.call('GET', KEYS[K_STATE])
+  end
+  local out = {'ok', token, legacy, attempts, #flat}
+  for _, v in ipairs(flat) do out[#out + 1] = v end
+  for _, v in ipairs(items) do out[#out + 1] = v end
+  return out
+end

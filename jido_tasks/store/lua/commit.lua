@@ -12,7 +12,8 @@
 -- data JSON]), keep, last ('1' if this ends the batch); then from REST on: the action id and
 -- Outcome JSON of each of the n actions, n_set part names and JSON values, n_del part names.
 -- Returns 'ok', 'released' (ok, and the lease was dropped: mailbox empty), 'stale' (lease
--- lost: nothing written) or 'moved' (one was cancelled meanwhile: nothing written).
+-- lost: nothing written), 'moved' (one was cancelled meanwhile: nothing written) or 'invalid'
+-- (an event is not [type, data JSON]: nothing written).
 if lease_token() ~= token then return 'stale' end
 local count = tonumber(n)
 local head = redis.call('LRANGE', KEYS[K_MAILBOX], 0, count)
@@ -21,6 +22,14 @@ for i = 1, count do
 end
 local evs = {}
 if events ~= '[]' then evs = cjson.decode(events) end
+-- Each event must be [type, data JSON] of strings: XADD fails on anything else, which after
+-- the writes below would leave a half commit.
+for _, ev in ipairs(evs) do
+  if type(ev) ~= 'table' or type(ev[1]) ~= 'string' or type(ev[2]) ~= 'string'
+      or ev[1] == '' then
+    return 'invalid'
+  end
+end
 local ts = now()
 local sets, dels = tonumber(n_set), tonumber(n_del)
 local at = REST + 2 * count
