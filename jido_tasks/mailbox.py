@@ -127,13 +127,15 @@ def record_read(layer: Layer, session_id: str, action_id: str) -> Read[ActionRec
     sk = layer.keys.session(session_id)
 
     def decode(replies: list[Any]) -> ActionRecord:
-        request, outcome, head, leased = replies
+        request, outcome, head, leased, attempts = replies
         if request is None and outcome is None:
             raise ActionNotFound(session_id, action_id)
         return ActionRecord.from_stored(session_id, action_id, request, outcome,
-                                        running=(head == action_id and bool(leased)))
+                                        running=(head == action_id and bool(leased)),
+                                        head_attempts=int(attempts or 0))
     return Read([("HGET", sk.actions, action_id), ("HGET", sk.results, action_id),
-                 ("LINDEX", sk.mailbox, 0), ("EXISTS", sk.lease)], decode)
+                 ("LINDEX", sk.mailbox, 0), ("EXISTS", sk.lease),
+                 ("HGET", sk.entry, "head_attempts")], decode)
 
 
 def outcomes_read(layer: Layer, actions: list[tuple[str, str]],

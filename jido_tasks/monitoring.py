@@ -26,6 +26,28 @@ DURATION_BUCKETS: tuple[str, ...] = ("0.005", "0.01", "0.025", "0.05", "0.1", "0
 ACTION_OUTCOMES = ("succeeded", "failed", "cancelled", "poison")
 SESSION_EVENTS = ("created", "terminated", "expired", "purged", "recovered", "restored")
 SNAPSHOT_OPS = ("saved", "restored", "deleted")
+_BOUNDS = tuple((le, float(le)) for le in DURATION_BUCKETS)  # float("+Inf") is inf
+
+
+def action_counts(finished: Sequence[tuple[str, str, float | None]],
+                  ) -> tuple[dict[str, int], dict[str, float]]:
+    """The metrics-hash increments (see `KeySchema.metrics`) for finished actions, each as
+    (action name, outcome, run time or None if it did not run): integer increments by field,
+    and the float ones (run-time sums). Same fields are added up, so a commit of a group of
+    one action costs a few HINCRBYs whatever its size."""
+    counts: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    for action, outcome, duration in finished:
+        field_ = f"actions:{outcome}:{action}"
+        counts[field_] = counts.get(field_, 0) + 1
+        if duration is None:
+            continue
+        le = next(le for le, bound in _BOUNDS if duration <= bound)
+        for field_ in (f"duration_bucket:{le}:{action}", f"duration_count:{action}"):
+            counts[field_] = counts.get(field_, 0) + 1
+        field_ = f"duration_sum:{action}"
+        sums[field_] = sums.get(field_, 0.0) + duration
+    return counts, sums
 
 
 @dataclass
@@ -186,7 +208,8 @@ def recent_actions(layer: RedisLayer, session_id: str, limit: int = 20) -> list[
     pipe.lrange(sk.finished, -limit, -1)
     pipe.lrange(sk.mailbox, 0, limit - 1)
     pipe.exists(sk.lease)
-    finished, pending, leased = pipe.execute()
+    pipe.hget(sk.entry, "head_attempts")
+    finished, pending, leased, attempts = pipe.execute()
     ids: list[str] = [*reversed(pending), *reversed(finished)]
     if not ids:
         return []
@@ -202,5 +225,6 @@ def recent_actions(layer: RedisLayer, session_id: str, limit: int = 20) -> list[
         if request is None and outcome is None:  # trimmed between the two reads
             continue
         out.append(ActionRecord.from_stored(session_id, aid, request, outcome,
-                                            running=(aid == head and bool(leased))))
+                                            running=(aid == head and bool(leased)),
+                                            head_attempts=int(attempts or 0)))
     return out

@@ -9,10 +9,11 @@
 --                           (string "token|worker", with a TTL), events (the session's stream),
 --                           cancelling (list of withdrawn ids still to finish), events_global
 --                           (the global stream), and the indexes activity, active, expiry,
---                           terminated, scheduled (zsets)
+--                           terminated, scheduled (zsets), then metrics (hash of counters)
 --   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
---   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS
---                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
+--   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS, METRICS
+--                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key;
+--                           METRICS '1': keep the counters, see count())
 --   ACCEPTS_WORK[status], ALLOWED_FROM[target][status]   the lifecycle (jido_tasks.models)
 --   CANCEL_CHUNK, UNPACK_CHUNK                          bounds of the work of one call
 -- and, after this file, the script's own ARGV as named locals (and REST, the position of its
@@ -35,6 +36,12 @@ local function emit(etype, data_json, ts, global_only)
   end
   redis.call('XADD', KEYS[K_EVENTS_GLOBAL], 'MAXLEN', '~', GLOBAL_EVENT_MAXLEN, '*',
              unpack(fields))
+end
+
+-- Add `by` (default 1) to the counter `field` of the metrics hash (field names: see
+-- KeySchema.metrics in jido_tasks/store/keys.py), unless counters are off.
+local function count(field, by)
+  if METRICS == '1' then redis.call('HINCRBY', KEYS[K_METRICS], field, by or 1) end
 end
 
 local function lease_token()
@@ -91,6 +98,7 @@ local function set_status(old, new, ts, reason)
     -- Its events stay in the global stream; its own goes after a while, not at the purge,
     -- so terminated sessions kept for `retention` do not each hold a stream.
     redis.call('PEXPIRE', KEYS[K_EVENTS], TERMINATED_EVENTS_MS)
+    count('sessions:terminated')
   end
 end
 
@@ -131,6 +139,32 @@ local function finish(aid, outcome_json, keep)
   redis.call('PUBLISH', DONE_CHANNEL, aid .. '\n' .. outcome_json)
 end
 
+-- The action names of `ids` (at most CANCEL_CHUNK of them), read before they are finished (a
+-- finish may drop old requests).
+-- A request is written by ActionRequest.to_json, whose first field is the action name, so the
+-- name is matched, not decoded; anything else is decoded ('?' when there is no request).
+local function action_names(ids)
+  local reqs = redis.call('HMGET', KEYS[K_ACTIONS], unpack(ids))
+  local out = {}
+  for i = 1, #ids do
+    local req = reqs[i]
+    local name = req and string.match(req, '^{"action":"([a-z0-9_.]+)"')
+    if req and not name then
+      local ok, decoded = pcall(cjson.decode, req)
+      name = ok and type(decoded) == 'table' and decoded.action or nil
+    end
+    out[i] = name or '?'
+  end
+  return out
+end
+
+-- Count cancelled actions by name (one HINCRBY per distinct name).
+local function count_cancelled(names)
+  local by = {}
+  for _, name in ipairs(names) do by[name] = (by[name] or 0) + 1 end
+  for name, n in pairs(by) do count('actions:cancelled:' .. name, n) end
+end
+
 -- The Outcome (jido_tasks.models.Outcome) of an action withdrawn before it ran.
 local function cancelled_outcome(message, ts)
   return cjson.encode({status = 'cancelled', finished_at = ts,
@@ -161,10 +195,13 @@ local function cancel_chunk(keep, ts)
   if ids then
     local reason = redis.call('HGET', KEYS[K_ENTRY], 'reason') or ''
     local outcome = cancelled_outcome('session terminating: ' .. reason, ts)
+    local names = {}
+    if METRICS == '1' then names = action_names(ids) end
     for _, aid in ipairs(ids) do
       finish(aid, outcome, keep)
       emit('action.cancelled', cjson.encode({action_id = aid, reason = reason}), ts)
     end
+    count_cancelled(names)
   end
   return redis.call('LLEN', KEYS[K_CANCELLING])
 end
