@@ -237,15 +237,14 @@ def test_terminate_session_keeps_the_given_reason(client: Client) -> None:
     assert client.get_session(sid).reason == "user logged out"
 
 
-def test_terminate_twice_is_an_invalid_transition(client: Client) -> None:
-    """Terminating a terminated session raises InvalidTransition and changes nothing."""
+def test_terminate_twice_returns_it_unchanged(client: Client) -> None:
+    """Terminating a terminated session is idempotent (like Celery's revoke): the entry comes
+    back as it was (its first reason kept) and nothing changes."""
     sid = client.create_session().id
     first = client.terminate_session(sid)
-    with pytest.raises(InvalidTransition) as info:
-        client.terminate_session(sid, reason="again")
-    err = info.value
-    assert (err.session_id, err.from_status, err.to_status) == (sid, "terminated", "terminating")
+    assert client.terminate_session(sid, reason="again") == first
     assert client.get_session(sid) == first
+    assert first.reason == "requested"
 
 
 # -- touch ----------------------------------------------------------------------------------
