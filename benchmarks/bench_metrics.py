@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from benchmarks.common import Redis, Worker, settings_for
+from benchmarks.common import Redis, Worker, command_calls, settings_for
 from jido_tasks import Client
 
 
@@ -31,8 +31,10 @@ def evalsha_usec(r: redis.Redis) -> float:
     return sum(float(v["usec"]) for k, v in stats.items() if k.startswith("cmdstat_eval"))
 
 
-def throughput(c: Client, r: redis.Redis, sessions: int, per: int) -> tuple[float, float]:
-    """Actions/s, and script server time (usec) per action."""
+def throughput(c: Client, r: redis.Redis, sessions: int, per: int,
+               ) -> tuple[float, float, float]:
+    """Actions/s, script server time (usec) per action, Redis commands per action (those the
+    scripts run included)."""
     sids = [c.create_session().id for _ in range(sessions)]
     r.config_resetstat()
     t0 = time.perf_counter()
@@ -45,9 +47,10 @@ def throughput(c: Client, r: redis.Redis, sessions: int, per: int) -> tuple[floa
     elapsed = time.perf_counter() - t0
     total = sessions * per
     usec = evalsha_usec(r) / total
+    cmds = command_calls(r) / total
     for sid in sids:
         c.terminate_session(sid)
-    return total / elapsed, usec
+    return total / elapsed, usec, cmds
 
 
 def terminate_time(c: Client, pending: int) -> float:
@@ -81,7 +84,8 @@ def main() -> None:
     idle = {name: Client(settings_for(server.url, metrics_counters=s.metrics_counters))
             for name, s in modes.items()}
     results: dict[str, dict[str, list[float]]] = {
-        name: {"hot": [], "hot_usec": [], "many": [], "many_usec": [], "terminate": []}
+        name: {"hot": [], "hot_usec": [], "hot_cmds": [], "many": [], "many_usec": [],
+               "many_cmds": [], "terminate": []}
         for name in modes}
     try:
         for c in clients.values():  # warm up: connections, script cache, pool imports
@@ -90,12 +94,12 @@ def main() -> None:
             order = ("on", "off") if rnd % 2 == 0 else ("off", "on")
             for name in order:
                 c, res = clients[name], results[name]
-                tps, usec = throughput(c, r, 1, args.hot)
-                res["hot"].append(tps)
-                res["hot_usec"].append(usec)
-                tps, usec = throughput(c, r, args.sessions, args.per_session)
-                res["many"].append(tps)
-                res["many_usec"].append(usec)
+                for key, sessions, per in (("hot", 1, args.hot),
+                                           ("many", args.sessions, args.per_session)):
+                    tps, usec, cmds = throughput(c, r, sessions, per)
+                    res[key].append(tps)
+                    res[f"{key}_usec"].append(usec)
+                    res[f"{key}_cmds"].append(cmds)
                 res["terminate"].append(terminate_time(idle[name], args.pending))
             print(f"round {rnd + 1}: " + ", ".join(
                 f"{name} hot {results[name]['hot'][-1]:.0f}/s many "
@@ -120,6 +124,8 @@ def main() -> None:
         (f"many sessions {args.sessions}x{args.per_session}, actions/s", "many", "{:.0f}"),
         ("script server time per action, hot (us)", "hot_usec", "{:.1f}"),
         ("script server time per action, many (us)", "many_usec", "{:.1f}"),
+        ("Redis commands per action, hot", "hot_cmds", "{:.2f}"),
+        ("Redis commands per action, many", "many_cmds", "{:.2f}"),
         (f"terminate with {args.pending} pending (ms)", "terminate", "{:.1f}"),
     ]
     for label, key, fmt in rows:
