@@ -340,7 +340,8 @@ class AsyncClient:
 
     @redis_errors
     async def delete_saved_session(self, saved_id: str) -> None:
-        await self._off_loop(delete_snapshot, self.snapshot_store, saved_id)
+        await self._off_loop(delete_snapshot, self.sync_layer, self.snapshot_store,
+                             saved_id)
 
     # -- maintenance ----------------------------------------------------------------------
     @redis_errors

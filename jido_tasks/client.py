@@ -166,7 +166,7 @@ class Client:
 
     @redis_errors
     def delete_saved_session(self, saved_id: str) -> None:
-        delete_snapshot(self.snapshot_store, saved_id)
+        delete_snapshot(self.layer, self.snapshot_store, saved_id)
 
     # -- maintenance ----------------------------------------------------------------------
     @redis_errors

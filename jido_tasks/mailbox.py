@@ -144,7 +144,7 @@ def record_op(settings: Settings, session_id: str, action_id: str, sent: bool = 
                                     settings.keep_results) from None
             raise
         return ActionRecord.build(session_id, action_id, stored.request, stored.outcome,
-                                  running=stored.running)
+                                  running=stored.running, head_attempts=stored.head_attempts)
     return scripts.Op(op.script, op.session_id, op.args, decode)
 
 

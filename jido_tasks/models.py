@@ -320,21 +320,28 @@ class ActionRecord(BaseModel):
 
     @classmethod
     def from_stored(cls, session_id: str, action_id: str, request: str | None,
-                    outcome: str | None, running: bool) -> ActionRecord:
+                    outcome: str | None, running: bool, head_attempts: int = 0,
+                    ) -> ActionRecord:
         """The record from the stored request and Outcome JSON (see `build`)."""
         return cls.build(session_id, action_id,
                          ActionRequest.model_validate_json(request) if request else None,
-                         Outcome.model_validate_json(outcome) if outcome else None, running)
+                         Outcome.model_validate_json(outcome) if outcome else None, running,
+                         head_attempts)
 
     @classmethod
     def build(cls, session_id: str, action_id: str, request: ActionRequest | None,
-              outcome: Outcome | None, running: bool) -> ActionRecord:
+              outcome: Outcome | None, running: bool, head_attempts: int = 0,
+              ) -> ActionRecord:
         """The record from the stored request and outcome. With no outcome yet the action is
-        running if it heads the mailbox under a lease (`running`), else pending."""
+        running if it heads the mailbox under a lease (`running`), else pending. A running
+        action shows the registry's `head_attempts` (the attempt under way, 1 for the first)."""
         req = request or ActionRequest(action="?")
         if outcome is None:
             status = ActionStatus.RUNNING if running else ActionStatus.PENDING
             outcome = Outcome(status=status)
+        if running and outcome.status is ActionStatus.RUNNING:
+            outcome = outcome.model_copy(update={"attempts": max(outcome.attempts,
+                                                                 head_attempts)})
         return cls(id=action_id, session_id=session_id, action=req.action, params=req.params,
                    created_at=req.created_at, **outcome.model_dump(exclude={"status"},
                                                                  by_alias=False),

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from jido_tasks.counters import DURATION_BUCKETS
 from jido_tasks.mailbox import record_op
 from jido_tasks.models import (
     ActionRecord,
@@ -24,13 +25,6 @@ from jido_tasks.models import (
     validate_session_id,
 )
 from jido_tasks.store.connection import RedisLayer
-
-# Upper bounds (seconds) of the action-duration histogram buckets, as written in the fields.
-DURATION_BUCKETS: tuple[str, ...] = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-                                     "1", "2.5", "5", "10", "30", "60", "300", "+Inf")
-ACTION_OUTCOMES = ("succeeded", "failed", "cancelled", "poison")
-SESSION_EVENTS = ("created", "terminated", "expired", "purged", "recovered", "restored")
-SNAPSHOT_OPS = ("saved", "restored", "deleted")
 
 
 @dataclass

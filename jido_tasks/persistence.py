@@ -232,7 +232,8 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
     info = store.save(session_id, snap.model_dump_json().encode(), snap.saved_at)
     event = {"session_id": session_id, "saved_id": info.id, "store": info.store,
              "size": info.size, "saved_at": info.saved_at.isoformat()}
-    layer.call(scripts.emit(session_id, event_type="session.saved", data_json=json.dumps(event)))
+    layer.call(scripts.emit(session_id, event_type="session.saved", data_json=json.dumps(event),
+                            counter="snapshots:saved"))
     return info
 
 
@@ -252,5 +253,7 @@ def list_snapshots(store: SnapshotStore) -> list[SnapshotInfo]:
     return store.infos()
 
 
-def delete_snapshot(store: SnapshotStore, saved_id: str) -> None:
+def delete_snapshot(layer: RedisLayer, store: SnapshotStore, saved_id: str) -> None:
+    """Delete a snapshot (`SnapshotNotFound` if there is none) and count it."""
     store.delete(saved_id)
+    layer.call(scripts.emit(saved_id, event_type="", data_json="", counter="snapshots:deleted"))

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import ActionContext, get_action, is_registered, parse_params
+from jido_tasks.counters import action_counts
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
 from jido_tasks.heartbeat import Heartbeat
 from jido_tasks.models import (
@@ -103,6 +104,12 @@ class _Applied:
     @property
     def failed(self) -> bool:
         return self.error_type is not None
+
+    def counted(self) -> tuple[str, str, float | None]:
+        """(action, outcome, run time or None if it did not run) for the metrics counters."""
+        if self.error_type == PoisonAction.__name__:
+            return self.action, "poison", None
+        return self.action, "failed" if self.failed else "succeeded", self.duration
 
 
 # Longest time a finished action waits for more to share its commit (plus one action's run).
@@ -332,10 +339,13 @@ class Drainer:
         """Commit the group: OK, RELEASED, STALE or MORE (an action was cancelled
         meanwhile: nothing of the group was written, the mailbox must be read again)."""
         changes = group.to_write()
+        counts, sums = (action_counts([applied.counted() for _, applied in group.actions])
+                        if self.settings.metrics_counters else ({}, {}))
         res = self.layer.call(scripts.commit(
             self.session_id, token=self.token, changes=changes, migrate=group.parts.migrate,
             events=group.events_json(), keep=self.settings.keep_results, last=last,
-            outcomes=[(action_id, applied.outcome) for action_id, applied in group.actions]))
+            outcomes=[(action_id, applied.outcome) for action_id, applied in group.actions],
+            counts=counts, sums=sums))
         if res is scripts.Tag.STALE:
             log.warning("session %s: lease lost; drain stops", self.session_id)
             group.rolled_back()
@@ -447,6 +457,9 @@ class Drainer:
         duration = time.perf_counter() - started
         events = [[etype, dumps({"action_id": action_id, **data})]
                   for etype, data in ctx.events]
+        events.append(["action.succeeded", dumps({"action_id": action_id, "action": name,
+                                                  "attempts": attempts,
+                                                  "duration": round(duration, 6)})])
         return _Applied(outcome, changes, events, name, duration=duration,
                         finished=Finished(action_id, name, req.params, done, req.created_at,
                                           wall, duration, req.reply_to))

@@ -225,6 +225,8 @@ def terminate_plan(layer: Layer, session_id: str, reason: str = "requested",
     the worker finishes the running action (and, with `drain`, the pending ones). Pending
     actions are withdrawn in one step; their records are finished `CANCEL_CHUNK` per
     script call, so a session with a huge backlog never blocks Redis for long.
+    Idempotent: a session already terminating or terminated is returned as it is (0
+    cancelled; withdrawn actions whose records a previous caller left unfinished are finished).
     """
     validate_session_id(session_id)
     started = time.perf_counter()
@@ -236,7 +238,9 @@ def terminate_plan(layer: Layer, session_id: str, reason: str = "requested",
         if not left:
             row = yield Read([("HGETALL", layer.keys.session(session_id).entry)], _first)
     entry = _entry(layer, session_id, row)
-    telemetry.dispatch.session_terminated(entry, done.withdrawn, time.perf_counter() - started)
+    if done.changed:
+        telemetry.dispatch.session_terminated(entry, done.withdrawn,
+                                              time.perf_counter() - started)
     return entry, done.withdrawn
 
 

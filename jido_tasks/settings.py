@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     """A Redis that may evict keys stops a worker at start instead of a warning."""
     metrics_max_sessions: int = Field(1000, ge=1)
     """Sessions with pending work read per `/metrics` scrape (bounds the scrape's cost)."""
+    metrics_counters: bool = True
+    """The scripts keep the counters and the run-time histogram of `/metrics` in Redis (the
+    `metrics` hash). Off: they stay where they are (the benchmark compares both)."""
 
     @field_validator("flower_basic_auth")
     @classmethod

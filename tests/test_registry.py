@@ -161,7 +161,7 @@ def test_create_session_rejects_bad_input(client: Client, raw_redis: redis.Redis
     assert info.value.problem
     assert info.value.session_id is None
     assert ns_keys(raw_redis, settings) == set()
-    assert all_keys(raw_redis) == before
+    assert all_keys(raw_redis) <= before  # nothing added (other tests' keys may expire)
 
 
 # -- list -----------------------------------------------------------------------------------
@@ -237,15 +237,14 @@ def test_terminate_session_keeps_the_given_reason(client: Client) -> None:
     assert client.get_session(sid).reason == "user logged out"
 
 
-def test_terminate_twice_is_an_invalid_transition(client: Client) -> None:
-    """Terminating a terminated session raises InvalidTransition and changes nothing."""
+def test_terminate_twice_returns_it_unchanged(client: Client) -> None:
+    """Terminating a terminated session is idempotent (like Celery's revoke): the entry comes
+    back as it was (its first reason kept) and nothing changes."""
     sid = client.create_session().id
     first = client.terminate_session(sid)
-    with pytest.raises(InvalidTransition) as info:
-        client.terminate_session(sid, reason="again")
-    err = info.value
-    assert (err.session_id, err.from_status, err.to_status) == (sid, "terminated", "terminating")
+    assert client.terminate_session(sid, reason="again") == first
     assert client.get_session(sid) == first
+    assert first.reason == "requested"
 
 
 # -- touch ----------------------------------------------------------------------------------
@@ -387,7 +386,7 @@ def test_bad_session_id_is_rejected_before_redis(client: Client, raw_redis: redi
     assert err.session_id is None
     assert len(str(err)) < 300  # a 10 kB id is not echoed back whole
     assert ns_keys(raw_redis, settings) == before_ns
-    assert all_keys(raw_redis) == before_all
+    assert all_keys(raw_redis) <= before_all  # nothing added anywhere
 
 
 @pytest.mark.parametrize("op", [op for op in OPS if op != "events"])

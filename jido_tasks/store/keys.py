@@ -68,7 +68,10 @@ OWNED_KEYS: tuple[str, ...] = ("entry", "state", "mailbox", "pending", "records"
 INDEX_KEYS: tuple[str, ...] = ("activity", "active", "expiry", "terminated", "scheduled",
                                "undelivered")
 """Names of the global session indexes (`KeySchema` properties): a purge leaves every one."""
-SCRIPT_KEYS: tuple[str, ...] = (*OWNED_KEYS, "events_global", *INDEX_KEYS)
+GLOBAL_KEYS: tuple[str, ...] = ("metrics",)
+"""Other global keys every session script receives (`KeySchema` properties), after the indexes:
+the `metrics` hash of counters, kept by the scripts that do the counted work."""
+SCRIPT_KEYS: tuple[str, ...] = (*OWNED_KEYS, "events_global", *INDEX_KEYS, *GLOBAL_KEYS)
 """The KEYS of every session script, in order."""
 
 
@@ -196,6 +199,12 @@ class KeySchema:
                                               run time; the reader accumulates
             duration_sum:<action>             seconds (HINCRBYFLOAT)
             duration_count:<action>           runs
+        Actions are counted by `commit.lua` (succeeded, failed, poison; the histogram counts the
+        actions that ran: succeeded and failed), `cancel.lua` and `cancel_chunk` (cancelled);
+        sessions by `create.lua` (created, and restored with snapshots:restored),
+        `set_status` (terminated), `expire.lua`, `purge.lua`, `recover.lua`; snapshots saved
+        and deleted by `emit.lua` (called by `jido_tasks.persistence`). Each distinct action
+        name costs at most 21 fields: 4 outcomes, 15 buckets, sum and count.
         Read by `jido_tasks.monitoring.read_counters` and exposed at `/metrics`.
         """
         return f"{self.namespace}:metrics"
@@ -208,4 +217,5 @@ class KeySchema:
         """The KEYS of a session script, in `SCRIPT_KEYS` order."""
         sk = self.session(session_id)
         own = sk.owned()
-        return [*own, self.events_global, *self.indexes()]
+        return [*own, self.events_global, *self.indexes(),
+                *(getattr(self, name) for name in GLOBAL_KEYS)]

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 COMMON_ARGV: tuple[str, ...] = ("SID", "EVENT_MAXLEN", "GLOBAL_EVENT_MAXLEN", "DONE_CHANNEL",
-                                "TERMINATED_EVENTS_MS", "RECORD_MS")
+                                "TERMINATED_EVENTS_MS", "RECORD_MS", "METRICS")
 """The first ARGV of every session script (Lua names), built by `_common_args`."""
 CANCEL_CHUNK = 500
 """Most withdrawn actions one call finishes (terminate, cancel_pending, recover)."""
@@ -92,6 +92,7 @@ class Tag(StrEnum):
     LIVE = "live"
     HANDED = "handed"
     YIELDED = "yielded"
+    UNCHANGED = "unchanged"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -148,11 +149,13 @@ class Busy:
 
 @dataclass(frozen=True, slots=True)
 class Terminated:
-    """`withdrawn` pending actions were cancelled; `left` of them still need `cancel_pending`."""
+    """`withdrawn` pending actions were cancelled; `left` of them still need `cancel_pending`;
+    not `changed`: the session was terminating or terminated already (returned as it is)."""
 
     withdrawn: int
     left: int
     row: dict[str, str]
+    changed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,8 @@ class Stored:
     request: ActionRequest | None
     outcome: Outcome | None
     running: bool = False
+    head_attempts: int = 0
+    """While running: the attempt under way (1 for the first)."""
 
 
 ClaimReply = Claimed | Busy | Tag
@@ -240,7 +245,7 @@ def _common_args(layer: Layer, session_id: str) -> list[Any]:
     s = layer.settings
     return [session_id, s.event_maxlen, s.global_event_maxlen,
             layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000),
-            int(s.record_retention * 1000)]
+            int(s.record_retention * 1000), "1" if s.metrics_counters else "0"]
 
 
 def _op(script: Script, session_id: str, decoder: Callable[[Any], T], *rest: Any,
@@ -353,8 +358,8 @@ SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
 RECOVER_DEAD = Script("recover_dead", ("expected",))
-COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last"),
-                variadic=True)
+COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last",
+                           "n_count", "n_sum"), variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
 GIVE_BACK = Script("give_back", ("token", "clean"))
 RENEW = Script("renew", ("token", "lease_ms"))
@@ -364,7 +369,7 @@ MARK_IDLE = Script("mark_idle", ("idle_after",))
 EXPIRE = Script("expire", ("reason", "snapshot_last"))
 RECOVER = Script("recover", ("stale_after", "keep"))
 PURGE = Script("purge", ("retention",))
-EMIT = Script("emit", ("event_type", "data_json"))
+EMIT = Script("emit", ("event_type", "data_json", "counter"))
 HANDBACK = Script("handback", ("token", "action_id"))
 RECORD = Script("record", ("action_id",))
 DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
@@ -407,8 +412,10 @@ def touch(session_id: str) -> Op[dict[str, str]]:
 
 def terminate(session_id: str, *, reason: str, drain: bool, keep: int) -> Op[Terminated]:
     def decode(reply: list[Any]) -> Terminated:
-        _refuse(reply, session_id, SessionStatus.TERMINATING.value)
-        return Terminated(int(reply[1]), int(reply[2]), _pairs(reply[3:]))
+        changed = Tag(reply[0]) is not Tag.UNCHANGED
+        if changed:
+            _refuse(reply, session_id, SessionStatus.TERMINATING.value)
+        return Terminated(int(reply[1]), int(reply[2]), _pairs(reply[3:]), changed)
     return _op(TERMINATE, session_id, decode, reason=reason, drain="1" if drain else "0",
                keep=keep)
 
@@ -475,12 +482,15 @@ def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None
 
 
 def commit(session_id: str, *, token: str, changes: dict[str, str | None], migrate: bool,
-           events: str, keep: int, last: bool, outcomes: list[tuple[str, str]]) -> Op[Tag]:
+           events: str, keep: int, last: bool, outcomes: list[tuple[str, str]],
+           counts: dict[str, int] | None = None, sums: dict[str, float] | None = None,
+           ) -> Op[Tag]:
     """Commit finished actions (id, Outcome JSON) in mailbox order with the state parts they
     changed (name -> JSON, None to delete; with `migrate`, every part, replacing a state
-    stored before parts): `Tag.OK`, `RELEASED`, `STALE` (lease lost) or `MOVED` (one was
-    cancelled meanwhile); nothing is written unless OK or RELEASED. Malformed `events` raise
-    `ProtocolError` (nothing written)."""
+    stored before parts), and add `counts` / `sums` to the metrics hash (field -> increment,
+    see `monitoring.action_counts`): `Tag.OK`, `RELEASED`, `STALE` (lease lost) or `MOVED`
+    (one was cancelled meanwhile); nothing is written unless OK or RELEASED. Malformed
+    `events` raise `ProtocolError` (nothing written)."""
     def decode(reply: Any) -> Tag:
         tag = Tag(reply)
         if tag is Tag.INVALID:
@@ -488,12 +498,16 @@ def commit(session_id: str, *, token: str, changes: dict[str, str | None], migra
         return tag
     sets = [(name, raw) for name, raw in changes.items() if raw is not None]
     dels = [name for name, raw in changes.items() if raw is None]
-    flat = [value for pair in outcomes for value in pair]
+    counts, sums = counts or {}, sums or {}
+    flat: list[Any] = [value for pair in outcomes for value in pair]
     flat += [value for pair in sets for value in pair]
     flat += dels
+    flat += [value for pair in counts.items() for value in pair]
+    flat += [value for name, total in sums.items() for value in (name, f"{total:.9f}")]
     return _op(COMMIT, session_id, decode, *flat, token=token, n=len(outcomes),
                migrate="1" if migrate else "0", n_set=len(sets), n_del=len(dels),
-               events=events, keep=keep, last="1" if last else "0")
+               events=events, keep=keep, last="1" if last else "0", n_count=len(counts),
+               n_sum=len(sums))
 
 
 def release(session_id: str, *, token: str, batch_size: int, lease_ms: int) -> Op[Batch | Tag]:
@@ -555,9 +569,12 @@ def purge(session_id: str, *, retention: float) -> Op[Tag]:
     return _op(PURGE, session_id, Tag, retention=retention)
 
 
-def emit(session_id: str, *, event_type: str, data_json: str) -> Op[bool]:
-    """Append an event about the session; False if it does not exist."""
-    return _op(EMIT, session_id, bool, event_type=event_type, data_json=data_json)
+def emit(session_id: str, *, event_type: str, data_json: str, counter: str = "") -> Op[bool]:
+    """Count `counter` (a field of the metrics hash; '' none) and append an event about the
+    session (none if `event_type` is ''); False if the session does not exist (the counter
+    is counted all the same: a snapshot outlives its session)."""
+    return _op(EMIT, session_id, bool, event_type=event_type, data_json=data_json,
+               counter=counter)
 
 
 def handback(session_id: str, *, token: str, action_id: str) -> Op[Tag]:
@@ -578,7 +595,8 @@ def record(session_id: str, *, action_id: str) -> Op[Stored]:
         if tag in ("pending", "legacy"):
             req = ActionRequest.model_validate_json(reply[1]) if reply[1] else None
             out = Outcome.model_validate_json(reply[2]) if reply[2] else None
-            return Stored(req, out, bool(int(reply[3])))
+            return Stored(req, out, bool(int(reply[3])),
+                          int(reply[4] or 0) if len(reply) > 4 else 0)
         raise ActionNotFound(session_id, action_id)
     return _op(RECORD, session_id, decode, action_id=action_id)
 

@@ -12,14 +12,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from jido_tasks.monitoring import (
-    SESSION_EVENTS,
-    SNAPSHOT_OPS,
-    Counters,
-    Gauges,
-    read_counters,
-    read_gauges,
-)
+from jido_tasks.counters import SESSION_EVENTS, SNAPSHOT_OPS
+from jido_tasks.monitoring import Counters, Gauges, read_counters, read_gauges
 from jido_tasks.store.connection import RedisLayer
 
 

@@ -12,10 +12,11 @@
 --                           results are still to store), legacy_actions/results/finished
 --                           (records of an older version), events_global (the global stream),
 --                           and the indexes activity, active, expiry, terminated, scheduled,
---                           undelivered (zsets)
+--                           undelivered (zsets), then metrics (hash of counters)
 --   OWNED, INDEXES          the positions of the keys a session owns / of the global indexes
---   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS, RECORD_MS
---                           the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key)
+--   SID, EVENT_MAXLEN, GLOBAL_EVENT_MAXLEN, DONE_CHANNEL, TERMINATED_EVENTS_MS, RECORD_MS,
+--   METRICS                 the common ARGV (DONE_CHANNEL is a pub/sub channel, not a key;
+--                           METRICS '1': keep the counters, see count())
 --   F_STATUS, F_ERROR       the stored names of the Outcome fields the scripts write
 --   PROGRESS_SUFFIX         `<id>` .. this: a running action's progress in the pending hash
 --   ACCEPTS_WORK[status], ALLOWED_FROM[target][status]   the lifecycle (jido_tasks.models)
@@ -40,6 +41,12 @@ local function emit(etype, data_json, ts, global_only)
   end
   redis.call('XADD', KEYS[K_EVENTS_GLOBAL], 'MAXLEN', '~', GLOBAL_EVENT_MAXLEN, '*',
              unpack(fields))
+end
+
+-- Add `by` (default 1) to the counter `field` of the metrics hash (field names: see
+-- KeySchema.metrics in jido_tasks/store/keys.py), unless counters are off.
+local function count(field, by)
+  if METRICS == '1' then redis.call('HINCRBY', KEYS[K_METRICS], field, by or 1) end
 end
 
 local function lease_token()
@@ -108,6 +115,7 @@ local function set_status(old, new, ts, reason)
     -- Its events stay in the global stream; its own goes after a while, not at the purge,
     -- so terminated sessions kept for `retention` do not each hold a stream.
     redis.call('PEXPIRE', KEYS[K_EVENTS], TERMINATED_EVENTS_MS)
+    count('sessions:terminated')
   end
 end
 
@@ -226,6 +234,32 @@ local function finish_many(ids, outcomes, keep, ts)
   end
 end
 
+-- The action names of `ids` (at most CANCEL_CHUNK of them), read before they are finished (a
+-- finish may drop old requests).
+-- A request is written by ActionRequest.to_json, whose first field is the action name, so the
+-- name is matched, not decoded; anything else is decoded ('?' when there is no request).
+local function action_names(ids)
+  local reqs = redis.call('HMGET', KEYS[K_PENDING], unpack(ids))
+  local out = {}
+  for i = 1, #ids do
+    local req = reqs[i]
+    local name = req and string.match(req, '^{"a":"([a-z0-9_.]+)"')
+    if req and not name then
+      local ok, decoded = pcall(cjson.decode, req)
+      name = ok and type(decoded) == 'table' and (decoded.a or decoded.action) or nil
+    end
+    out[i] = name or '?'
+  end
+  return out
+end
+
+-- Count cancelled actions by name (one HINCRBY per distinct name).
+local function count_cancelled(names)
+  local by = {}
+  for _, name in ipairs(names) do by[name] = (by[name] or 0) + 1 end
+  for name, n in pairs(by) do count('actions:cancelled:' .. name, n) end
+end
+
 -- The Outcome (jido_tasks.models.Outcome) of an action withdrawn before it ran.
 local function cancelled_outcome(message)
   return cjson.encode({[F_STATUS] = 'cancelled',
@@ -250,12 +284,15 @@ local function cancel_chunk(keep, ts)
   if ids then
     local reason = redis.call('HGET', KEYS[K_ENTRY], 'reason') or ''
     local outcome = cancelled_outcome('session terminating: ' .. reason)
+    local names = {}
+    if METRICS == '1' then names = action_names(ids) end  -- before the requests are taken
     local outcomes = {}
     for i = 1, #ids do outcomes[i] = outcome end
     finish_many(ids, outcomes, keep, ts)
     for _, aid in ipairs(ids) do
       emit('action.cancelled', cjson.encode({action_id = aid, reason = reason}), ts)
     end
+    count_cancelled(names)
   end
   return redis.call('LLEN', KEYS[K_CANCELLING])
 end

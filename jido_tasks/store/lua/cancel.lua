@@ -15,6 +15,7 @@ if redis.call('LREM', KEYS[K_MAILBOX], 1, action_id) == 0 then
   return 'unknown'
 end
 local ts = now()
+if METRICS == '1' then count_cancelled(action_names({action_id})) end
 finish_many({action_id}, {cancelled_outcome(reason)}, tonumber(keep), ts)
 emit('action.cancelled', cjson.encode({action_id = action_id, reason = reason}), ts)
 return 'cancelled'

@@ -9,8 +9,10 @@
 -- KEYS: the session keys (see _lib.lua).
 -- ARGV: token, n, migrate ('1': the state is still one JSON string (before parts): replace it
 -- by the parts that follow, which are all of them), n_set, n_del, events (JSON list of [type,
--- data JSON]), keep, last ('1' if this ends the batch); then from REST on: the action id and
--- Outcome JSON of each of the n actions, n_set part names and JSON values, n_del part names.
+-- data JSON]), keep, last ('1' if this ends the batch), n_count, n_sum; then from REST on: the
+-- action id and Outcome JSON of each of the n actions, n_set part names and JSON values, n_del
+-- part names, n_count metrics fields and integer increments (HINCRBY), n_sum metrics fields
+-- and float increments (HINCRBYFLOAT): the actions' counters and run-time histogram.
 -- Returns 'ok', 'released' (ok, and the lease was dropped: mailbox empty), 'stale' (lease
 -- lost: nothing written), 'moved' (one was cancelled meanwhile: nothing written) or 'invalid'
 -- (an event is not [type, data JSON]: nothing written).
@@ -39,6 +41,17 @@ for i = 0, sets - 1 do
 end
 at = at + 2 * sets
 for i = 0, dels - 1 do redis.call('HDEL', KEYS[K_STATE], ARGV[at + i]) end
+if METRICS == '1' then
+  at = at + dels
+  local ncount, nsum = tonumber(n_count), tonumber(n_sum)
+  for i = 0, ncount - 1 do
+    redis.call('HINCRBY', KEYS[K_METRICS], ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
+  end
+  at = at + 2 * ncount
+  for i = 0, nsum - 1 do
+    redis.call('HINCRBYFLOAT', KEYS[K_METRICS], ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
+  end
+end
 redis.call('LTRIM', KEYS[K_MAILBOX], count, -1)
 local ids, outcomes = {}, {}
 for i = 1, count do

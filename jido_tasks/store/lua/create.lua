@@ -1,4 +1,5 @@
--- create: store a new registry row (and optional initial state), index it, emit session.created.
+-- create: store a new registry row (and optional initial state), index it, emit session.created,
+-- count sessions:created (and sessions:restored and snapshots:restored for a restored one).
 -- KEYS: the session keys (see _lib.lua).
 -- ARGV: row_json (field -> string), event_json (session.created data), n_parts; then from REST
 -- on, n_parts state part names and JSON values (the initial state, one field per top-level key).
@@ -21,4 +22,9 @@ redis.call('ZADD', KEYS[K_ACTIVITY], fmt(ts), SID)
 redis.call('ZADD', KEYS[K_ACTIVE], fmt(ts), SID)
 redis.call('ZADD', KEYS[K_EXPIRY], fmt(ts + tonumber(entry['timeout'])), SID)
 emit('session.created', event_json, ts)
+count('sessions:created')
+if entry['restored_from'] then
+  count('sessions:restored')
+  count('snapshots:restored')
+end
 return fmt(ts)

@@ -27,4 +27,5 @@ if snapshot_last == '' and f.persist == '1' then
 end
 set_status(f.status, 'terminating', ts, reason)
 unschedule(ts)
+count('sessions:expired')
 return {'expired'}

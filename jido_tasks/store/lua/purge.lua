@@ -20,4 +20,5 @@ for _, k in ipairs(OWNED) do redis.call('DEL', KEYS[k]) end
 for _, k in ipairs(INDEXES) do redis.call('ZREM', KEYS[k], SID) end
 if not f.status then return 'gone' end
 emit('session.purged', cjson.encode({session_id = SID}), now(), true)
+count('sessions:purged')
 return 'purged'

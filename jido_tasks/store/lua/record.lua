@@ -1,6 +1,7 @@
 -- record: read what is stored of one action (reads only).
 -- KEYS: the session keys (see _lib.lua).  ARGV: action_id.
--- Returns {'pending', request, progress Outcome or '', running (0/1)} (not finished yet),
+-- Returns {'pending', request, progress Outcome or '', running (0/1), attempt under way}
+-- (not finished yet),
 -- {'finished', finish ms, record JSON}, {'legacy', request or '', Outcome or '', running}
 -- (a record written before the records list) or {'unknown'} (never sent, or its record was
 -- dropped: older than `record_retention`, or beyond `keep_results`).
@@ -11,10 +12,16 @@ local function running()
   end
   return 0
 end
+-- The attempt under way of a running head (the registry's head_attempts).
+local function attempts(is_running)
+  if is_running == 0 then return 0 end
+  return tonumber(redis.call('HGET', KEYS[K_ENTRY], 'head_attempts')) or 0
+end
 local req = redis.call('HGET', KEYS[K_PENDING], action_id)
 if req then
   local prog = redis.call('HGET', KEYS[K_PENDING], action_id .. PROGRESS_SUFFIX)
-  return {'pending', req, prog or '', running()}
+  local r = running()
+  return {'pending', req, prog or '', r, attempts(r)}
 end
 local pos = redis.call('LPOS', KEYS[K_RECORDS], action_id, 'RANK', -1)
 if pos then
@@ -23,5 +30,8 @@ if pos then
 end
 local lreq = redis.call('HGET', KEYS[K_LEGACY_ACTIONS], action_id)
 local lout = redis.call('HGET', KEYS[K_LEGACY_RESULTS], action_id)
-if lreq or lout then return {'legacy', lreq or '', lout or '', running()} end
+if lreq or lout then
+  local r = running()
+  return {'legacy', lreq or '', lout or '', r, attempts(r)}
+end
 return {'unknown'}

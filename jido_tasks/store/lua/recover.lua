@@ -31,4 +31,5 @@ redis.call('HSET', e, 'scheduled', fmt(ts))
 redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
 emit('session.recovered', cjson.encode({session_id = SID, pending = pending,
                                         abandoned_for = ts - tonumber(flag)}), ts)
+count('sessions:recovered')
 return 'recover'

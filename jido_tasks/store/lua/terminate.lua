@@ -5,9 +5,18 @@
 -- left (otherwise the draining worker's release, or the last cancel_pending, does).
 -- KEYS: the session keys (see _lib.lua).  ARGV: reason, drain ('1': let pending actions run
 -- first), keep.
--- Returns {'ok', withdrawn, left to finish, row...}, {'missing'} or {'invalid', current}.
+-- Idempotent, like Celery's revoke: a session already terminating or terminated is returned
+-- as it is, {'unchanged', 0, withdrawn actions still to finish, row...} (the caller finishes
+-- those, as after its own termination).
+-- Returns {'ok', withdrawn, left to finish, row...}, {'unchanged', ...}, {'missing'} or
+-- {'invalid', current}.
 local current = redis.call('HGET', KEYS[K_ENTRY], 'status')
 if not current then return {'missing'} end
+if current == 'terminating' or current == 'terminated' then
+  local out = {'unchanged', 0, redis.call('LLEN', KEYS[K_CANCELLING])}
+  for _, v in ipairs(row()) do out[#out + 1] = v end
+  return out
+end
 if not ALLOWED_FROM['terminating'][current] then return {'invalid', current} end
 local ts = now()
 set_status(current, 'terminating', ts, reason)
