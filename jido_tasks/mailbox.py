@@ -309,6 +309,12 @@ class Mailbox:
                     raise ActionTimeout(session_id, action_id, timeout)
                 if now >= check_at:  # the safety net: a finish message that never came
                     check_at = now + RECHECK_EVERY
+                    try:
+                        outcome = listener.buffered_outcome(action_id)
+                    except _LOST:  # handled by the wait on the connection just below
+                        outcome = None
+                    if outcome is not None:  # it came meanwhile (its record may be gone)
+                        return ActionRecord.build(session_id, action_id, req, outcome, False)
                     record = self.record(session_id, action_id, sent=True)
                     if record.status.finished:
                         return record
@@ -411,6 +417,19 @@ class _Listener:
             return None
         aid, outcome = scripts.parse_finish(str(msg["data"]))
         return outcome if aid == action_id else None
+
+    def buffered_outcome(self, action_id: str) -> Outcome | None:
+        """The outcome of `action_id` among the messages already received (none waited for):
+        looked at before the record is read again, since the record may be gone by then."""
+        for _ in range(10_000):  # bounded: at most what the socket already holds
+            msg = self.pubsub.get_message(timeout=0.0)
+            if msg is None:
+                return None
+            if msg["type"] == "message":
+                aid, outcome = scripts.parse_finish(str(msg["data"]))
+                if aid == action_id:
+                    return outcome
+        return None
 
     def close(self) -> None:
         self.pubsub.close()
