@@ -309,15 +309,9 @@ class Mailbox:
                     raise ActionTimeout(session_id, action_id, timeout)
                 if now >= check_at:  # the safety net: a finish message that never came
                     check_at = now + RECHECK_EVERY
-                    try:
-                        outcome = listener.buffered_outcome(action_id)
-                    except _LOST:  # handled by the wait on the connection just below
-                        outcome = None
-                    if outcome is not None:  # it came meanwhile (its record may be gone)
-                        return ActionRecord.build(session_id, action_id, req, outcome, False)
-                    record = self.record(session_id, action_id, sent=True)
-                    if record.status.finished:
-                        return record
+                    found = self._recheck(listener, session_id, action_id, req)
+                    if found is not None:
+                        return found
                 wait = min(remaining, max(check_at - now, 0.001))
                 try:
                     outcome = listener.next_outcome(action_id, wait)
@@ -332,6 +326,19 @@ class Mailbox:
                     return ActionRecord.build(session_id, action_id, req, outcome, False)
         finally:
             listener.unsubscribe(channel)
+
+    def _recheck(self, listener: _Listener, session_id: str, action_id: str,
+                 req: ActionRequest) -> ActionRecord | None:
+        """The finished record, from a finish message already received (its record may be
+        gone by now) or else from Redis; None while the action is not finished."""
+        try:
+            outcome = listener.buffered_outcome(action_id)
+        except _LOST:  # the wait on the connection handles it
+            outcome = None
+        if outcome is not None:
+            return ActionRecord.build(session_id, action_id, req, outcome, False)
+        record = self.record(session_id, action_id, sent=True)
+        return record if record.status.finished else None
 
     def _reconnect(self, listener: _Listener, channel: str, session_id: str, action_id: str,
                    deadline: float | None) -> ActionRecord:
