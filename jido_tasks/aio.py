@@ -103,7 +103,7 @@ class AsyncClient:
         self._drains: dict[str, None] = {}
         """Sessions whose drain goes out in the next batch (in order, once each)."""
         self._drains_out: asyncio.Future[None] | None = None
-        self._drain_publisher: asyncio.Task[None] | None = None
+        self._drain_publishers: set[asyncio.Task[None]] = set()
         load_action_modules(self.settings)
 
     # -- off the loop ---------------------------------------------------------------------
@@ -139,38 +139,38 @@ class AsyncClient:
             return self._store
 
     async def _publish(self, session_id: str) -> None:
-        """Publish the session's drain; returns once it is published. Drains asked for while
-        a batch is being published go out together in the next one (one kombu batch, one
-        round trip on a Redis broker), so 1,000 concurrent sends do not cost 1,000 publishes'
-        worth of thread time competing with the loop for the GIL."""
+        """Publish the session's drain; returns once it is published. Up to one batch per
+        off-loop thread is being published at a time; drains asked for meanwhile go out
+        together in the next batch (one kombu batch, one round trip on a Redis broker), so
+        1,000 concurrent sends do not cost 1,000 publishes' worth of thread time competing
+        with the loop for the GIL, and a lone send does not wait for a batch to fill."""
         self._drains[session_id] = None
         if self._drains_out is None:
             self._drains_out = asyncio.get_running_loop().create_future()
         out = self._drains_out
-        if self._drain_publisher is None:
-            self._drain_publisher = asyncio.create_task(self._publish_drains(),
-                                                        name="jido-tasks-drains")
+        if len(self._drain_publishers) < OFF_LOOP_THREADS:
+            task = asyncio.create_task(self._publish_drains(), name="jido-tasks-drains")
+            self._drain_publishers.add(task)
+            task.add_done_callback(self._drain_publishers.discard)
         await asyncio.shield(out)  # a cancelled sender does not stop the batch
 
     def _publish_batch(self, session_ids: list[str]) -> None:
         publish_drains(self.celery, self.settings, session_ids)  # off the loop
 
     async def _publish_drains(self) -> None:
-        try:
-            while self._drains:
-                batch, out = list(self._drains), self._drains_out
-                self._drains.clear()
-                self._drains_out = None
-                assert out is not None
-                try:  # publish_drains logs its failures itself (recovery republishes)
-                    await self._off_loop(self._publish_batch, batch)
-                except BaseException as exc:
-                    out.set_exception(exc)
-                    out.exception()  # retrieved: the senders awaiting it raise it
-                    raise
-                out.set_result(None)
-        finally:
-            self._drain_publisher = None
+        """One publisher: publish the drains asked for, batch after batch, until none is."""
+        while self._drains:
+            batch, out = list(self._drains), self._drains_out
+            self._drains.clear()
+            self._drains_out = None
+            assert out is not None
+            try:  # publish_drains logs its failures itself (recovery republishes)
+                await self._off_loop(self._publish_batch, batch)
+            except BaseException as exc:
+                out.set_exception(exc)
+                out.exception()  # retrieved: the senders awaiting it raise it
+                raise
+            out.set_result(None)
 
     # -- registry -------------------------------------------------------------------------
     @redis_errors
@@ -400,9 +400,9 @@ class AsyncClient:
         """Stop waiting (waiters still waiting are cancelled), close the Redis connections,
         the Celery connection pool and the client's threads. Drains being published are
         published first."""
-        if self._drain_publisher is not None:
+        for task in list(self._drain_publishers):
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._drain_publisher)
+                await asyncio.shield(task)
         await self.hub.close()
         await self.layer.aclose()
         if self._celery is not None:

@@ -317,6 +317,57 @@ def test_waits_survive_a_redis_restart(own_redis: RedisServer, tmp_path: Path) -
         group.stop()
 
 
+def test_waits_survive_a_redis_restart_mid_action(own_redis: RedisServer,
+                                                  tmp_path: Path) -> None:
+    """Redis is saved, killed and restarted while a worker runs an action and calls wait on
+    it and on the actions queued behind it. The waits outlive the outage; every call gets its
+    result once the session's work resumes, each action applied to the state once, in order.
+    What this run shows of the worker (issue 12's ground, not the client's): on the broker's
+    connection loss Celery cancels the drain it was running (its pool process is replaced)
+    and restores the message to the Redis that is going away, so that drain is lost; the work
+    resumes when the sweep (beat, in production; called here) recovers the session, and the
+    interrupted action runs again (work outside the state is at-least-once, as documented).
+    Whichever way the work resumes, the waits get the results."""
+    settings = make_settings(own_redis.url)
+    group = WorkerGroup(settings, tmp_path)
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    started = f"{settings.namespace}:started"
+    try:
+        group.start(1)
+
+        async def main() -> None:
+            async with AsyncClient(settings) as c:
+                sids = [(await c.create_session()).id for _ in range(3)]
+                slow = [asyncio.create_task(c.call(sid, "test.slow_append",
+                                                   {"value": "slow", "seconds": 1.5,
+                                                    "started_key": started}, timeout=120))
+                        for sid in sids]
+                while c.hub.waiting < 3:
+                    await asyncio.sleep(0.01)
+                after = [asyncio.create_task(c.call(sid, "test.append", {"value": "after"},
+                                                    timeout=120)) for sid in sids]
+                while c.hub.waiting < 6 or not raw.llen(started):
+                    await asyncio.sleep(0.01)  # a worker is mid-action, six calls wait
+                raw.save()
+                own_redis.kill()
+                await asyncio.sleep(0.5)
+                own_redis.start()  # loads the dump saved above
+                while not c.hub.reconnects:
+                    await asyncio.sleep(0.05)
+                results = asyncio.gather(*slow, *after)
+                while not results.done():  # the work resumes: the worker's own commit, or
+                    await c.sweep(force=True)  # recovery of what the outage took from it
+                    await asyncio.wait({results}, timeout=1.0)
+                assert await results == [1, 1, 1, 2, 2, 2]
+                for sid in sids:
+                    assert await c.get_state(sid) == {"items": ["slow", "after"]}
+                assert c.hub.waiting == 0
+        asyncio.run(main())
+    finally:
+        raw.close()
+        group.stop()
+
+
 def test_redis_down_is_a_typed_error(own_redis: RedisServer) -> None:
     settings = make_settings(own_redis.url)
 
