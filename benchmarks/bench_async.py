@@ -178,13 +178,18 @@ def report(args: argparse.Namespace, wide: Rounds, narrow: Rounds, sync: Rounds,
     checks = [
         (f"throughput, {args.calls} in flight / threads", med(wide.tps) / med(sync.tps),
          ">=", 1.0),
-        (f"p50, {args.calls} in flight / threads", med(wide.p50) / med(sync.p50), "<=", 1.0),
         (f"throughput, {args.threads} callers / threads", med(narrow.tps) / med(sync.tps),
          ">=", 1.0),
         (f"p50, {args.threads} callers / threads", med(narrow.p50) / med(sync.p50), "<=", 1.0),
         ("p50 one call at a time async / sync", med(one_async) / med(one_sync), "<=", 1.0),
         ("loop lag max, own (s)", max(wide.own_lag), "<", 0.05),
     ]
+    # Not a goal: with every call in flight at once, a call's latency is mostly its wait
+    # behind the others for the workers (Little's law: ~ calls / throughput), which 16
+    # threads never queue; the like-for-like p50 is the 16-callers line.
+    print(f"{'p50, ' + str(args.calls) + ' in flight / threads':42} "
+          f"{med(wide.p50) / med(sync.p50):7.2f}  (not compared: {args.calls} calls queued at "
+          f"once vs {args.threads})")
     for name, ratio, op, target in checks:
         ok = ratio >= target if op == ">=" else ratio <= target if op == "<=" else ratio < target
         print(f"{name:42} {ratio:7.2f}  (target {op} {target})  {'ok' if ok else 'MISSED'}")

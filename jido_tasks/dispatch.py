@@ -47,11 +47,15 @@ def publish_drains(celery: Any, settings: Settings, session_ids: list[str]) -> N
     logged and left to recovery), so a batch never loses a drain that could be published (a
     drain published twice is harmless: the second finds the mailbox empty or the lease held).
     """
+    # ignore_result: nobody reads a drain's result, so the result backend need not
+    # subscribe to its channel (a round trip per publish on Redis)
     try:
+        if len(session_ids) == 1:  # a batch of one only adds the batch's own overhead
+            celery.send_task(DRAIN_TASK, args=session_ids, queue=settings.queue,
+                             ignore_result=True)
+            return
         with celery.producer_or_acquire() as producer, producer.batch():
             for session_id in session_ids:
-                # ignore_result: nobody reads a drain's result, so the result backend need
-                # not subscribe to its channel (a round trip per publish on Redis)
                 celery.send_task(DRAIN_TASK, args=[session_id], queue=settings.queue,
                                  producer=producer, ignore_result=True)
     except Exception:  # broker trouble mid-batch: one by one (publish_drain logs failures)
