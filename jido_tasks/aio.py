@@ -166,7 +166,10 @@ class AsyncClient:
             assert out is not None
             try:  # publish_drains logs its failures itself (recovery republishes)
                 await self._off_loop(self._publish_batch, batch)
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                out.cancel()
+                raise
+            except Exception as exc:
                 out.set_exception(exc)
                 out.exception()  # retrieved: the senders awaiting it raise it
                 raise

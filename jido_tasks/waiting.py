@@ -154,13 +154,14 @@ class WaitHub:
                     if self._listener is None or self._listener.done():
                         self._listener = asyncio.create_task(self._listen(),
                                                              name="jido-tasks-listener")
-            except BaseException as exc:  # the waiters raise it (a typed error, upstream)
+            except asyncio.CancelledError:  # closing
+                done.cancel()
+                raise
+            except Exception as exc:  # the waiters raise it (a typed error, upstream)
                 for channel in channels:
                     self._confirmed.pop(channel, None)
                 done.set_exception(exc)
                 done.exception()  # retrieved even if every waiter is gone
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 return
             done.set_result(None)
 
