@@ -342,8 +342,9 @@ def test_waits_survive_a_redis_restart_mid_action(own_redis: RedisServer,
                                                    {"value": "slow", "seconds": 1.5,
                                                     "started_key": started}, timeout=120))
                         for sid in sids]
-                while c.hub.waiting < 3:
-                    await asyncio.sleep(0.01)
+                actions = [c.layer.keys.session(sid).actions for sid in sids]
+                while any(not raw.hlen(key) for key in actions):
+                    await asyncio.sleep(0.01)  # each slow action sent (the order to keep)
                 after = [asyncio.create_task(c.call(sid, "test.append", {"value": "after"},
                                                     timeout=120)) for sid in sids]
                 while c.hub.waiting < 6 or not raw.llen(started):
