@@ -149,9 +149,8 @@ class AsyncClient:
             self._drains_out = asyncio.get_running_loop().create_future()
         out = self._drains_out
         if len(self._drain_publishers) < OFF_LOOP_THREADS:
-            task = asyncio.create_task(self._publish_drains(), name="jido-tasks-drains")
-            self._drain_publishers.add(task)
-            task.add_done_callback(self._drain_publishers.discard)
+            self._drain_publishers.add(asyncio.create_task(self._publish_drains(),
+                                                           name="jido-tasks-drains"))
         await asyncio.shield(out)  # a cancelled sender does not stop the batch
 
     def _publish_batch(self, session_ids: list[str]) -> None:
@@ -159,21 +158,27 @@ class AsyncClient:
 
     async def _publish_drains(self) -> None:
         """One publisher: publish the drains asked for, batch after batch, until none is."""
-        while self._drains:
-            batch, out = list(self._drains), self._drains_out
-            self._drains.clear()
-            self._drains_out = None
-            assert out is not None
-            try:  # publish_drains logs its failures itself (recovery republishes)
-                await self._off_loop(self._publish_batch, batch)
-            except asyncio.CancelledError:
-                out.cancel()
-                raise
-            except Exception as exc:
-                out.set_exception(exc)
-                out.exception()  # retrieved: the senders awaiting it raise it
-                raise
-            out.set_result(None)
+        try:
+            while self._drains:
+                batch, out = list(self._drains), self._drains_out
+                self._drains.clear()
+                self._drains_out = None
+                assert out is not None
+                try:  # publish_drains logs its failures itself (recovery republishes)
+                    await self._off_loop(self._publish_batch, batch)
+                except asyncio.CancelledError:
+                    out.cancel()
+                    raise
+                except Exception as exc:
+                    out.set_exception(exc)
+                    out.exception()  # retrieved: the senders awaiting it raise it
+                    raise
+                out.set_result(None)
+        finally:  # at once, not in a done callback: a drain asked for from now on must
+            # start a publisher of its own (none may be left counted but gone)
+            task = asyncio.current_task()
+            if task is not None:
+                self._drain_publishers.discard(task)
 
     # -- registry -------------------------------------------------------------------------
     @redis_errors
