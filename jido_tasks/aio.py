@@ -16,6 +16,7 @@ One `AsyncClient` belongs to one event loop; close it (`await client.close()`, o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
@@ -26,7 +27,7 @@ import redis
 
 from jido_tasks import telemetry
 from jido_tasks.actions import load_action_modules
-from jido_tasks.dispatch import publish_drain
+from jido_tasks.dispatch import publish_drains
 from jido_tasks.errors import ActionTimeout
 from jido_tasks.events import event_stream, events_plan
 from jido_tasks.mailbox import (
@@ -100,6 +101,10 @@ class AsyncClient:
         self._celery: Any = None
         self._sync_layer: RedisLayer | None = None
         self._store: SnapshotStore | None = None
+        self._drains: dict[str, None] = {}
+        """Sessions whose drain goes out in the next batch (in order, once each)."""
+        self._drains_out: asyncio.Future[None] | None = None
+        self._drain_publishers: set[asyncio.Task[None]] = set()
         load_action_modules(self.settings)
 
     # -- off the loop ---------------------------------------------------------------------
@@ -134,8 +139,47 @@ class AsyncClient:
                 self._store = snapshot_store(self.sync_layer)
             return self._store
 
-    def _publish(self, session_id: str) -> bool:
-        return publish_drain(self.celery, self.settings, session_id)
+    async def _publish(self, session_id: str) -> None:
+        """Publish the session's drain; returns once it is published. Up to one batch per
+        off-loop thread is being published at a time; drains asked for meanwhile go out
+        together in the next batch (one kombu batch, one round trip on a Redis broker), so
+        1,000 concurrent sends do not cost 1,000 publishes' worth of thread time competing
+        with the loop for the GIL, and a lone send does not wait for a batch to fill."""
+        self._drains[session_id] = None
+        if self._drains_out is None:
+            self._drains_out = asyncio.get_running_loop().create_future()
+        out = self._drains_out
+        if len(self._drain_publishers) < OFF_LOOP_THREADS:
+            self._drain_publishers.add(asyncio.create_task(self._publish_drains(),
+                                                           name="jido-tasks-drains"))
+        await asyncio.shield(out)  # a cancelled sender does not stop the batch
+
+    def _publish_batch(self, session_ids: list[str]) -> None:
+        publish_drains(self.celery, self.settings, session_ids)  # off the loop
+
+    async def _publish_drains(self) -> None:
+        """One publisher: publish the drains asked for, batch after batch, until none is."""
+        try:
+            while self._drains:
+                batch, out = list(self._drains), self._drains_out
+                self._drains.clear()
+                self._drains_out = None
+                assert out is not None
+                try:  # publish_drains logs its failures itself (recovery republishes)
+                    await self._off_loop(self._publish_batch, batch)
+                except asyncio.CancelledError:
+                    out.cancel()
+                    raise
+                except Exception as exc:
+                    out.set_exception(exc)
+                    out.exception()  # retrieved: the senders awaiting it raise it
+                    raise
+                out.set_result(None)
+        finally:  # at once, not in a done callback: a drain asked for from now on must
+            # start a publisher of its own (none may be left counted but gone)
+            task = asyncio.current_task()
+            if task is not None:
+                self._drain_publishers.discard(task)
 
     # -- registry -------------------------------------------------------------------------
     @redis_errors
@@ -183,17 +227,20 @@ class AsyncClient:
         caller-chosen `action_id` makes a retried send accepted once (`Client.send`)."""
         async with self._sending:
             action_id, request = prepare(self.settings, session_id, action, params, action_id)
-            return (await self._send(session_id, action_id, request))[0]
+            request_json = request.to_json()  # encoded once: for the script and the handle
+            sent = await self.layer.call(send_op(self.settings, session_id, action_id,
+                                                 request, request_json))
+        await self._sent(session_id, action_id, request, sent)
+        return AsyncActionHandle(self, session_id, action_id, action, request_json)
 
-    async def _send(self, session_id: str, action_id: str, request: ActionRequest,
-                    ) -> tuple[AsyncActionHandle, scripts.Sent]:
-        sent = await self.layer.call(send_op(self.settings, session_id, action_id, request))
+    async def _sent(self, session_id: str, action_id: str, request: ActionRequest,
+                    sent: scripts.Sent) -> None:
+        """After the send script (outside `_sending`, so a drain batch can take more than
+        the sends in progress): publish the drain if the script asked for one."""
         if sent.publish:
-            await self._off_loop(self._publish, session_id)
+            await self._publish(session_id)
         if not sent.duplicate:
             telemetry.dispatch.action_sent(session_id, action_id, request.action)
-        return AsyncActionHandle(self, session_id, action_id, request.action,
-                                 request.to_json()), sent
 
     @redis_errors
     async def send_many(self, session_id: str, actions: Iterable[SendItem],
@@ -215,8 +262,8 @@ class AsyncClient:
                     await self.layer.call(cancel_op(self.settings, session_id, action_id,
                                                     WITHDRAW_REASON))
                 raise error
-            if publish:
-                await self._off_loop(self._publish, session_id)
+        if publish:
+            await self._publish(session_id)
         for (action_id, request), reply in zip(prepared, replies, strict=True):
             if isinstance(reply, scripts.Sent) and not reply.duplicate:
                 telemetry.dispatch.action_sent(session_id, action_id, request.action)
@@ -236,7 +283,9 @@ class AsyncClient:
                                              action_id)
                 wait = self.hub.register(session_id, action_id)  # before the send
                 await self.hub.subscribe(wait, confirm=False)
-                _, sent = await self._send(session_id, action_id, request)
+                sent = await self.layer.call(send_op(self.settings, session_id, action_id,
+                                                     request))
+            await self._sent(session_id, action_id, request, sent)
             if sent.duplicate:  # a retried call: the original may have finished long ago
                 self.hub.release(wait)
                 wait = None
@@ -383,7 +432,11 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Stop waiting (waiters still waiting are cancelled), close the Redis connections,
-        the Celery connection pool and the client's threads."""
+        the Celery connection pool and the client's threads. Drains being published are
+        published first."""
+        for task in list(self._drain_publishers):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
         await self.hub.close()
         await self.layer.aclose()
         if self._celery is not None:

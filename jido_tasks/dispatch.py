@@ -37,3 +37,29 @@ def publish_drain(celery: Any, settings: Settings, session_id: str) -> bool:
                       session_id)
         return False
     return True
+
+
+def publish_drains(celery: Any, settings: Settings, session_ids: list[str]) -> None:
+    """Publish a drain for each session, as one batch where the transport can (kombu's
+    `Producer.batch`: one pipeline on Redis), so many publishes cost one round trip.
+
+    If the batch fails, each session is published on its own (`publish_drain`: a failure is
+    logged and left to recovery), so a batch never loses a drain that could be published (a
+    drain published twice is harmless: the second finds the mailbox empty or the lease held).
+    """
+    # ignore_result: nobody reads a drain's result, so the result backend need not
+    # subscribe to its channel (a round trip per publish on Redis)
+    try:
+        if len(session_ids) == 1:  # a batch of one only adds the batch's own overhead
+            celery.send_task(DRAIN_TASK, args=session_ids, queue=settings.queue,
+                             ignore_result=True)
+            return
+        with celery.producer_or_acquire() as producer, producer.batch():
+            for session_id in session_ids:
+                celery.send_task(DRAIN_TASK, args=[session_id], queue=settings.queue,
+                                 producer=producer, ignore_result=True)
+    except Exception:  # broker trouble mid-batch: one by one (publish_drain logs failures)
+        log.warning("batched drain publishing failed; publishing %d one by one",
+                    len(session_ids), exc_info=True)
+        for session_id in session_ids:
+            publish_drain(celery, settings, session_id)

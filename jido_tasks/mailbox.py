@@ -94,10 +94,12 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
 
 
 def send_op(settings: Settings, session_id: str, action_id: str,
-            request: ActionRequest) -> scripts.Op[scripts.Sent]:
-    """The send script call (its reply says whether to publish a drain, and duplicates)."""
+            request: ActionRequest, request_json: str | None = None,
+            ) -> scripts.Op[scripts.Sent]:
+    """The send script call (its reply says whether to publish a drain, and duplicates);
+    `request_json` is `request.to_json()` when the caller has it already."""
     return scripts.send(session_id, action_id=action_id, action=request.action,
-                        request=request.to_json(), digest=request.digest or "",
+                        request=request_json or request.to_json(), digest=request.digest or "",
                         stale_after=settings.stale_after)
 
 

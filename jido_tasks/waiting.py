@@ -56,6 +56,11 @@ class WaitHub:
         self._wire: set[str] = set()
         """Channels subscribed on the current connection."""
         self._confirmed: dict[str, asyncio.Event] = {}
+        self._to_subscribe: dict[str, None] = {}
+        """Channels asked for since the last SUBSCRIBE was written (the next one takes all)."""
+        self._subscribed: asyncio.Future[None] | None = None
+        """Resolved once the next SUBSCRIBE is written."""
+        self._to_unsubscribe: set[str] = set()
         self._lock = asyncio.Lock()
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
@@ -102,22 +107,25 @@ class WaitHub:
             return
         self._refs.pop(wait.channel, None)
         if wait.channel in self._wire and not self._closed:
-            self._chore(self._unsubscribe(wait.channel))
+            if not self._to_unsubscribe:
+                self._chore(self._unsubscribe())
+            self._to_unsubscribe.add(wait.channel)
 
     async def subscribe(self, wait: Wait, confirm: bool) -> None:
-        """Put the wait's channel on the wire (once per channel); with `confirm`, return
-        only when Redis has confirmed it, so no later finish can be missed."""
-        async with self._lock:
-            if wait.channel not in self._wire:
-                if self._pubsub is None:
-                    self._pubsub = self.layer.pubsub()
-                self._confirmed[wait.channel] = asyncio.Event()
-                await self._pubsub.subscribe(wait.channel)
-                self._wire.add(wait.channel)
-                if self._listener is None or self._listener.done():
-                    self._listener = asyncio.create_task(self._listen(),
-                                                         name="jido-tasks-listener")
-            confirmed = self._confirmed[wait.channel]
+        """Put the wait's channel on the wire (once per channel), returning once its
+        SUBSCRIBE is written; with `confirm`, only when Redis has confirmed it, so no later
+        finish can be missed. Channels asked for in the same turn of the loop go in one
+        SUBSCRIBE command (one write for many waiters, not one each)."""
+        channel = wait.channel
+        if channel not in self._wire:
+            if channel not in self._to_subscribe:
+                self._to_subscribe[channel] = None
+                self._confirmed[channel] = asyncio.Event()
+            if self._subscribed is None:
+                self._subscribed = asyncio.get_running_loop().create_future()
+                self._chore(self._subscribe())
+            await asyncio.shield(self._subscribed)
+        confirmed = self._confirmed[channel]
         if confirm:
             try:
                 await asyncio.wait_for(confirmed.wait(), CONFIRM_TIMEOUT)
@@ -125,14 +133,51 @@ class WaitHub:
                 raise TimeoutError(f"no confirmation of the subscription to "
                                    f"{wait.channel}") from None
 
-    async def _unsubscribe(self, channel: str) -> None:
+    async def _subscribe(self) -> None:
+        """Write one SUBSCRIBE for every channel asked for (after this turn of the loop)."""
+        await asyncio.sleep(0)  # the other waiters of this turn join the same command
         async with self._lock:
-            if channel in self._refs or channel not in self._wire:
-                return  # someone waits on it again, or it is already off the wire
-            self._wire.discard(channel)
-            self._confirmed.pop(channel, None)
-            with contextlib.suppress(redis.RedisError, OSError):  # reconnect drops it anyway
-                await self._pubsub.unsubscribe(channel)
+            done, self._subscribed = self._subscribed, None
+            asked = list(self._to_subscribe)
+            self._to_subscribe.clear()
+            channels = [c for c in asked if c in self._refs and c not in self._wire]
+            for channel in asked:
+                if channel not in self._refs:  # every waiter left before the write
+                    self._confirmed.pop(channel, None)
+            assert done is not None
+            try:
+                if channels:
+                    if self._pubsub is None:
+                        self._pubsub = self.layer.pubsub()
+                    await self._pubsub.subscribe(*channels)
+                    self._wire.update(channels)
+                    if self._listener is None or self._listener.done():
+                        self._listener = asyncio.create_task(self._listen(),
+                                                             name="jido-tasks-listener")
+            except asyncio.CancelledError:  # closing
+                done.cancel()
+                raise
+            except Exception as exc:  # the waiters raise it (a typed error, upstream)
+                for channel in channels:
+                    self._confirmed.pop(channel, None)
+                done.set_exception(exc)
+                done.exception()  # retrieved even if every waiter is gone
+                return
+            done.set_result(None)
+
+    async def _unsubscribe(self) -> None:
+        """Write one UNSUBSCRIBE for every channel nobody waits on any more."""
+        await asyncio.sleep(0)  # the other releases of this turn join the same command
+        async with self._lock:
+            channels = [c for c in self._to_unsubscribe
+                        if c not in self._refs and c in self._wire]
+            self._to_unsubscribe.clear()  # (someone waits on the others again)
+            for channel in channels:
+                self._wire.discard(channel)
+                self._confirmed.pop(channel, None)
+            if channels:
+                with contextlib.suppress(redis.RedisError, OSError):  # reconnect drops them
+                    await self._pubsub.unsubscribe(*channels)
 
     def _chore(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -247,6 +292,8 @@ class WaitHub:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if self._subscribed is not None:
+            self._subscribed.cancel()
         for waits in list(self._waits.values()):
             for wait in waits:
                 wait.future.cancel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
 import time
 from collections.abc import Callable
@@ -158,35 +160,91 @@ def test_50_sessions_x_20_actions_1000_concurrent_waits(workers: Workers) -> Non
     asyncio.run(main())
 
 
+TASKS = Path("/proc/self/task")
+
+
+def runqueue_wait() -> float:
+    """Seconds this process's threads have waited for a CPU while runnable (Linux schedstat,
+    0 elsewhere): time that other processes' load took from them, which is not the loop's own
+    lateness (a thread holding the GIL while it waits delays the loop too)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in TASKS.iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+class LagProbe:
+    """A task sleeping 10 ms in a loop that records how late it wakes: `late` as the wall
+    clock saw it, `own` less the time this process's threads waited for a CPU meanwhile
+    (other processes' load on a shared machine). `own` still counts everything this process
+    does to its loop: callbacks that compute or block on I/O, the GIL held by its threads."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self.own: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            start, waited = time.perf_counter(), runqueue_wait()
+            await asyncio.sleep(0.01)
+            late = time.perf_counter() - start - 0.01
+            self.late.append(late)
+            self.own.append(max(0.0, late - (runqueue_wait() - waited)))
+
+    def start(self) -> None:
+        self.late.clear()
+        self.own.clear()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 def test_loop_lag_stays_low_during_1000_concurrent_calls(workers: Workers) -> None:
-    """A task sleeping 10 ms in a loop wakes at most 50 ms late while 1,000 calls run."""
+    """A task sleeping 10 ms in a loop wakes at most 50 ms late (by the loop's own doing)
+    while 1,000 calls run. A control first: a callback blocking the loop for 60 ms must be
+    seen, so the measure cannot miss what it is meant to catch."""
     group = workers(2)
 
-    async def main() -> tuple[float, int]:
-        lags: list[float] = []
-        running = True
-
-        async def probe() -> None:
-            while running:
-                start = time.perf_counter()
-                await asyncio.sleep(0.01)
-                lags.append(time.perf_counter() - start - 0.01)
-
+    async def main() -> tuple[LagProbe, float]:
+        probe = LagProbe()
         async with AsyncClient(group.settings) as c:
             sids = [(await c.create_session()).id for _ in range(100)]
             await c.call(sids[0], "test.noop")  # warm up: scripts, Celery app, connections
-            task = asyncio.create_task(probe())
+            probe.start()  # the control: a loop blocked for 60 ms is 50+ ms late
+            await asyncio.sleep(0.05)
+            asyncio.get_running_loop().call_soon(time.sleep, 0.06)
+            await asyncio.sleep(0.05)
+            await probe.stop()
+            control = max(probe.own)
+            # What a latency-minded app does after its start-up (and what this test process
+            # must do to measure the client, not pytest's heap): move the objects of the start
+            # to the permanent generation, so a full collection during the calls scans only
+            # what they allocate (it otherwise took 100+ ms here on a loaded machine).
+            gc.freeze()
+            probe.start()
             results = await asyncio.gather(*(c.call(sids[i % 100], "test.append",
                                                     {"value": i}, timeout=120)
                                              for i in range(1000)))
-            running = False
-            await task
+            await probe.stop()
             assert sorted(results) == sorted([n for n in range(1, 11)] * 100)
-        return max(lags), len(lags)
+        return probe, control
 
-    worst, samples = asyncio.run(main())
-    assert samples > 10
-    assert worst < 0.05, f"the loop woke {worst * 1000:.1f} ms late"
+    try:
+        probe, control = asyncio.run(main())
+    finally:
+        gc.unfreeze()
+    assert control >= 0.05, f"the control's blocked loop was seen {control * 1000:.1f} ms late"
+    assert len(probe.own) > 10
+    worst, wall = max(probe.own), max(probe.late)
+    assert worst < 0.05, (f"the loop woke {worst * 1000:.1f} ms late by its own doing "
+                          f"({wall * 1000:.1f} ms by the wall clock)")
 
 
 def test_cancelling_a_call_stops_the_wait_not_the_action(workers: Workers,
@@ -252,6 +310,58 @@ def test_waits_survive_a_redis_restart(own_redis: RedisServer, tmp_path: Path) -
                 assert await asyncio.gather(*calls) == [2] * 5
                 for n, sid in enumerate(sids):
                     assert await c.get_state(sid) == {"items": ["first", n]}
+                assert c.hub.waiting == 0
+        asyncio.run(main())
+    finally:
+        raw.close()
+        group.stop()
+
+
+def test_waits_survive_a_redis_restart_mid_action(own_redis: RedisServer,
+                                                  tmp_path: Path) -> None:
+    """Redis is saved, killed and restarted while a worker runs an action and calls wait on
+    it and on the actions queued behind it. The waits outlive the outage; every call gets its
+    result once the session's work resumes, each action applied to the state once, in order.
+    What this run shows of the worker (issue 12's ground, not the client's): on the broker's
+    connection loss Celery cancels the drain it was running (its pool process is replaced)
+    and restores the message to the Redis that is going away, so that drain is lost; the work
+    resumes when the sweep (beat, in production; called here) recovers the session, and the
+    interrupted action runs again (work outside the state is at-least-once, as documented).
+    Whichever way the work resumes, the waits get the results."""
+    settings = make_settings(own_redis.url)
+    group = WorkerGroup(settings, tmp_path)
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    started = f"{settings.namespace}:started"
+    try:
+        group.start(1)
+
+        async def main() -> None:
+            async with AsyncClient(settings) as c:
+                sids = [(await c.create_session()).id for _ in range(3)]
+                slow = [asyncio.create_task(c.call(sid, "test.slow_append",
+                                                   {"value": "slow", "seconds": 1.5,
+                                                    "started_key": started}, timeout=120))
+                        for sid in sids]
+                pending = [c.layer.keys.session(sid).pending for sid in sids]
+                while any(not raw.hlen(key) for key in pending):
+                    await asyncio.sleep(0.01)  # each slow action sent (the order to keep)
+                after = [asyncio.create_task(c.call(sid, "test.append", {"value": "after"},
+                                                    timeout=120)) for sid in sids]
+                while c.hub.waiting < 6 or not raw.llen(started):
+                    await asyncio.sleep(0.01)  # a worker is mid-action, six calls wait
+                raw.save()
+                own_redis.kill()
+                await asyncio.sleep(0.5)
+                own_redis.start()  # loads the dump saved above
+                while not c.hub.reconnects:
+                    await asyncio.sleep(0.05)
+                results = asyncio.gather(*slow, *after)
+                while not results.done():  # the work resumes: the worker's own commit, or
+                    await c.sweep(force=True)  # recovery of what the outage took from it
+                    await asyncio.wait({results}, timeout=1.0)
+                assert await results == [1, 1, 1, 2, 2, 2]
+                for sid in sids:
+                    assert await c.get_state(sid) == {"items": ["slow", "after"]}
                 assert c.hub.waiting == 0
         asyncio.run(main())
     finally:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote
 
 MAX_WORKER_KEY = 200
@@ -105,22 +106,7 @@ class KeySchema:
     namespace: str
 
     def session(self, session_id: str) -> SessionKeys:
-        base = f"{self.namespace}:s:{{{session_id}}}"
-        return SessionKeys(
-            entry=base,
-            state=f"{base}:state",
-            mailbox=f"{base}:mailbox",
-            pending=f"{base}:pending",
-            records=f"{base}:records",
-            lease=f"{base}:lease",
-            events=f"{base}:events",
-            cancelling=f"{base}:cancelling",
-            legacy_actions=f"{base}:actions",
-            legacy_results=f"{base}:results",
-            legacy_finished=f"{base}:finished",
-            replies=f"{base}:replies",
-            done_channel=f"{base}:done",
-        )
+        return _session_keys(self.namespace, session_id)
 
     @property
     def events(self) -> str:
@@ -215,7 +201,35 @@ class KeySchema:
 
     def script_keys(self, session_id: str) -> list[str]:
         """The KEYS of a session script, in `SCRIPT_KEYS` order."""
-        sk = self.session(session_id)
-        own = sk.owned()
-        return [*own, self.events_global, *self.indexes(),
-                *(getattr(self, name) for name in GLOBAL_KEYS)]
+        return list(_script_keys(self, session_id))
+
+
+# Sending to a session builds its key names on every call (15 strings for a script's KEYS):
+# the most recent sessions' names are kept (a hot path of both clients; names never change).
+_CACHED_SESSIONS = 4096
+
+
+@lru_cache(maxsize=_CACHED_SESSIONS)
+def _session_keys(namespace: str, session_id: str) -> SessionKeys:
+    base = f"{namespace}:s:{{{session_id}}}"
+    return SessionKeys(
+        entry=base,
+        state=f"{base}:state",
+        mailbox=f"{base}:mailbox",
+        pending=f"{base}:pending",
+        records=f"{base}:records",
+        lease=f"{base}:lease",
+        events=f"{base}:events",
+        cancelling=f"{base}:cancelling",
+        legacy_actions=f"{base}:actions",
+        legacy_results=f"{base}:results",
+        legacy_finished=f"{base}:finished",
+        replies=f"{base}:replies",
+        done_channel=f"{base}:done",
+    )
+
+
+@lru_cache(maxsize=_CACHED_SESSIONS)
+def _script_keys(schema: KeySchema, session_id: str) -> tuple[str, ...]:
+    return (*schema.session(session_id).owned(), schema.events_global, *schema.indexes(),
+            *(getattr(schema, name) for name in GLOBAL_KEYS))

@@ -49,7 +49,7 @@ T = TypeVar("T")
 COMMON_ARGV: tuple[str, ...] = ("SID", "EVENT_MAXLEN", "GLOBAL_EVENT_MAXLEN", "DONE_CHANNEL",
                                 "TERMINATED_EVENTS_MS", "RECORD_MS", "METRICS")
 """The first ARGV of every session script (Lua names), built by `_common_args`."""
-CANCEL_CHUNK = 500
+CANCEL_CHUNK = 200
 """Most withdrawn actions one call finishes (terminate, cancel_pending, recover)."""
 UNPACK_CHUNK = 1000
 """Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
