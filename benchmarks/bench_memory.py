@@ -114,8 +114,9 @@ def events_and_snapshots(c: Client) -> None:
           f"an idle session has none")
     state_sid = c.sessions.create(state={"history": [{"role": "user", "content": "hello"}]}).id
     state_key = c.layer.keys.session(state_sid).state
-    print(f"state string of a one-message history ({len(r.get(state_key) or '')} B JSON): "
-          f"{usage(r, state_key)} B")
+    parts = r.hgetall(state_key)  # the state is stored in parts (one field per top-level key)
+    print(f"state hash of a one-message history ({sum(map(len, parts.values()))} B JSON in "
+          f"{len(parts)} part): {usage(r, state_key)} B")
     before = usage(r, c.layer.keys.snapshots)
     saved = [c.create_session().id for _ in range(200)]
     for s in saved:

@@ -81,16 +81,19 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
 
     An action registered in this process is validated here (name, params); one that is not
     is checked for form only (a valid name, params a JSON object within the size limit) and
-    validated by the worker that runs it.
+    validated by the worker that runs it. Only a caller-chosen id can be sent again, so only
+    its request carries the digest that tells a resend from a reuse (a record is kept per
+    action: the digest's 39 bytes are not spent on ids nobody else knows).
     """
     validate_session_id(session_id)
     if action_id is not None:
         validate_action_id(action_id, session_id)
     clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
                             settings.max_params_bytes)
+    digest = None if action_id is None else request_digest(action, clean)
     return action_id or new_action_id(), ActionRequest(
-        action=action, params=clean, created_at=time.time(),
-        digest=request_digest(action, clean), reply_to=reply_to)
+        action=action, params=clean, created_at=time.time(), digest=digest,
+        reply_to=reply_to)
 
 
 def send_op(settings: Settings, session_id: str, action_id: str,

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jido_tasks.errors import InvalidActionId, InvalidEntry, InvalidSessionId
 
@@ -279,6 +287,10 @@ class ActionRequest(BaseModel):
                      .model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
+_RAN = ("succeeded", "failed")
+"""Statuses of an action that ran (its stored attempt count defaults to 1)."""
+
+
 class Outcome(BaseModel):
     """What became of an action: merged into its record when it finishes, published to
     waiters, and (status running, with progress) kept beside a running action's request.
@@ -298,9 +310,23 @@ class Outcome(BaseModel):
     progress: Progress | None = Field(None, **_short("g", "progress"))
     finished_at: float | None = Field(None, **_short("f", "finished_at"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_attempt(cls, data: Any) -> Any:
+        """An action that ran and has no attempt count stored ran once (see `to_json`)."""
+        if (isinstance(data, dict) and "n" not in data and "attempts" not in data
+                and data.get("s", data.get("status")) in _RAN):
+            return {**data, "n": 1}
+        return data
+
     def to_json(self) -> str:
-        """Strict JSON, without empty fields (a result that is not JSON raises ValueError)."""
-        return dumps(self.model_dump(mode="python", exclude_none=True, by_alias=True))
+        """Strict JSON, without empty fields (a result that is not JSON raises ValueError).
+        The commonest attempt count, 1 for an action that ran, is left out: a record is kept
+        per action, so those 6 bytes count (`_one_attempt` reads it back)."""
+        data = self.model_dump(mode="python", exclude_none=True, by_alias=True)
+        if self.attempts == 1 and self.status in _RAN:
+            data.pop("n", None)
+        return dumps(data)
 
 
 class ActionRecord(BaseModel):
