@@ -312,20 +312,28 @@ class Outcome(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_attempt(cls, data: Any) -> Any:
-        """An action that ran and has no attempt count stored ran once (see `to_json`)."""
-        if (isinstance(data, dict) and "n" not in data and "attempts" not in data
+    def _commonest(cls, data: Any) -> Any:
+        """What `to_json` leaves out: no status stored means succeeded, and an action that ran
+        with no attempt count stored ran once."""
+        if not isinstance(data, dict):
+            return data
+        if "s" not in data and "status" not in data:
+            data = {**data, "s": ActionStatus.SUCCEEDED.value}
+        if ("n" not in data and "attempts" not in data
                 and data.get("s", data.get("status")) in _RAN):
-            return {**data, "n": 1}
+            data = {**data, "n": 1}
         return data
 
     def to_json(self) -> str:
         """Strict JSON, without empty fields (a result that is not JSON raises ValueError).
-        The commonest attempt count, 1 for an action that ran, is left out: a record is kept
-        per action, so those 6 bytes count (`_one_attempt` reads it back)."""
+        The commonest values are left out, status succeeded and one attempt of an action that
+        ran: a record is kept per action, so those 22 bytes count (`_commonest` reads them
+        back)."""
         data = self.model_dump(mode="python", exclude_none=True, by_alias=True)
         if self.attempts == 1 and self.status in _RAN:
             data.pop("n", None)
+        if self.status is ActionStatus.SUCCEEDED:
+            data.pop("s", None)
         return dumps(data)
 
 

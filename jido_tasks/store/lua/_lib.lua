@@ -149,6 +149,7 @@ end
 -- re-encoded, so params and results keep their exact bytes.
 local function merge(request, outcome)
   if not request or #request < 3 or string.sub(request, -1) ~= '}' then return outcome end
+  if outcome == '{}' then return request end  -- succeeded, once, no result: nothing to add
   return string.sub(request, 1, -2) .. ',' .. string.sub(outcome, 2)
 end
 
