@@ -298,6 +298,24 @@ local function cancel_chunk(keep, ts)
   return redis.call('LLEN', KEYS[K_CANCELLING])
 end
 
+-- An abandoned session (no live holder) goes back to the queue: with pending actions its drain
+-- flag is refreshed, session.recovered emitted (with `data`, which gets `pending` and
+-- `abandoned_for` since `flag`), and 'recover' returned (the caller publishes a
+-- drain); with none the flag is dropped and 'unscheduled' returned. Used by recover.lua (the
+-- sweep) and recover_dead.lua (the light recovery).
+local function requeue_abandoned(ts, flag, data)
+  local pending = redis.call('LLEN', KEYS[K_MAILBOX])
+  if pending == 0 then
+    unschedule(ts)
+    return 'unscheduled'
+  end
+  redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
+  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+  data.session_id, data.pending, data.abandoned_for = SID, pending, ts - tonumber(flag)
+  emit('session.recovered', cjson.encode(data), ts)
+  return 'recover'
+end
+
 -- HMGET of many fields, UNPACK_CHUNK at a time (Lua's unpack has a hard limit).
 local function hmget_many(key, names)
   local out = {}

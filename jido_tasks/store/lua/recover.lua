@@ -22,14 +22,6 @@ if ts - tonumber(flag) <= tonumber(stale_after) then
 end
 if redis.call('EXISTS', KEYS[K_LEASE]) == 1 then return 'leased' end
 if cancel_chunk(tonumber(keep), ts) > 0 then return 'cancelling' end
-local pending = redis.call('LLEN', KEYS[K_MAILBOX])
-if pending == 0 then
-  unschedule(ts)
-  return 'unscheduled'
-end
-redis.call('HSET', e, 'scheduled', fmt(ts))
-redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
-emit('session.recovered', cjson.encode({session_id = SID, pending = pending,
-                                        abandoned_for = ts - tonumber(flag)}), ts)
-count('sessions:recovered')
-return 'recover'
+local outcome = requeue_abandoned(ts, flag, {})
+if outcome == 'recover' then count('sessions:recovered') end
+return outcome

@@ -20,14 +20,4 @@ elseif not fl[2] then
   return 'live'  -- no evidence of a dead holder: a drain may be queued (the sweep's case)
 end
 local ts = now()
-local pending = redis.call('LLEN', KEYS[K_MAILBOX])
-if pending == 0 then
-  unschedule(ts)
-  return 'unscheduled'
-end
-redis.call('HSET', e, 'scheduled', fmt(ts))
-redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
-emit('session.recovered', cjson.encode({session_id = SID, pending = pending,
-                                        abandoned_for = ts - tonumber(fl[1]),
-                                        holder = lease or false}), ts)
-return 'recover'
+return requeue_abandoned(ts, fl[1], {holder = lease or false})
