@@ -29,7 +29,7 @@ from jido_tasks import telemetry
 from jido_tasks.actions import load_action_modules
 from jido_tasks.dispatch import publish_drains
 from jido_tasks.errors import ActionTimeout
-from jido_tasks.events import event_stream, events_plan
+from jido_tasks.events import Pause, Step, reader_plan
 from jido_tasks.mailbox import (
     WITHDRAW_REASON,
     SendItem,
@@ -72,7 +72,7 @@ from jido_tasks.sessions import (
 from jido_tasks.settings import Settings, load_settings
 from jido_tasks.store import scripts
 from jido_tasks.store.aio import DEFAULT_MAX_CONNECTIONS, AsyncRedisLayer
-from jido_tasks.store.connection import Read, RedisLayer, redis_errors, typed_redis_error
+from jido_tasks.store.connection import RedisLayer, redis_errors, typed_redis_error
 from jido_tasks.sweep import SweepReport, run_sweep
 from jido_tasks.waiting import Wait, WaitHub
 
@@ -404,11 +404,9 @@ class AsyncClient:
                block: float | None = None) -> AsyncIterator[Event]:
         """Events of one session (or all) after stream id `after`, as an async iterator
         (`async for`); resumable by id, like `Client.events`. Bad arguments raise here."""
-        plan = events_plan(event_stream(self.layer, session_id, after), after, block)
-        return self._events(plan)
+        return self._events(reader_plan(self.layer, session_id, after, block))
 
-    async def _events(self, plan: Generator[Read[Any] | Event, Any, None],
-                      ) -> AsyncIterator[Event]:
+    async def _events(self, plan: Generator[Step, Any, None]) -> AsyncIterator[Event]:
         reply: Any = None
         try:
             while True:
@@ -419,6 +417,9 @@ class AsyncClient:
                 if isinstance(step, Event):
                     reply = None
                     yield step
+                elif isinstance(step, Pause):
+                    reply = None
+                    await asyncio.sleep(step.seconds)
                 else:
                     reply = await self.layer.read(step)
         except redis.RedisError as exc:

@@ -27,10 +27,12 @@ from jido_tasks.launch import (
     flower_command,
     worker_argv,
 )
+from jido_tasks.layout import migrate as migrate_layout
 from jido_tasks.logs import configure_cli
 from jido_tasks.mailbox import ActionHandle
 from jido_tasks.models import JsonObject, SessionStatus
 from jido_tasks.settings import load_settings, safe_url
+from jido_tasks.store.connection import RedisLayer
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
@@ -161,6 +163,14 @@ def check(ping_workers: bool) -> None:
     if ping_workers and not report["workers"]:
         click.echo("error: no worker answered", err=True)
         sys.exit(1)
+
+
+@cli.command()
+def migrate() -> None:
+    """Move data of the key layout before slot groups into groups (stop workers and clients
+    first; safe to run again); print what moved."""
+    layer = RedisLayer(load_settings())
+    print_json(migrate_layout(layer).model_dump())
 
 
 # -- sessions --------------------------------------------------------------------------------

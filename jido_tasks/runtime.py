@@ -233,7 +233,7 @@ class Drainer:
         """Claim the session; if a worker holds it, take it over when that worker's liveness
         key is gone (it died: its lease would otherwise block the session until it expires)."""
         s, keys = self.settings, self.layer.keys
-        alive = keys.alive(self.worker)
+        alive = keys.alive(self.worker, self.session_id)
         claimed = self.layer.call(scripts.claim(
             self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
             alive_key=alive, alive_ms=s.liveness_ms))
@@ -242,7 +242,7 @@ class Drainer:
         return self.layer.call(scripts.takeover(
             self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
             alive_key=alive, alive_ms=s.liveness_ms, expected=claimed.lease,
-            holder_alive_key=keys.alive(claimed.holder)))
+            holder_alive_key=keys.alive(claimed.holder, self.session_id)))
 
     def _run(self, batch: scripts.Batch, parts: Parts, report: DrainReport,
              beat: Heartbeat) -> None:

@@ -39,6 +39,8 @@ _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 MAX_BATCH_SIZE = 1000
 """Upper bound of `batch_size`: a claim hands out at most this many actions in one reply."""
+MAX_INDEX_SHARDS = 1024
+"""Upper bound of `index_shards` (each group's hash tag is searched for its own slot range)."""
 # Never echoed in errors: they may hold passwords.
 _SECRET_FIELDS = frozenset({"redis_url", "broker_url", "result_backend", "flower_basic_auth"})
 
@@ -77,6 +79,15 @@ class Settings(BaseSettings):
     """Celery result backend; defaults to `redis_url`."""
     namespace: str = "jido"
     """Prefix of every Redis key, so several deployments can share one Redis."""
+    redis_cluster: bool = False
+    """`redis_url` names a node of a Redis Cluster (the session data is spread over its
+    masters through redis-py's cluster client); the Celery broker and result backend stay on
+    their own URLs (a single Redis or RabbitMQ: Celery's Redis transport does not speak
+    Cluster)."""
+    index_shards: int = Field(256, ge=1, le=MAX_INDEX_SHARDS)
+    """Slot groups: each session belongs to one (by its id) and shares its group's hash tag
+    with the group's indexes, event stream and counters. Fixed for the life of the data (the
+    number is stored in Redis and checked at start)."""
     queue: str = "jido_tasks"
     """Celery queue for session work and sweeps (workers consume it by default)."""
     idle_after: Seconds = 300.0

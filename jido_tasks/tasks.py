@@ -35,6 +35,7 @@ from jido_tasks.dispatch import (
     publish_drain,
 )
 from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
+from jido_tasks.layout import check_layout
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
 from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
 from jido_tasks.runtime import Finished
@@ -110,10 +111,12 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
 @worker_init.connect
 def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
     """Before the pool consumes anything: warn (or stop, with `eviction_fatal`) if Redis could
-    evict session keys."""
+    evict session keys; stop if the stored key layout is not the settings' (`LayoutMismatch`)."""
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
-        enforce_eviction_policy(RedisLayer(settings).redis, settings.eviction_fatal)
+        layer = RedisLayer(settings)
+        enforce_eviction_policy(layer.redis, settings.eviction_fatal)
+        check_layout(layer)
 
 
 @worker_ready.connect

@@ -84,7 +84,7 @@ def put_raw(c: Client, saved_id: str, data: bytes) -> str:
         Path(where).write_bytes(data)
     else:
         c.layer.redis.set(where, data)
-        c.layer.redis.zadd(c.layer.keys.snapshots, {saved_id: time.time()})
+        c.layer.redis.zadd(c.layer.keys.group_for(saved_id).snapshots, {saved_id: time.time()})
     return where
 
 
@@ -236,7 +236,7 @@ def test_delete(pclient: Client, raw_redis: redis.Redis) -> None:
         c.delete_saved_session(sid)
     if c.settings.persistence == "redis":
         assert not raw_redis.exists(where)
-        assert raw_redis.zscore(c.layer.keys.snapshots, sid) is None
+        assert raw_redis.zscore(c.layer.keys.group_for(sid).snapshots, sid) is None
     else:
         assert not Path(where).exists()
 
@@ -275,8 +275,9 @@ def test_redis_store_keys(redis_server: RedisServer, raw_redis: redis.Redis) -> 
     before = ns_keys(raw_redis, settings)
     info = c.save_session(sid)
     k = c.layer.keys
-    assert ns_keys(raw_redis, settings) - before == {k.snapshot(sid), k.snapshots}
-    assert raw_redis.zscore(k.snapshots, sid) == pytest.approx(info.saved_at.timestamp())
+    assert ns_keys(raw_redis, settings) - before == {k.snapshot(sid), k.group_for(sid).snapshots}
+    saved_at = info.saved_at.timestamp()
+    assert raw_redis.zscore(k.group_for(sid).snapshots, sid) == pytest.approx(saved_at)
     assert raw_redis.strlen(k.snapshot(sid)) == info.size
     c.close()
 
@@ -434,8 +435,9 @@ def test_redis_key_holding_garbage(redis_server: RedisServer, raw_redis: redis.R
     garbage, wrong_type, gone = new_session_id(), new_session_id(), new_session_id()
     raw_redis.set(k.snapshot(garbage), b"\x00\xffnot a snapshot")
     raw_redis.hset(k.snapshot(wrong_type), "a", "b")
-    raw_redis.zadd(k.snapshots, {garbage: 1, wrong_type: 2, gone: 3, "../../etc": 4,
-                                 "foreign": 5})
+    for i, member in enumerate((garbage, wrong_type, gone)):
+        raw_redis.zadd(k.group_for(member).snapshots, {member: i + 1})
+    raw_redis.zadd(k.group(0).snapshots, {"../../etc": 4, "foreign": 5})
     with pytest.raises(SnapshotCorrupt) as err:
         c.restore_session(garbage)
     assert (err.value.where, err.value.session_id) == (k.snapshot(garbage), garbage)

@@ -272,7 +272,7 @@ def test_cancelled_by_name_actions_fail_in_celery(workers: Workers) -> None:
         assert tag is scripts.Tag.CANCELLED
         assert pending[0].state == "PENDING"
         assert r.lrange(sk.replies, 0, -1) == [pending[0].id]
-        assert r.zscore(c.layer.keys.undelivered, sid) is not None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is not None
         wait_for(lambda: c.sweep(force=True).delivered == 1, 30, interval=0.3,
                  message="the sweep to store the cancelled result")
         assert error_of(pending[0]) == ("ActionCancelled", "gone")
@@ -286,7 +286,7 @@ def test_cancelled_by_name_actions_fail_in_celery(workers: Workers) -> None:
         assert head.get(timeout=30) == 1  # the running head still finishes
         # Acknowledged right after the write: nothing left to deliver.
         wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
-        assert r.zscore(c.layer.keys.undelivered, sid) is None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
     finally:
         app.close()
 
@@ -315,7 +315,7 @@ def test_result_survives_a_worker_killed_between_commit_and_result_write(
         assert after.get(timeout=60) == 1
         assert doomed.get(timeout=5) == "committed"  # stored with the next commit's results
         wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
-        assert r.zscore(c.layer.keys.undelivered, sid) is None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
     finally:
         app.close()
 

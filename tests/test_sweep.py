@@ -60,7 +60,7 @@ def event_types(c: Client, sid: str) -> list[str]:
 
 def index_scores(c: Client, sid: str) -> dict[str, float | None]:
     k = c.layer.keys
-    return {idx: c.layer.redis.zscore(idx, sid) for idx in k.indexes()}
+    return {idx: c.layer.redis.zscore(idx, sid) for idx in k.group_for(sid).indexes()}
 
 
 def counts(report: SweepReport) -> dict[str, int]:
@@ -83,7 +83,7 @@ def test_idle_after_inactivity_and_active_again_on_touch(clients: Callable[..., 
 
     assert counts(c.sweep()) == only(idled=1)
     assert c.get_session(sid).status is SessionStatus.IDLE
-    assert c.layer.redis.zscore(c.layer.keys.active, sid) is None
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).active, sid) is None
     assert counts(c.sweep()) == only()  # idempotent
     # The idle event is on the global stream; the session's own stream is dropped when idle.
     statuses = [e.data for e in c.events() if e.type == "session.status" and e.session_id == sid]
@@ -92,7 +92,7 @@ def test_idle_after_inactivity_and_active_again_on_touch(clients: Callable[..., 
 
     c.touch(sid)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert c.layer.redis.zscore(c.layer.keys.active, sid) is not None
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).active, sid) is not None
 
 
 # -- expiry ----------------------------------------------------------------------------------
@@ -109,8 +109,8 @@ def test_expiry_after_timeout_with_events_and_indexes(clients: Callable[..., Cli
     assert event_types(c, sid)[-3:] == ["session.status", "session.status", "session.terminated"]
     assert [e.data for e in c.events(sid)][-1] == {"session_id": sid, "reason": "idle_timeout"}
     scores = index_scores(c, sid)
-    assert scores.pop(c.layer.keys.terminated) == pytest.approx(entry.terminated_at.timestamp()
-                                                                if entry.terminated_at else 0)
+    terminated_at = entry.terminated_at.timestamp() if entry.terminated_at else 0
+    assert scores.pop(c.layer.keys.group_for(sid).terminated) == pytest.approx(terminated_at)
     assert set(scores.values()) == {None}
     assert c.get_session(keep).status is SessionStatus.ACTIVE
     assert counts(c.sweep()) == only()
@@ -124,16 +124,17 @@ def test_touched_in_the_nick_of_time_is_not_expired(clients: Callable[..., Clien
     wait_expiry_due(c, sid)
 
     class TouchingSweeper(Sweeper):
-        def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
-            found = super().candidates(index, cutoff, offset)
-            if index == c.layer.keys.expiry and sid in found:
+        def candidates(self, index: str, cutoff: float, offsets: dict[int, int],
+                       ) -> dict[int, list[str]]:
+            found = super().candidates(index, cutoff, offsets)
+            if index == "expiry" and sid in found.get(c.layer.keys.group_of(sid), []):
                 c.touch(sid)
             return found
 
     report = TouchingSweeper(c.layer, c.celery).run()
     assert counts(report) == only(rechecked=1)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert float(c.layer.redis.zscore(c.layer.keys.expiry, sid) or 0) > redis_now(c)
+    assert float(c.layer.redis.zscore(c.layer.keys.group_for(sid).expiry, sid) or 0) > redis_now(c)
 
     wait_expiry_due(c, sid)
     assert counts(c.sweep()) == only(expired=1)
@@ -229,13 +230,13 @@ def test_lost_drain_message_is_republished(workers: Callable[..., WorkerGroup]) 
                                      digest="", stale_after=1.5)).publish
 
     assert counts(c.sweep()) == only()  # flag still fresh
-    flag = float(c.layer.redis.zscore(c.layer.keys.scheduled, sid) or 0)
+    flag = float(c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) or 0)
     wait_for(lambda: redis_now(c) > flag + 1.5, message="the flag to go stale")
     assert counts(c.sweep()) == only(recovered=1)
     recovered = [e for e in c.events(sid) if e.type == "session.recovered"]
     assert len(recovered) == 1 and recovered[0].data["pending"] == 1
     assert c.handle(sid, aid).get(timeout=10) == 1
-    wait_for(lambda: c.layer.redis.zscore(c.layer.keys.scheduled, sid) is None,
+    wait_for(lambda: c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) is None,
              message="release to drop the flag")
 
 
@@ -250,11 +251,11 @@ def test_stale_flag_without_work_is_dropped(clients: Callable[..., Client]) -> N
         assert handle.cancel()
     assert c.get_session(ending).status is SessionStatus.TERMINATING
     wait_for(lambda: redis_now(c) > float(
-        max(c.layer.redis.zscore(c.layer.keys.scheduled, s) or 0 for s in (plain, ending)))
-        + 0.6, message="the flags to go stale")
+        max(c.layer.redis.zscore(c.layer.keys.group_for(s).scheduled, s) or 0
+            for s in (plain, ending))) + 0.6, message="the flags to go stale")
 
     assert counts(c.sweep()) == only(unscheduled=2)
-    assert c.layer.redis.zcard(c.layer.keys.scheduled) == 0
+    assert all(c.layer.redis.zcard(g.scheduled) == 0 for g in c.layer.keys.groups())
     assert c.layer.redis.hget(c.layer.keys.session(plain).entry, "scheduled") is None
     assert c.get_session(plain).status is SessionStatus.ACTIVE
     assert c.get_session(ending).status is SessionStatus.TERMINATED
@@ -331,7 +332,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
                           sk.legacy_results, sk.legacy_finished}
     assert counts(c.sweep()) == only()  # not old enough yet
 
-    at = float(raw_redis.zscore(c.layer.keys.terminated, sid) or 0)
+    at = float(raw_redis.zscore(c.layer.keys.group_for(sid).terminated, sid) or 0)
     wait_for(lambda: redis_now(c) > at + 0.5, message="retention to pass")
     assert counts(c.sweep()) == only(purged=1)
 
@@ -342,7 +343,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
     assert counts(c.sweep()) == only()
 
     # A leftover index entry of a purged session is cleaned, idempotently.
-    raw_redis.zadd(c.layer.keys.terminated, {sid: 1.0})
+    raw_redis.zadd(c.layer.keys.group_for(sid).terminated, {sid: 1.0})
     assert c.layer.call(scripts.purge(sid, retention=0.5)) is scripts.Tag.GONE
     assert list(raw_redis.scan_iter(match=f"*{sid}*", count=1000)) == []
 
@@ -412,9 +413,10 @@ def test_stale_index_scores_are_rechecked_not_acted_on(clients: Callable[..., Cl
     wait_for(lambda: redis_now(c) > created + 0.7, message="both deadlines to pass")
     touched = c.touch(sid).last_activity.timestamp()
     k = c.layer.keys
-    assert float(c.layer.redis.zscore(k.expiry, sid)) < redis_now(c)
+    assert float(c.layer.redis.zscore(k.group_for(sid).expiry, sid)) < redis_now(c)
     report = c.sweep()
     assert (report.idled, report.expired) == (0, 0)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert float(c.layer.redis.zscore(k.active, sid)) == pytest.approx(touched, abs=1e-6)
-    assert float(c.layer.redis.zscore(k.expiry, sid)) == pytest.approx(touched + 0.6, abs=1e-6)
+    g = k.group_for(sid)
+    assert float(c.layer.redis.zscore(g.active, sid)) == pytest.approx(touched, abs=1e-6)
+    assert float(c.layer.redis.zscore(g.expiry, sid)) == pytest.approx(touched + 0.6, abs=1e-6)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
@@ -29,7 +31,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_pools: dict[tuple[int, str], redis.Redis] = {}
+_pools: dict[tuple[int, str, bool], Any] = {}
 _pools_lock = threading.Lock()
 
 
@@ -140,14 +142,20 @@ def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | 
     return out
 
 
-def connect(url: str) -> redis.Redis:
-    """A process-wide client for `url` (a fresh one after fork, so workers never share sockets)."""
-    key = (os.getpid(), url)
+def connect(url: str, cluster: bool = False) -> Any:
+    """A process-wide client for `url` (a fresh one after fork, so workers never share
+    sockets): a `redis.Redis`, or with `cluster` a `redis.cluster.RedisCluster` that found the
+    cluster's nodes from the one `url` names (it follows MOVED/ASK redirections and failovers)."""
+    key = (os.getpid(), url, cluster)
     with _pools_lock:
         client = _pools.get(key)
         if client is None:
-            client = redis.Redis.from_url(url, decode_responses=True,
-                                          health_check_interval=30)
+            if cluster:
+                client = RedisCluster.from_url(url, decode_responses=True,
+                                               health_check_interval=30)
+            else:
+                client = redis.Redis.from_url(url, decode_responses=True,
+                                              health_check_interval=30)
             _pools[key] = client
         return client
 
@@ -157,16 +165,23 @@ class RedisLayer:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        raw = client if client is not None else connect(settings.redis_dsn)
+        raw = client if client is not None else connect(settings.redis_dsn,
+                                                        settings.redis_cluster)
         self.redis: SyncRedis = cast(SyncRedis, raw)
-        self.keys = KeySchema(settings.namespace)
+        self.cluster = isinstance(raw, RedisCluster)
+        self.keys = KeySchema(settings.namespace, settings.index_shards)
         self._loaded: dict[str, Any] = {}
 
     def loaded(self, name: str, source: Callable[[], str]) -> Any:
-        """The registered script `name` (loaded once per layer, then run by SHA)."""
+        """The registered script `name` (loaded once per layer, then run by SHA). On a
+        cluster it is loaded on every master at once: a cluster pipeline does not load the
+        scripts it runs (a master that still lacks one, e.g. after a failover, is answered by
+        `call_many`)."""
         found = self._loaded.get(name)
         if found is None:
             found = self.redis.register_script(source())
+            if self.cluster:
+                self.redis.script_load(found.script)
             self._loaded[name] = found
         return found
 
@@ -184,7 +199,14 @@ class RedisLayer:
         pipe = self.redis.pipeline(transaction=transaction)
         for op in ops:
             op.queue(self, pipe)
-        return decode_many(self, ops, pipe.execute(raise_on_error=False))
+        replies = pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # not run: run it alone (loads it first)
+                try:
+                    replies[i] = ops[i].run_raw(self)
+                except redis.RedisError as exc:
+                    replies[i] = exc
+        return decode_many(self, ops, replies)
 
     def read(self, read: Read[T]) -> T:
         """Run plain commands in one pipeline (one round trip) and decode their replies."""

@@ -224,9 +224,12 @@ class Op(Generic[T]):
                 [*_common_args(layer, self.session_id), *self.args])
 
     def run(self, layer: RedisLayer) -> T:
+        return self.decode(self.run_raw(layer))
+
+    def run_raw(self, layer: RedisLayer) -> Any:
+        """Run the call; its reply, not decoded."""
         keys, args = self._keys_and_args(layer)
-        return self.decode(layer.loaded(self.script.name, self.script.source)(keys=keys,
-                                                                              args=args))
+        return layer.loaded(self.script.name, self.script.source)(keys=keys, args=args)
 
     def queue(self, layer: RedisLayer, pipe: Any) -> None:
         keys, args = self._keys_and_args(layer)
