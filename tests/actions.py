@@ -100,8 +100,8 @@ class RecordingTelemetry(telemetry.Telemetry):
         from jido_tasks.settings import load_settings
 
         settings = load_settings()
-        connect(settings.redis_dsn, settings.redis_cluster).rpush(f"{settings.namespace}:test:telemetry",
-                                          f"{action}|{status}|{error_type}")
+        connect(settings.redis_dsn, settings.redis_cluster).rpush(
+            f"{settings.namespace}:test:telemetry", f"{action}|{status}|{error_type}")
 
 
 @action("test.set_many")

@@ -15,6 +15,12 @@ from jido_tasks.models import Event, SessionStatus
 from tests.conftest import RedisServer, make_settings
 
 
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
+
+
 def stream_id(event_id: str) -> tuple[int, int]:
     ms, seq = event_id.split("-")
     return int(ms), int(seq)
@@ -51,9 +57,11 @@ def summary(events: list[Event]) -> list[tuple[str, Any, Any]]:
 
 
 @pytest.fixture
-def bounded_client(redis_server: RedisServer) -> Iterator[Client]:
+def bounded_client(redis_server: RedisServer, backend_settings: dict[str, Any],
+                   ) -> Iterator[Client]:
     """A client whose session and global streams are bounded to about 10 entries."""
-    c = Client(make_settings(redis_server.url, event_maxlen=10, global_event_maxlen=10))
+    c = Client(make_settings(redis_server.url, **backend_settings, event_maxlen=10,
+                             global_event_maxlen=10))
     yield c
     c.close()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from jido_tasks import Client, SessionStatus, Settings
 from jido_tasks.errors import (
@@ -32,6 +33,12 @@ from jido_tasks.persistence import SnapshotInfo, snapshot_store
 from jido_tasks.snapshot_stores.disk import DiskSnapshotStore
 from jido_tasks.snapshot_stores.redis import RedisSnapshotStore
 from tests.conftest import ROOT, RedisServer, WorkerGroup, make_settings, worker_env
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
 
 STORES = ["redis", "disk"]
 BAD_IDS = ["../etc/passwd", f"session_{'0' * 30}/..", f"../session_{'0' * 32}", "",
@@ -50,9 +57,10 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pclient(redis_server: RedisServer, tmp_path: Path, kind: str) -> Iterator[Client]:
+def pclient(redis_server: RedisServer, tmp_path: Path, kind: str,
+            backend_settings: dict[str, Any]) -> Iterator[Client]:
     """A client (no workers) whose snapshot store is `kind`."""
-    c = Client(make_settings(redis_server.url, **overrides(kind, tmp_path)))
+    c = Client(make_settings(redis_server.url, **backend_settings, **overrides(kind, tmp_path)))
     yield c
     c.close()
 
@@ -66,7 +74,8 @@ def stored(c: Client, saved_id: str) -> bytes:
     store = c.snapshot_store
     if isinstance(store, DiskSnapshotStore):
         return Path(store.where(saved_id)).read_bytes()
-    raw = redis.Redis.from_url(c.settings.redis_dsn)
+    raw: Any = (RedisCluster.from_url(c.settings.redis_dsn) if c.settings.redis_cluster
+                else redis.Redis.from_url(c.settings.redis_dsn))
     try:
         data = raw.get(store.where(saved_id))
     finally:
@@ -267,9 +276,8 @@ def test_broken_state_is_never_saved(pclient: Client, raw_state: str) -> None:
     assert c.snapshot_store.load(sid).state == {"ok": True}  # the good snapshot is kept
 
 
-def test_redis_store_keys(redis_server: RedisServer, raw_redis: redis.Redis) -> None:
+def test_redis_store_keys(settings: Settings, raw_redis: redis.Redis) -> None:
     """The Redis store writes one key per snapshot and the index, nothing else."""
-    settings = make_settings(redis_server.url)
     c = Client(settings)
     sid = c.sessions.create(state={"a": 1}).id
     before = ns_keys(raw_redis, settings)
@@ -426,9 +434,8 @@ def test_document_of_another_session(pclient: Client) -> None:
     assert f"the document is of session {a}" in err.value.problem
 
 
-def test_redis_key_holding_garbage(redis_server: RedisServer, raw_redis: redis.Redis,
+def test_redis_key_holding_garbage(settings: Settings, raw_redis: redis.Redis,
                                    caplog: pytest.LogCaptureFixture) -> None:
-    settings = make_settings(redis_server.url)
     c = Client(settings)
     k = c.layer.keys
     good = saved_state(c, "g", {"n": 1})

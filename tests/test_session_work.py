@@ -27,6 +27,12 @@ from jido_tasks.errors import ActionNotFound, InvalidSessionId
 from jido_tasks.store import scripts
 from tests.conftest import WorkerGroup, wait_for
 
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
+
 Workers = Callable[..., WorkerGroup]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
+from redis.cluster import RedisCluster
 
 from jido_tasks import Client, SessionStatus, Settings
 from jido_tasks.celery_app import make_app
@@ -24,16 +25,23 @@ from jido_tasks.store.connection import RedisLayer
 from jido_tasks.sweep import Sweeper, SweepReport
 from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
+
 TINY = {"timeout_minutes": 0.01}  # 0.6 s
 
 
 @pytest.fixture
-def clients(redis_server: RedisServer) -> Iterator[Callable[..., Client]]:
+def clients(redis_server: RedisServer, backend_settings: dict[str, Any],
+            ) -> Iterator[Callable[..., Client]]:
     """Factory: a `Client` on a fresh namespace with settings overrides."""
     made: list[Client] = []
 
     def make(**overrides: Any) -> Client:
-        made.append(Client(make_settings(redis_server.url, **overrides)))
+        made.append(Client(make_settings(redis_server.url, **{**backend_settings, **overrides})))
         return made[-1]
 
     yield make
@@ -272,8 +280,9 @@ def test_concurrent_sweeps_terminate_each_session_once(clients: Callable[..., Cl
     reports: list[SweepReport] = []
 
     def sweep() -> None:
-        layer = RedisLayer(c.settings, redis.Redis.from_url(c.settings.redis_dsn,
-                                                             decode_responses=True))
+        own: Any = (RedisCluster if c.settings.redis_cluster else redis.Redis).from_url(
+            c.settings.redis_dsn, decode_responses=True)  # a connection of its own
+        layer = RedisLayer(c.settings, own)
         sweeper = Sweeper(layer, c.celery)
         barrier.wait()
         reports.append(sweeper.run(force=True))

@@ -77,7 +77,11 @@ class AsyncRedisLayer:
         pipe = self.redis.pipeline(transaction=transaction)
         for op in ops:
             keys, args = op._keys_and_args(self)
-            await (await self.loaded(op))(keys=keys, args=args, client=pipe)  # queued
+            script = await self.loaded(op)
+            if self.cluster:  # a cluster pipeline routes a plain EVALSHA by its first key
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                await script(keys=keys, args=args, client=pipe)  # queued, not sent
         replies = await pipe.execute(raise_on_error=False)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # not run: run it alone (loads it first)

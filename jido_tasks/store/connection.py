@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import ClusterError, NoScriptError, RedisClusterException
 
 from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
@@ -45,7 +45,8 @@ def typed_redis_error(exc: BaseException, settings: Settings | None,
                       session_id: str | None) -> Exception | None:
     """The project's typed error for a Redis failure, or None if `exc` is not one we map."""
     where = safe_url(settings.redis_dsn) if settings is not None else "?"
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ClusterError,
+                        RedisClusterException)):  # a cluster node down: its slots fail
         return RedisUnavailable(where, str(exc) or type(exc).__name__, session_id)
     if is_out_of_memory(exc):
         return RedisOutOfMemory(where, str(exc), session_id)

@@ -233,7 +233,11 @@ class Op(Generic[T]):
 
     def queue(self, layer: RedisLayer, pipe: Any) -> None:
         keys, args = self._keys_and_args(layer)
-        layer.loaded(self.script.name, self.script.source)(keys=keys, args=args, client=pipe)
+        script = layer.loaded(self.script.name, self.script.source)
+        if layer.cluster:  # a cluster pipeline routes a plain EVALSHA by its first key
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        else:
+            script(keys=keys, args=args, client=pipe)
 
     def decode(self, reply: Any) -> T:
         try:
