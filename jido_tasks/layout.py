@@ -26,6 +26,7 @@ from jido_tasks.errors import LayoutMismatch
 from jido_tasks.models import is_index_member
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.store.keys import INDEX_KEYS, LAYOUT_VERSION, LegacyKeys
+from jido_tasks.store.scripts import group_event_maxlen
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _copy_events(layer: RedisLayer) -> int:
             group = new.group_for(sid) if sid else new.group(0)
             try:
                 layer.redis.xadd(group.events, fields, id=stream_id,
-                                 maxlen=layer.settings.global_event_maxlen, approximate=True)
+                                 maxlen=group_event_maxlen(layer.settings), approximate=True)
                 copied += 1
             except redis.ResponseError as exc:  # copied by an earlier run
                 if "equal or smaller" not in str(exc):

@@ -140,7 +140,9 @@ class Settings(BaseSettings):
     """How long a terminated session keeps its own event stream (the global one keeps its
     events); the registry row stays for `retention`."""
     global_event_maxlen: int = Field(100_000, ge=1)
-    """Approximate length bound of the global event stream."""
+    """Approximate length bound of the global event stream: each slot group's stream keeps
+    about this divided by `index_shards` (Redis trims whole nodes of 100 entries, so each
+    keeps at least about 100)."""
     sweep_batch: int = Field(500, ge=1)
     """Candidates a sweep reads from an index per round trip."""
     result_expires: Seconds = 3600.0

@@ -42,6 +42,7 @@ from jido_tasks.models import (
 from jido_tasks.store.keys import INDEX_KEYS, OWNED_KEYS, SCRIPT_KEYS
 
 if TYPE_CHECKING:
+    from jido_tasks.settings import Settings
     from jido_tasks.store.connection import Layer, RedisLayer
 
 T = TypeVar("T")
@@ -248,9 +249,15 @@ class Op(Generic[T]):
             raise ProtocolError(self.script.name, reply, self.session_id) from exc
 
 
+def group_event_maxlen(settings: Settings) -> int:
+    """The length bound of one slot group's event stream: the groups' streams together (the
+    global stream) hold about `global_event_maxlen` events."""
+    return max(1, -(-settings.global_event_maxlen // settings.index_shards))
+
+
 def _common_args(layer: Layer, session_id: str) -> list[Any]:
     s = layer.settings
-    return [session_id, s.event_maxlen, s.global_event_maxlen,
+    return [session_id, s.event_maxlen, group_event_maxlen(s),
             layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000),
             int(s.record_retention * 1000), "1" if s.metrics_counters else "0"]
 
