@@ -391,7 +391,14 @@ class _Listener:
     """One thread's pub/sub connection, subscribed to one done channel at a time."""
 
     def __init__(self, client: Any) -> None:
+        self.client = client
         self.pubsub = client.pubsub()
+
+    def _renew(self) -> None:
+        """Drop the connection and its subscriptions for a new pub/sub object (a cluster's
+        stays bound to the node it chose first, which a failover may have taken away)."""
+        self.pubsub.reset()
+        self.pubsub = self.client.pubsub()
 
     def subscribe(self, channel: str, confirm: bool = True) -> None:
         """Subscribe; with `confirm`, wait for Redis to confirm, so no later finish can be
@@ -400,7 +407,7 @@ class _Listener:
         try:
             self.pubsub.subscribe(channel)
         except _LOST:
-            self.pubsub.reset()
+            self._renew()
             self.pubsub.subscribe(channel)
         if not confirm:
             return
@@ -416,11 +423,11 @@ class _Listener:
         try:
             self.pubsub.unsubscribe(channel)
         except Exception:  # a broken connection: start afresh next time
-            self.pubsub.reset()
+            self._renew()
 
     def reset(self) -> None:
         """Drop the connection and every subscription (the next subscribe connects anew)."""
-        self.pubsub.reset()
+        self._renew()
 
     def next_outcome(self, action_id: str, timeout: float) -> Outcome | None:
         """The outcome if `action_id` finishes within `timeout`, else None."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -47,11 +48,13 @@ def cluster_ports(n: int) -> list[int]:
 
 
 class RedisClusterServers:
-    """Three cluster-enabled redis-server masters on private ports, joined as one cluster."""
+    """Three cluster-enabled redis-server masters (and `replicas` replicas of each) on private
+    ports, joined as one cluster."""
 
-    def __init__(self, tmp: Path, masters: int = 3) -> None:
+    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 0) -> None:
         self.dir = tmp
-        self.ports = cluster_ports(masters)
+        self.replicas = replicas
+        self.ports = cluster_ports(masters * (1 + replicas))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -73,11 +76,15 @@ class RedisClusterServers:
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).ping(), f"node {port}")
         subprocess.run([REDIS_CLI, "--cluster", "create",
-                        *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
+                        *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas",
+                        str(self.replicas),
                         "--cluster-yes"], check=True, capture_output=True, timeout=60)
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info")["cluster_state"]
                        == "ok", f"cluster state ok on {port}")
+        if self.replicas:
+            self._wait(lambda: all(len(entry) > 3 for entry in self._slots()),
+                       "every master's replica")
 
     @staticmethod
     def _wait(check: object, what: str, timeout: float = 30.0) -> None:
@@ -92,11 +99,46 @@ class RedisClusterServers:
 
     def master_of(self, slot: int) -> int:
         """The port of the master serving `slot`."""
-        for low, high, (_, port, *_rest), *_replicas in redis.Redis(port=self.ports[0]) \
-                .execute_command("CLUSTER SLOTS"):
+        for low, high, (_, port, *_rest), *_replicas in self._slots():
             if low <= slot <= high:
                 return int(port)
         raise AssertionError(f"no master serves slot {slot}")
+
+    def _slots(self) -> list[Any]:
+        """CLUSTER SLOTS, as the first live node answers it."""
+        for port in self.ports:
+            if port in self.procs and self.procs[port].poll() is None:
+                with contextlib.suppress(redis.RedisError):
+                    return list(redis.Redis(port=port).execute_command("CLUSTER SLOTS"))
+        raise AssertionError("no node answers")
+
+    def node_id(self, port: int) -> str:
+        return str(redis.Redis(port=port, decode_responses=True).cluster("myid"))
+
+    def masters(self) -> list[int]:
+        """The ports of the masters serving slots (as the first live node sees them)."""
+        return sorted({int(entry[2][1]) for entry in self._slots()})
+
+    def replica_of(self, master: int) -> int:
+        """The port of a replica of `master`."""
+        for _low, _high, (_, port, *_rest), *replicas in redis.Redis(port=master) \
+                .execute_command("CLUSTER SLOTS"):
+            if int(port) == master and replicas:
+                return int(replicas[0][1])
+        raise AssertionError(f"master {master} has no replica")
+
+    def move_slot(self, slot: int, dst: int) -> None:
+        """Move `slot` and its keys to master `dst` (IMPORTING / MIGRATING / MIGRATE / NODE, as
+        `redis-cli --cluster reshard` does): clients with the old map get MOVED or ASK."""
+        src = self.master_of(slot)
+        source, target = redis.Redis(port=src), redis.Redis(port=dst)
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(src))
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(dst))
+        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+        for port in self.masters():
+            redis.Redis(port=port).execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                                   self.node_id(dst))
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -3,6 +3,7 @@ ever touches keys of two slots (Redis would answer CROSSSLOT, or refuse a non-lo
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from jido_tasks import Client, SessionStatus
+from jido_tasks import AsyncClient, Client, SessionStatus
 from jido_tasks.errors import RedisUnavailable
 from jido_tasks.store.keys import key_slot
 from tests.cluster import RedisClusterServers
@@ -117,4 +118,81 @@ def test_a_lost_master_fails_only_its_sessions(tmp_path: Any) -> None:
                 assert c.get_session(sid).id == sid
         c.close()
     finally:
+        cluster.stop()
+
+
+def test_async_client_on_the_cluster(workers: Workers) -> None:
+    """The AsyncClient runs the same scripts and readers through redis-py's asyncio cluster
+    client: sends, waits (pub/sub), state, listing and the merged global events."""
+    group = workers(1)
+
+    async def main() -> None:
+        async with AsyncClient(group.settings) as c:
+            sids = [(await c.create_session()).id for _ in range(6)]
+            handles = [await c.send(sid, "test.append", {"value": v}) for sid in sids
+                       for v in range(3)]
+            assert [await h.get(timeout=60) for h in handles] == [1, 2, 3] * 6
+            assert await c.get_state(sids[-1]) == {"items": [0, 1, 2]}
+            assert {e.id for e in await c.list_sessions()} >= set(sids)
+            created = [e.session_id async for e in c.events() if e.type == "session.created"]
+            assert set(created) >= set(sids)
+    asyncio.run(main())
+
+
+def _slot(c: Client, sid: str) -> int:
+    prefix = c.layer.keys.group_for(sid).prefix
+    return key_slot(prefix[prefix.index("{") + 1:prefix.index("}")])
+
+
+def test_moved_slot_is_followed(workers: Workers, redis_cluster: RedisClusterServers) -> None:
+    """A session's slot moves to another master between two batches of work (its keys
+    migrated, as a reshard does): clients and workers follow the MOVED redirections, and
+    every action is applied once, in order."""
+    group = workers(1)
+    c = group.client
+    sid = c.create_session().id
+    assert [c.call(sid, "test.append", {"value": v}) for v in range(5)] == [1, 2, 3, 4, 5]
+    slot = _slot(c, sid)
+    src = redis_cluster.master_of(slot)
+    dst = next(p for p in redis_cluster.masters() if p != src)
+    redis_cluster.move_slot(slot, dst)
+    assert redis_cluster.master_of(slot) == dst
+    assert redis.Redis(port=dst).exists(c.layer.keys.session(sid).entry) == 1
+    handles = [c.send(sid, "test.append", {"value": v}) for v in range(5, 20)]
+    assert [h.get(30) for h in handles] == list(range(6, 21))
+    assert c.get_state(sid) == {"items": list(range(20))}
+
+
+def test_failover_to_a_replica(tmp_path: Any, redis_server: Any) -> None:
+    """A cluster of its own with a replica per master: the master holding a busy session is
+    killed, its replica is promoted, and the session's work goes on (after the replica had
+    every write: WAIT), with workers and clients that followed the failover."""
+    cluster = RedisClusterServers(tmp_path / "failover", replicas=1)
+    cluster.start()
+    settings = make_settings(cluster.url, redis_cluster=True, broker_url=redis_server.url,
+                             result_backend=redis_server.url)
+    (tmp_path / "logs").mkdir()
+    group = WorkerGroup(settings, tmp_path / "logs")
+    try:
+        group.start(1)
+        c = group.client
+        sid = c.create_session().id
+        assert [c.call(sid, "test.append", {"value": v}) for v in range(3)] == [1, 2, 3]
+        master = cluster.master_of(_slot(c, sid))
+        replica = cluster.replica_of(master)
+        assert redis.Redis(port=master).execute_command("WAIT", 1, 5000) == 1
+        cluster.procs[master].kill()
+        cluster.procs[master].wait()
+        wait_for(lambda: cluster.master_of(_slot(c, sid)) == replica, 30, interval=0.2,
+                 message="the replica to be promoted")
+
+        def works() -> bool:
+            try:
+                return bool(c.call(sid, "test.append", {"value": 3}, timeout=5) == 4)
+            except RedisUnavailable:
+                return False
+        wait_for(works, 30, interval=0.5, message="work to go on after the failover")
+        assert c.get_state(sid) == {"items": [0, 1, 2, 3]}
+    finally:
+        group.stop()
         cluster.stop()
