@@ -34,7 +34,7 @@ from jido_tasks.dispatch import (
     TERMINATE_SESSION_TASK,
     publish_drain,
 )
-from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
+from jido_tasks.errors import ActionIdConflict, JidoTasksError, LayoutMismatch, UnknownAction
 from jido_tasks.layout import check_layout
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
 from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
@@ -116,7 +116,11 @@ def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
     if settings is not None:
         layer = RedisLayer(settings)
         enforce_eviction_policy(layer.redis, settings.eviction_fatal)
-        check_layout(layer)
+        try:
+            check_layout(layer)
+        except LayoutMismatch as exc:  # SystemExit: Celery logs and swallows the others
+            log.critical("%s", exc)
+            raise SystemExit(f"error: {exc}") from exc
 
 
 @worker_ready.connect

@@ -19,7 +19,7 @@ from jido_tasks.errors import LayoutMismatch
 from jido_tasks.layout import migrate
 from jido_tasks.monitoring import read_counters
 from jido_tasks.store.keys import CLUSTER_SLOTS, KeySchema, group_tag, key_slot
-from tests.conftest import ROOT, burst, worker_env
+from tests.conftest import ROOT, WorkerGroup, burst, worker_env
 
 V1_COMMIT = "2c2ca8a59f9d830d633cc5c6f271f65b3fcfb836"
 """The last commit whose keys have no slot groups (`ns:s:{sid}`, global `ns:idx:*`)."""
@@ -138,3 +138,15 @@ def test_migrate_moves_v1_data_into_groups(settings: Settings, raw_redis: redis.
         assert migrate(c.layer).sessions == 0
     finally:
         c.close()
+
+
+def test_a_worker_refuses_another_index_shards(settings: Settings, tmp_path: Path) -> None:
+    """A worker whose index_shards differs from the stored layout stops at start, naming it."""
+    group = WorkerGroup(settings, tmp_path)  # its client records the layout (256 groups)
+    group.settings = settings.model_copy(update={"index_shards": 64})  # the worker's
+    try:
+        group.start(1, wait=False)
+        assert group.procs[0].wait(60) != 0
+        assert "the settings ask for layout version 2 with index_shards=64" in group.logs()
+    finally:
+        group.stop()
