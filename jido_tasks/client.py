@@ -49,7 +49,9 @@ class Client:
         self.layer = RedisLayer(self.settings)
         try:
             check_layout(self.layer)
-        except redis.RedisError as exc:  # Redis is not up yet (or full): workers check it
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis is not up yet: workers
+            log.debug("key layout not checked: Redis unreachable", exc_info=True)  # check it
+        except redis.RedisError as exc:  # e.g. full (OOM): workers check it at start
             log.warning("key layout not checked: %s", exc)
         self.sessions = SessionService(self.layer)
         self._celery: Any = celery

@@ -160,7 +160,7 @@ def test_create_session_rejects_bad_input(client: Client, raw_redis: redis.Redis
     assert info.value.argument == next(iter(kwargs))
     assert info.value.problem
     assert info.value.session_id is None
-    assert ns_keys(raw_redis, settings) == set()
+    assert ns_keys(raw_redis, settings) == {client.layer.keys.layout}  # the client's own
     assert all_keys(raw_redis) <= before  # nothing added (other tests' keys may expire)
 
 
