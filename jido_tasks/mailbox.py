@@ -89,7 +89,7 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
     if action_id is not None:
         validate_action_id(action_id, session_id)
     clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
-                            settings.max_params_bytes)
+                            settings.max_params_bytes, settings.max_json_depth)
     digest = None if action_id is None else request_digest(action, clean)
     return action_id or new_action_id(), ActionRequest(
         action=action, params=clean, created_at=time.time(), digest=digest,
