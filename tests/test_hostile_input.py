@@ -5,6 +5,7 @@ and the command line's `error: ...` with exit 2. Real Redis; property tests by h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from jido_tasks import Client, Settings
+from jido_tasks import AsyncClient, Client, Settings
 from jido_tasks.bounds import depth_of, text_depth
 from jido_tasks.errors import (
     InvalidArgument,
@@ -103,6 +104,28 @@ def test_timeout_minutes_must_be_finite(client: Client, timeout: Any) -> None:
         client.create_session(config={"timeout_minutes": timeout})
     assert err.value.argument == "config"
     assert client.list_sessions() == []
+
+
+def test_wait_timeout_is_never_nan(settings: Settings, client: Client) -> None:
+    """`call(timeout=nan)` (was a ValueError from the socket, after the action was sent) and
+    `get(timeout=nan)` raise InvalidArgument; the call sends nothing. The same from asyncio."""
+    sid = client.create_session().id
+    with pytest.raises(InvalidArgument) as err:
+        client.call(sid, "test.noop", {}, timeout=math.nan)
+    assert (err.value.operation, err.value.argument) == ("call", "timeout")
+    assert client.layer.redis.llen(client.layer.keys.session(sid).mailbox) == 0
+    handle = client.send(sid, "test.noop", {})
+    with pytest.raises(InvalidArgument, match="not nan"):
+        handle.get(timeout=math.nan)
+
+    async def from_asyncio() -> None:
+        async with AsyncClient(settings) as c:
+            with pytest.raises(InvalidArgument):
+                await c.call(sid, "test.noop", {}, timeout=math.nan)
+            with pytest.raises(InvalidArgument):
+                await c.handle(sid, handle.id).get(timeout=math.nan)
+    asyncio.run(from_asyncio())
+    assert client.layer.redis.llen(client.layer.keys.session(sid).mailbox) == 1
 
 
 def test_metadata_size_is_bounded(client: Client) -> None:
