@@ -54,8 +54,10 @@ def _check_bounds(settings: Settings, arguments: dict[str, Any]) -> None:
     JSON (no NaN or infinity), checked before anything encodes or validates it deeply; else
     `InvalidArgument` naming it."""
     for name, value in arguments.items():
-        if value is None or isinstance(value, SessionConfig):
+        if value is None:
             continue
+        if isinstance(value, SessionConfig):  # valid, but its size is not bounded yet
+            value = value.model_dump(mode="json")
         try:
             bounds.dumps(value, max_depth=settings.max_json_depth,
                          max_bytes=settings.max_metadata_bytes)

@@ -28,6 +28,7 @@ from jido_tasks.errors import (
     SnapshotCorrupt,
     SnapshotTooLarge,
 )
+from jido_tasks.models import SessionConfig
 from jido_tasks.persistence import SnapshotLimits, decode_snapshot
 from tests.conftest import RedisServer, burst, make_settings
 from tests.test_cli import run_cli
@@ -129,12 +130,16 @@ def test_wait_timeout_is_never_nan(settings: Settings, client: Client) -> None:
 
 
 def test_metadata_size_is_bounded(client: Client) -> None:
-    """A 20 MB metadata (was accepted: +96 MiB in Redis) is refused; one at the bound is not."""
+    """A 20 MB metadata (was accepted: +96 MiB in Redis) or llm_config, or a config with a
+    huge list of features, is refused; metadata at the bound is not."""
     limit = client.settings.max_metadata_bytes
     for argument in ("metadata", "llm_config"):
         with pytest.raises(InvalidArgument, match=f"over the limit of {limit}") as err:
             client.create_session(**{argument: {"x": "a" * 20_000_000}})
         assert err.value.argument == argument
+    with pytest.raises(InvalidArgument, match=f"over the limit of {limit}") as err:
+        client.create_session(config=SessionConfig(features=["f"] * limit))
+    assert err.value.argument == "config"
     assert client.list_sessions() == []
     fits = {"x": "a" * (limit - len('{"x":""}'))}
     assert client.get_session(client.create_session(metadata=fits).id).metadata == fits
