@@ -266,6 +266,7 @@ def test_cli_answers_every_mistake_with_error_and_exit_2(settings: Settings,
         (("sessions", "create", "--llm-config", f"@{latin1}"), "not UTF-8"),
         (("sessions", "create", "--config", f"@{tmp_path / 'missing.json'}"), "cannot read"),
         (("send", sid, "test.noop", "--params", deep_text(DEEP)), "nested more than"),
+        (("send", sid, "test.noop", "--params", f"@{latin1}"), "not UTF-8"),
         (("send", sid, "test.noop", "--wait", "--timeout", "nan"), "not a finite number"),
         (("sessions", "create", "--config", '{"timeout_minutes": Infinity}'), "not JSON"),
         (("sessions", "nosuchcommand",), "No such command"),
@@ -335,6 +336,20 @@ def test_send_round_trips_or_raises_typed(bounded: Client, params: Any) -> None:
     assert burst(bounded, sid) == 1
     assert handle.get(timeout=5) == 1
     assert bounded.get_state(sid)["items"] == [params["value"]]
+
+
+_tricky_text = st.text(st.sampled_from('"\\[]{}aé\n'), max_size=8)
+tricky = st.recursive(_tricky_text | st.integers(), lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(_tricky_text, inner, max_size=3), max_leaves=12)
+
+
+@PROPERTY
+@given(value=jsonish | tricky, ascii_only=st.booleans())
+def test_text_depth_is_the_depth_of_the_value(value: Any, ascii_only: bool) -> None:
+    """The scan of JSON text (brackets outside strings, quotes and backslashes in strings
+    included) counts what the walk of the value counts."""
+    text = json.dumps({"v": value, "s": '\\"[{'}, ensure_ascii=ascii_only)
+    assert text_depth(text.encode("utf-8", "surrogatepass")) == depth_of(json.loads(text), 999)
 
 
 @PROPERTY
