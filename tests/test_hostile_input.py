@@ -299,7 +299,7 @@ def hostile(draw: st.DrawFn) -> Any:
     return {"value": value}
 
 
-PROPERTY = hsettings(max_examples=60, deadline=None,
+PROPERTY = hsettings(max_examples=150, deadline=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
 
