@@ -204,6 +204,7 @@ def test_unknown_everywhere_fails_once_no_live_worker_has_it(workers: Workers) -
     assert "session " + sid in group.logs() or sid in group.logs()
 
 
+@pytest.mark.brokers
 def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
     """By-name sends while a worker is SIGKILLed: every action applied once, in each session's
     send order, and every result readable through AsyncResult."""
