@@ -38,6 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker,
         "result_backend": settings.backend,
+        **tls_config(settings),
         # JSON only: pickle would let anyone who can write to the broker run code on workers.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -84,6 +85,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
     }
+
+
+def tls_config(settings: Settings) -> dict[str, Any]:
+    """Celery's TLS options for a `rediss://` broker or result backend (the `redis_ssl_*`
+    settings). Only then: set for a `redis://` URL they would turn TLS on, and kombu alone
+    would take a `rediss://` broker without them as "do not verify the certificate"."""
+    config: dict[str, Any] = {}
+    if broker_ssl := settings.redis_ssl(settings.broker):
+        config["broker_use_ssl"] = broker_ssl
+    if backend_ssl := settings.redis_ssl(settings.backend):
+        config["redis_backend_use_ssl"] = backend_ssl
+    return config
 
 
 def make_app(settings: Settings | None = None) -> JidoCelery:

@@ -1,5 +1,8 @@
 """Start-up checks of the Redis server (like celery-redbeat's `checks.py`).
 
+Credentials: a Redis that refuses the URL's user or password stops a worker at start with a
+message naming the URL (password hidden), instead of failing every task later.
+
 Eviction: with `maxmemory` 0 Redis never evicts, so any policy is fine. With a limit, an
 `allkeys-*` policy may evict any key and a `volatile-*` one any key with a TTL (leases, a
 terminated session's stream): session work could be lost or doubled, so warn, or stop the
@@ -13,8 +16,8 @@ from typing import Any
 
 import redis
 
-from jido_tasks.errors import ConfigError
-from jido_tasks.settings import ENV_PREFIX
+from jido_tasks.errors import ConfigError, RedisAuthFailed
+from jido_tasks.settings import ENV_PREFIX, Settings, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +56,25 @@ def enforce_eviction_policy(client: Any, fatal: bool) -> None:
     except ConfigError as exc:
         log.critical("%s", exc)
         raise SystemExit(f"error: {exc}") from exc
+
+
+def check_credentials(client: Any, settings: Settings) -> None:
+    """Raise `RedisAuthFailed` (naming the URL, password hidden) if Redis refuses the URL's
+    credentials; other failures (Redis not up yet) are left to the calls that follow."""
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise RedisAuthFailed(safe_url(settings.redis_dsn), str(exc)) from exc
+    except redis.RedisError:
+        return
+
+
+def enforce_start_checks(client: Any, settings: Settings) -> None:
+    """At worker start: stop (SystemExit, see `enforce_eviction_policy`) if Redis refuses the
+    credentials, then check the eviction policy."""
+    try:
+        check_credentials(client, settings)
+    except RedisAuthFailed as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"error: {exc}") from exc
+    enforce_eviction_policy(client, settings.eviction_fatal)

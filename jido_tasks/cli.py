@@ -31,6 +31,7 @@ from jido_tasks.logs import configure_cli
 from jido_tasks.mailbox import ActionHandle
 from jido_tasks.models import JsonObject, SessionStatus
 from jido_tasks.settings import load_settings, safe_url
+from jido_tasks.store.connection import typed_redis_error
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
@@ -76,8 +77,8 @@ class _Group(click.Group):
             ctx.exit(2)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             client = ctx.find_root().obj
-            where = f" at {safe_url(client.settings.redis_dsn)}" if client is not None else ""
-            click.echo(f"error: cannot reach Redis{where}: {exc}", err=True)
+            typed = typed_redis_error(exc, client.settings if client is not None else None, None)
+            click.echo(f"error: {typed or exc}", err=True)
             ctx.exit(1)
         except redis.RedisError as exc:  # e.g. a read-only replica, a disk error (MISCONF)
             click.echo(f"error: Redis refused: {exc}", err=True)

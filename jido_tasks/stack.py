@@ -43,8 +43,10 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "jido_tasks.cli", *args]
 
 
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_answers(url: str, timeout: float = 1.0, ssl: dict[str, str] | None = None) -> bool:
+    """Whether Redis at `url` answers a PING (`ssl`: TLS arguments, `Settings.redis_ssl`)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  **(ssl or {}))
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -98,7 +100,8 @@ class Stack:
         """Start every child (Redis first when a private one is needed)."""
         env = self.env()
         data = DATA_DIR.resolve()
-        if not redis_answers(self.settings.redis_dsn):
+        dsn = self.settings.redis_dsn
+        if not redis_answers(dsn, ssl=self.settings.redis_ssl(dsn)):
             self._start_private_redis(data)
         self.out(f"redis:    {safe_url(self.settings.redis_dsn)}")
         beat_dir = data / "beat"
