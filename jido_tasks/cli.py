@@ -17,7 +17,7 @@ import click
 import redis
 from pydantic_core import to_jsonable_python
 
-from jido_tasks.checks import check_eviction_policy
+from jido_tasks.checks import broker_status, check_eviction_policy
 from jido_tasks.client import Client
 from jido_tasks.commands import ADDRESS_HELP, metrics, up
 from jido_tasks.errors import JidoTasksError, RedisUnavailable
@@ -143,7 +143,8 @@ def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...])
 @click.option("--workers", "ping_workers", is_flag=True,
               help="Also ping workers; exit 1 if none answers.")
 def check(ping_workers: bool) -> None:
-    """Check Redis (reachable, version, eviction policy); exit 1 if it is unreachable."""
+    """Check Redis (reachable, version, eviction policy) and the Celery broker (reachable,
+    messages queued); exit 1 if either is unreachable."""
     c = client()
     c.layer.redis.ping()
     report: dict[str, Any] = {
@@ -154,7 +155,13 @@ def check(ping_workers: bool) -> None:
         "broker_url": safe_url(c.settings.broker),
         "result_backend": safe_url(c.settings.backend),
         "eviction_warning": check_eviction_policy(c.layer.redis),
+        "broker": broker_status(c.celery, [c.settings.queue, c.settings.sweep_queue]),
     }
+    if not report["broker"]["ok"]:
+        print_json(report)
+        click.echo(f"error: cannot reach the broker at {report['broker_url']}: "
+                   f"{report['broker']['error']}", err=True)
+        sys.exit(1)
     if ping_workers:
         report["workers"] = sorted(name for reply in c.celery.control.ping(timeout=1.0)
                                    for name in reply)

@@ -155,8 +155,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def rabbitmqctl(*args: str) -> None:
-    """Run `rabbitmqctl ARGS` on the local node; fail the test with its output if it fails."""
-    out = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    """Run `rabbitmqctl ARGS` on the local node (through `sudo -n` unless root: Debian's
+    rabbitmqctl runs for root or rabbitmq only); fail the test with its output if it fails."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    out = subprocess.run([*sudo, "rabbitmqctl", *args], capture_output=True, text=True,
+                         timeout=60)
     if out.returncode != 0:
         pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {out.stderr or out.stdout}")
 
