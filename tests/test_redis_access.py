@@ -110,6 +110,10 @@ def test_wrong_password_stops_the_cli_and_the_worker_at_start(acl_redis: RedisSe
         f"error: Redis at redis://{USER}:***@127.0.0.1:{acl_redis.port}/0 refused the "
         "credentials: invalid username-password pair or user is disabled. (give the user and "
         "password in the URL: redis://user:password@host:port/db)")
+    up = subprocess.run([sys.executable, "-m", "jido_tasks.cli", "up"], cwd=tmp_path,
+                        env=worker_env(settings), capture_output=True, text=True, timeout=60)
+    assert up.returncode == 1
+    assert up.stderr.strip() == proc.stderr.strip()  # not "no Redis answers" (nor a new Redis)
     group = WorkerGroup(settings, tmp_path)
     try:
         group.start(1, wait=False)
