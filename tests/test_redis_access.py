@@ -15,7 +15,8 @@ import redis
 
 from jido_tasks import AsyncClient, Client
 from jido_tasks.celery_app import celery_config
-from jido_tasks.errors import RedisAuthFailed, RedisUnavailable
+from jido_tasks.errors import ConfigError, RedisAuthFailed, RedisUnavailable
+from jido_tasks.settings import load_settings
 from tests.conftest import (
     REDIS_SERVER,
     ROOT,
@@ -140,6 +141,9 @@ def test_tls_options_reach_celery_only_for_rediss_urls(tmp_path: Path) -> None:
                                                "ssl_ca_certs": str(ca)}
     both = celery_config(make_settings("rediss://127.0.0.1:1/0", redis_ssl_cert_reqs="none"))
     assert both["broker_use_ssl"] == both["redis_backend_use_ssl"] == {"ssl_cert_reqs": "none"}
+    with pytest.raises(ConfigError) as missing:
+        load_settings(redis_url="rediss://127.0.0.1:1/0", redis_ssl_ca_certs=tmp_path / "no.pem")
+    assert missing.value.setting == "JIDO_TASKS_REDIS_SSL_CA_CERTS"
 
 
 def make_cert(directory: Path, name: str) -> tuple[Path, Path]:
