@@ -280,7 +280,7 @@ def test_a_dead_worker_resumes_in_seconds(workers: Workers, broker: str) -> None
     default lease. On the Redis broker the message stays unacked until the visibility timeout,
     so another worker's light recovery sees the holder's liveness gone and publishes a drain
     (it took about a minute before); RabbitMQ redelivers the message when the dead worker's
-    connection closes, and its claim takes the session over at once."""
+    connection closes, and its drain takes the session over once the liveness key is gone."""
     group = workers(2, lease_ttl=10.0)
     c = group.client
     sid = c.create_session().id
