@@ -57,7 +57,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         # Results are summaries nobody needs for long; bound them so Redis does not grow.
         "result_expires": int(settings.result_expires),
-        "broker_transport_options": dict(transport),
+        # Redis broker: kombu scans for unacked messages past the visibility timeout when a
+        # worker starts, then every `unacked_restore_interval` (10 s) times this throttle
+        # (default 10: 100 s). A message a dead worker had prefetched (a by-name send, which no
+        # sweep can see) is restored within 10 s of its timeout, not 100 s. Other brokers
+        # ignore it.
+        "broker_transport_options": {**transport, "unacked_restore_throttle": 1},
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,
         # Drop in-flight messages' prefetch on a lost connection rather than run them twice.
