@@ -42,14 +42,15 @@ class AsyncRedisLayer:
         if self.cluster:  # the cluster client keeps a pool per node
             self.redis: Any = redis.asyncio.cluster.RedisCluster.from_url(
                 settings.redis_dsn, decode_responses=True, max_connections=max_connections,
-                client_name=CLIENT_NAME)
+                client_name=CLIENT_NAME, **settings.redis_ssl(settings.redis_dsn))
             return
         self.pool = redis.asyncio.BlockingConnectionPool.from_url(
             settings.redis_dsn, decode_responses=True, max_connections=max_connections,
             timeout=None, health_check_interval=30, client_name=CLIENT_NAME,
             # A pool given to the client keeps its own retry policy: retry a command on a
             # connection that broke (e.g. Redis restarted) as the sync client does.
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3))
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+            **settings.redis_ssl(settings.redis_dsn))
         # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
         self.redis = redis.asyncio.Redis(connection_pool=self.pool)
 

@@ -19,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterError, NoScriptError, RedisClusterException
 
-from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
+from jido_tasks.errors import RedisAuthFailed, RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
 from jido_tasks.store.client import SyncRedis
 from jido_tasks.store.keys import KeySchema
@@ -31,7 +31,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_pools: dict[tuple[int, str, bool], Any] = {}
+_pools: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], Any] = {}
 _pools_lock = threading.Lock()
 
 
@@ -45,6 +45,8 @@ def typed_redis_error(exc: BaseException, settings: Settings | None,
                       session_id: str | None) -> Exception | None:
     """The project's typed error for a Redis failure, or None if `exc` is not one we map."""
     where = safe_url(settings.redis_dsn) if settings is not None else "?"
+    if isinstance(exc, redis.AuthenticationError):
+        return RedisAuthFailed(where, str(exc) or type(exc).__name__, session_id)
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ClusterError,
                         RedisClusterException)):  # a cluster node down: its slots fail
         return RedisUnavailable(where, str(exc) or type(exc).__name__, session_id)
@@ -143,20 +145,22 @@ def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | 
     return out
 
 
-def connect(url: str, cluster: bool = False) -> Any:
+def connect(url: str, ssl: dict[str, str] | None = None, cluster: bool = False) -> Any:
     """A process-wide client for `url` (a fresh one after fork, so workers never share
     sockets): a `redis.Redis`, or with `cluster` a `redis.cluster.RedisCluster` that found the
-    cluster's nodes from the one `url` names (it follows MOVED/ASK redirections and failovers)."""
-    key = (os.getpid(), url, cluster)
+    cluster's nodes from the one `url` names (it follows MOVED/ASK redirections and failovers);
+    `ssl`: redis-py's TLS arguments for a `rediss://` URL (`Settings.redis_ssl`)."""
+    options = ssl or {}
+    key = (os.getpid(), url, tuple(sorted(options.items())), cluster)
     with _pools_lock:
         client = _pools.get(key)
         if client is None:
             if cluster:
                 client = RedisCluster.from_url(url, decode_responses=True,
-                                               health_check_interval=30)
+                                               health_check_interval=30, **options)
             else:
                 client = redis.Redis.from_url(url, decode_responses=True,
-                                              health_check_interval=30)
+                                              health_check_interval=30, **options)
             _pools[key] = client
         return client
 
@@ -167,6 +171,7 @@ class RedisLayer:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         raw = client if client is not None else connect(settings.redis_dsn,
+                                                        settings.redis_ssl(settings.redis_dsn),
                                                         settings.redis_cluster)
         self.redis: SyncRedis = cast(SyncRedis, raw)
         self.cluster = isinstance(raw, RedisCluster)
