@@ -425,3 +425,22 @@ def test_the_worker_survives_redis_out_of_memory(tmp_path: Path) -> None:
         stop.set()
         group.stop()
         server.kill()
+
+
+def test_a_drain_cancelled_by_sigterm_is_not_the_actions_failure(workers: Workers) -> None:
+    """Celery cancels running drains with SIGTERM when its broker connection drops (a Redis
+    restart); billiard turns the signal into SystemExit inside the action. That is the process
+    stopping, not the action failing: the action runs again elsewhere and succeeds once (it was
+    recorded as failed with `SystemExit: -241`)."""
+    group = workers(1, concurrency=2, lease_ttl=2.0)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    first = c.send(sid, "test.slow_append", {"value": 0, "seconds": 1.0, "started_key": key})
+    after = c.send(sid, "test.append", {"value": 1})
+    os.kill(_started(c, key)[0], signal.SIGTERM)
+    _started(c, key, 2, timeout=30)
+    assert first.get(timeout=30) == 1
+    assert after.get(timeout=30) == 2
+    assert first.record().attempts == 2
+    assert c.get_state(sid)["items"] == [0, 1]
