@@ -391,11 +391,15 @@ def test_the_worker_survives_redis_out_of_memory(tmp_path: Path) -> None:
     try:
         group.start(1)
         c = group.client
-        sids = [c.create_session().id for _ in range(3)]
+        sids = [c.create_session().id for _ in range(4)]
         handles = [c.send(sid, "test.slow_append", {"value": i, "seconds": 0.1})
                    for i in range(10) for sid in sids]
-        wait_for(lambda: c.layer.redis.exists(c.layer.keys.session(sids[0]).lease), 20,
-                 message="the first drain to start")
+        leases = [c.layer.keys.session(sid).lease for sid in sids]
+        # Fill while a drain runs and others wait in the queue: the worker's main process
+        # takes the next one (kombu's delivery bookkeeping) under the OOM.
+        wait_for(lambda: c.layer.redis.exists(*leases)
+                 and c.layer.redis.llen(c.settings.queue) >= 2, 20,
+                 message="a drain running and two waiting")
         names = _fill(server)
         wait_for(lambda: "OutOfMemoryError" in "".join(
             line for line in group.logs().splitlines() if "/MainProcess]" in line), 30,
