@@ -158,8 +158,8 @@ def send(group: WorkerGroup, sid: str, value: int, seconds: float) -> ActionHand
     deadline = time.monotonic() + 30
     while True:
         try:
-            return group.client.send(sid, "test.slow_append", {"value": value, "seconds": seconds},
-                                 action_id=action_id)
+            return group.client.send(sid, "test.slow_append",
+                                     {"value": value, "seconds": seconds}, action_id=action_id)
         except RedisUnavailable:
             if time.monotonic() > deadline:
                 raise
