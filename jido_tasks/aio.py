@@ -34,6 +34,7 @@ from jido_tasks.mailbox import (
     WITHDRAW_REASON,
     SendItem,
     cancel_op,
+    check_timeout,
     normalize,
     prepare,
     record_op,
@@ -276,6 +277,7 @@ class AsyncClient:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
         `ActionTimeout`); `action_id` as for `send` (a retried call waits for the first).
         Cancelling the awaiting task stops the wait, not the action."""
+        check_timeout("call", timeout, session_id)
         wait: Wait | None = None
         try:
             async with self._sending:
@@ -314,6 +316,7 @@ class AsyncClient:
         """The finished record of an action (pub/sub, no polling); `ActionTimeout` after
         `timeout` seconds (the action itself goes on)."""
         validate_session_id(session_id)
+        check_timeout("wait", timeout, session_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         wait = self.hub.register(session_id, action_id)
