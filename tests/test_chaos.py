@@ -86,10 +86,14 @@ class Chaos(threading.Thread):
         self.victims: list[tuple[str, float, list[str]]] = []
         """Per kill: what was killed, when, and the sessions it held a lease on."""
         self.sessions: list[str] = []
+        self.replaced: set[int] = set()
+        self.exited = 0
+        """Workers whose main process exited on its own, started again."""
 
     def run(self) -> None:
         try:
             while not self.stop.wait(self.period):
+                self.supervise()
                 self.strike()
                 if (self.server is not None and not self.restarted.is_set()
                         and sum(self.kills.values()) >= self.restart_after):
@@ -97,6 +101,16 @@ class Chaos(threading.Thread):
                 self.group.client.sweep(force=True)
         except BaseException as exc:  # reported by the test
             self.errors.append(exc)
+
+    def supervise(self) -> None:
+        """Start a new worker for one whose main process exited on its own, as a supervisor
+        (systemd, compose) would: Celery ends a worker whose pool process dies while its pool
+        starts ("Unrecoverable error: WorkerLostError('Could not start worker processes')")."""
+        for index, proc in enumerate(self.group.procs):
+            if proc.poll() is not None and index not in self.replaced:
+                self.replaced.add(index)
+                self.group.start(1, wait=False)
+                self.exited += 1
 
     def restart_redis(self, server: RedisServer) -> None:
         down = time.monotonic()
@@ -129,6 +143,7 @@ class Chaos(threading.Thread):
         index = self.rng.choice(alive)
         if self.rng.random() < 0.15 and len(alive) > 1:
             pids = self.group.child_pids(self.group.procs[index])
+            self.replaced.add(index)
             self.group.kill(index)
             self.group.start(1, wait=False)
             self.kills["worker"] += 1
@@ -168,7 +183,9 @@ def send(group: WorkerGroup, sid: str, value: int, seconds: float) -> ActionHand
 
 def run_chaos(workers: Workers, server: RedisServer, figures: Figures, sessions: int,
               per_session: int, period: float, seed: int) -> None:
-    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50, redis_url=server.url)
+    # Every record is kept, so that every handle can be checked.
+    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50, redis_url=server.url,
+                    keep_results=max(100, per_session))
     c = group.client
     sids = [c.create_session().id for _ in range(sessions)]
     commits = Commits(server, {sid: c.layer.keys.session(sid).state for sid in sids})
@@ -225,7 +242,8 @@ def report(figures: Figures, chaos: Chaos, commits: Commits, actions: int) -> No
         if not moment <= down <= recovered and not down <= moment <= up:  # not the restart's
             recoveries[kind].append(recovered - moment)
     figures(f"chaos: {actions} actions, {chaos.kills['process']} pool processes and "
-            f"{chaos.kills['worker']} workers killed: 0 lost, 0 repeated, 0 out of order")
+            f"{chaos.kills['worker']} workers killed ({chaos.exited} more exited on their own "
+            f"and were started again): 0 lost, 0 repeated, 0 out of order")
     for kind, times in recoveries.items():
         if times:
             figures(f"chaos: a killed {kind}'s sessions commit again after: median "
