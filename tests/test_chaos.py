@@ -267,6 +267,7 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.mark.brokers
 def test_chaos_short(workers: Workers, aof_redis: RedisServer, figures: Figures) -> None:
     """Short chaos: 8 sessions x 40 actions while processes are killed every 0.4 s, and Redis
     restarted once among the kills."""
