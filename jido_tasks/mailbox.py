@@ -98,12 +98,13 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
 
 def send_op(settings: Settings, session_id: str, action_id: str,
             request: ActionRequest, request_json: str | None = None,
-            ) -> scripts.Op[scripts.Sent]:
+            claim_for: scripts.ClaimFor | None = None) -> scripts.Op[scripts.Sent]:
     """The send script call (its reply says whether to publish a drain, and duplicates);
-    `request_json` is `request.to_json()` when the caller has it already."""
+    `request_json` is `request.to_json()` when the caller has it already; `claim_for`: see
+    `scripts.send`."""
     return scripts.send(session_id, action_id=action_id, action=request.action,
                         request=request_json or request.to_json(), digest=request.digest or "",
-                        stale_after=settings.stale_after)
+                        stale_after=settings.stale_after, claim_for=claim_for)
 
 
 def settle_many(prepared: list[tuple[str, ActionRequest]],
@@ -201,13 +202,16 @@ class Mailbox:
 
     def accept(self, session_id: str, action: str, params: Any = None,
                action_id: str | None = None, reply_to: ReplyTo | None = None,
-               publish: bool = True) -> tuple[ActionHandle, scripts.Sent]:
+               publish: bool = True, claim_for: scripts.ClaimFor | None = None,
+               ) -> tuple[ActionHandle, scripts.Sent]:
         """`send`, also returning what the send script did (the by-name task needs to know a
         duplicate and its outcome). Without `publish`, a drain the send asks for
-        (`Sent.publish`) is the caller's to run or publish."""
+        (`Sent.publish`) is the caller's to run or publish; with `claim_for` (a worker), the
+        send claims the lease for that drain when it is free (`Sent.claimed`)."""
         action_id, request = prepare(self.settings, session_id, action, params, action_id,
                                      reply_to)
-        sent = self.layer.call(send_op(self.settings, session_id, action_id, request))
+        sent = self.layer.call(send_op(self.settings, session_id, action_id, request,
+                                       claim_for=claim_for))
         if sent.publish and publish:
             publish_drain(self.celery, self.settings, session_id)
         if not sent.duplicate:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction
+from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction, runtime
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
 from jido_tasks.models import ActionRequest, ReplyTo
 from jido_tasks.settings import Settings
@@ -340,6 +340,67 @@ def test_reused_task_id_with_other_content_keeps_the_first_result(workers: Worke
         app.close()
 
 
+def test_send_claims_a_free_lease_for_the_drain_it_asks_for(client: Client) -> None:
+    """A worker accepting a by-name send claims the session's free lease in the same script
+    call (fenced like a claim), and drains from that claim; a send to a session whose drain
+    is already scheduled claims nothing."""
+    c = client
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    fence = int(c.layer.redis.hget(sk.entry, "fence") or 0)
+    first = c.mailbox.accept(sid, "test.append", {"value": 1}, claim_for=runtime.claim_for(
+        c.layer, "w1"))[1]
+    assert first.claimed is not None and not first.publish
+    assert int(first.claimed.token) == fence + 1
+    assert [a.id for a in first.claimed.batch.actions] == c.layer.redis.lrange(sk.mailbox, 0, -1)
+    assert c.layer.redis.get(sk.lease) == f"{first.claimed.token}|w1"
+    assert c.layer.redis.get(c.layer.keys.alive("w1")) == "1"
+    second = c.mailbox.accept(sid, "test.append", {"value": 2},
+                              claim_for=runtime.claim_for(c.layer, "w2"))[1]
+    assert second == scripts.Sent(False, False)  # scheduled and leased: w1's drain takes it
+    report = runtime.drain(c.layer, sid, worker="w1", claimed=first.claimed)
+    assert (report.outcome, report.applied) == ("done", 2)
+    assert c.get_state(sid)["items"] == [1, 2]
+    assert not c.layer.redis.exists(sk.lease) and not c.layer.redis.hexists(sk.entry, "scheduled")
+    # Its stale claim is fenced off once another worker has claimed the session since.
+    again = c.mailbox.accept(sid, "test.append", {"value": 3},
+                             claim_for=runtime.claim_for(c.layer, "w3"))[1]
+    assert again.claimed is not None
+    c.layer.redis.delete(sk.lease)  # as if w3's lease expired; w4 claims the session
+    assert runtime.drain(c.layer, sid, worker="w4").applied == 1
+    assert runtime.drain(c.layer, sid, worker="w3", claimed=again.claimed).outcome == "stale"
+    assert c.get_state(sid)["items"] == [1, 2, 3]
+
+
+def test_by_name_results_when_the_message_asks_celery_to_store_results(
+        workers: Workers) -> None:
+    """A client that sends with `ignore_result=False` (Celery would store the send task's own
+    return) still gets the action's result or error: drained in place, failed, and left to
+    the drain of a busy session."""
+    group = workers(1, concurrency=2)
+    app = celery_client(group.settings)
+    c = group.client
+    r = c.layer.redis
+    sid = c.create_session().id
+    started = f"{group.settings.namespace}:test:started:{uuid.uuid4().hex}"
+
+    def by_name(action: str, params: dict[str, Any]) -> Any:
+        return app.send_task("jido_tasks.send", args=[sid, action, params],
+                             queue=group.settings.queue, ignore_result=False)
+    try:
+        assert by_name("test.append", {"value": "a"}).get(timeout=30) == 1
+        assert error_of(by_name("test.fail", {"message": "nope"})) == ("ValueError", "nope")
+        head = c.send(sid, "test.slow_append", {"seconds": 2, "value": "b",
+                                                "started_key": started})
+        wait_for(lambda: r.llen(started), 30, message="the head action to start")
+        queued = by_name("test.append", {"value": "c"})  # accepted while the head runs
+        assert queued.get(timeout=30) == 3
+        assert head.get(timeout=30) == 2
+        assert c.get_state(sid)["items"] == ["a", "b", "c"]
+    finally:
+        app.close()
+
+
 # -- Flower ----------------------------------------------------------------------------------
 AUTH = "ops:s3cret"
 
@@ -478,9 +539,9 @@ def test_action_events_can_be_turned_off(workers: Workers) -> None:
     app.close()
     assert not [e for e in seen if e.get("uuid") == h.id]
     assert not [e for e in seen if str(e.get("name", "")).startswith("jido_tasks.action.")]
-    # The by-name send itself shows as received/started (the worker's own events), no more.
-    assert {e["type"] for e in seen if e.get("uuid") == r.id} <= {"task-received",
-                                                                  "task-started"}
+    # Nor does the by-name send itself: its id is the action's, whose row only the per-action
+    # events write (the worker's own events for the send are off).
+    assert not [e for e in seen if e.get("uuid") == r.id]
 
 
 def test_request_marks_by_name_sends() -> None:

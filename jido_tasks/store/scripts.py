@@ -93,6 +93,7 @@ class Tag(StrEnum):
     HANDED = "handed"
     YIELDED = "yielded"
     UNCHANGED = "unchanged"
+    CLAIMED = "claimed"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -115,11 +116,14 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What `send` did: `publish` (the caller must publish a drain), or found the same send
-    already accepted (`duplicate`, with its `outcome` if it has finished)."""
+    already accepted (`duplicate`, with its `outcome` if it has finished). `claimed`: the send
+    claimed the session's lease for the drain it asked for (see `ClaimFor`); the caller runs
+    that drain (`publish` is then False)."""
 
     publish: bool
     duplicate: bool
     outcome: Outcome | None = None
+    claimed: Claimed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +190,18 @@ class Stored:
 
 ClaimReply = Claimed | Busy | Tag
 """`Claimed`, `Busy`, `Tag.EMPTY` (nothing pending) or `Tag.MISSING`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFor:
+    """A worker that accepts a send and would drain the session itself: `send` then claims a
+    free lease in the same call (`claim`'s arguments)."""
+
+    worker: str
+    lease_ms: int
+    batch_size: int
+    alive_key: str
+    alive_ms: int
 
 
 # -- scripts and prepared calls ------------------------------------------------------------
@@ -354,7 +370,8 @@ TRANSITION = Script("transition", ("target", "reason"))
 TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
-SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
+SEND = Script("send", ("action_id", "request", "digest", "stale_after", "worker", "lease_ms",
+                       "batch_size", "alive_ms"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
 RECOVER_DEAD = Script("recover_dead", ("expected",))
@@ -426,19 +443,28 @@ def cancel_pending(session_id: str, *, keep: int) -> Op[int]:
 
 
 def send(session_id: str, *, action_id: str, action: str, request: str, digest: str,
-         stale_after: float) -> Op[Sent]:
+         stale_after: float, claim_for: ClaimFor | None = None) -> Op[Sent]:
     """Accept an action (`Sent`); a resend of an accepted id with the same `digest` is
-    `Sent(duplicate=True)`, with another digest `ActionIdConflict`."""
+    `Sent(duplicate=True)`, with another digest `ActionIdConflict`. With `claim_for`, a send
+    that asks for a drain takes the free lease for it (`Sent.claimed`)."""
     def decode(reply: list[Any]) -> Sent:
         tag = Tag(reply[0])
         if tag is Tag.EXISTS:
             return Sent(False, True, Outcome.model_validate_json(reply[1]) if reply[1] else None)
         if tag is Tag.CHANGED:
             raise ActionIdConflict(session_id, action_id, action)
+        if tag is Tag.CLAIMED:
+            claimed = _claim_reply([Tag.OK.value, *reply[1:]])
+            if not isinstance(claimed, Claimed):
+                raise ValueError("a claimed send without a claim")
+            return Sent(False, False, claimed=claimed)
         _refuse(reply, session_id)
         return Sent(bool(int(reply[1])), False)
-    return _op(SEND, session_id, decode, action_id=action_id, request=request, digest=digest,
-               stale_after=stale_after)
+    c = claim_for
+    return _op(SEND, session_id, decode, extra_keys=(c.alive_key,) if c else (),
+               action_id=action_id, request=request, digest=digest, stale_after=stale_after,
+               worker=c.worker if c else "", lease_ms=c.lease_ms if c else 0,
+               batch_size=c.batch_size if c else 0, alive_ms=c.alive_ms if c else 0)
 
 
 def _claim_reply(reply: list[Any]) -> ClaimReply:

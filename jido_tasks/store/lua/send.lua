@@ -3,11 +3,16 @@
 -- is pending or whose record is kept is not sent again; with the same digest (a retried or redelivered send) the
 -- reply says so, and with another digest the id is refused as taken.
 -- KEYS: the session keys (see _lib.lua).
+--   With `worker` set (a worker accepting a by-name send), KEYS[K_EXTRA] is its liveness key.
 -- ARGV: action_id, request (JSON), digest (of the action name and params; '' for none),
 -- stale_after (seconds after which a flag with no live lease is stale: its drain message was
--- lost, and a new drain must be published).
--- Returns {'ok', publish (0/1)}, {'exists', record JSON or '' while pending} (the same send again),
--- {'changed'} (the id is taken by another action), {'missing'} or {'inactive', status}.
+-- lost, and a new drain must be published); worker, lease_ms, batch_size, alive_ms: with a
+-- worker ('' for none), a send that would ask for a drain claims the free lease for it
+-- instead, as claim.lua does, so the caller drains at once without another round trip.
+-- Returns {'ok', publish (0/1)}, {'claimed', <claim.lua's 'ok' reply after its tag>} (the
+-- drain is the caller's to run, under the lease it now holds), {'exists', record JSON or ''
+-- while pending} (the same send again), {'changed'} (the id is taken by another action),
+-- {'missing'} or {'inactive', status}.
 -- An id is known while its request is pending or its record is kept (see _lib.lua).
 local known, outcome = redis.call('HGET', KEYS[K_PENDING], action_id), ''
 if not known then
@@ -39,5 +44,10 @@ if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
   touch(ts, {'scheduled', fmt(ts)}, f.status)
 else
   touch(ts, nil, f.status)
+end
+if publish == 1 and worker ~= '' and redis.call('EXISTS', KEYS[K_LEASE]) == 0 then
+  local claimed = claim_free(row(), worker, lease_ms, batch_size, alive_ms)
+  claimed[1] = 'claimed'  -- never 'empty': this send just queued an action
+  return claimed
 end
 return {'ok', publish}
