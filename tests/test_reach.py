@@ -3,6 +3,7 @@ and every action visible in Flower (real workers, a real Flower with basic auth)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,12 +23,28 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction, runtime
+from jido_tasks import (
+    ActionFailed,
+    AsyncClient,
+    Client,
+    InvalidParams,
+    SessionNotActive,
+    UnknownAction,
+    runtime,
+)
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
 from jido_tasks.models import ActionRequest, ReplyTo
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
-from tests.conftest import ROOT, WorkerGroup, burst, free_port, wait_for, worker_env
+from tests.conftest import (
+    ROOT,
+    BurstClient,
+    WorkerGroup,
+    burst,
+    free_port,
+    wait_for,
+    worker_env,
+)
 
 Workers = Callable[..., WorkerGroup]
 
@@ -118,6 +135,54 @@ def test_client_send_with_action_id_is_idempotent(burst_client: Client) -> None:
         c.send_many(sid, [("test.append", {"value": 9}), ("test.append", {"value": 5}, ids[0])])
     burst(c, sid)
     assert c.get_state(sid)["items"] == [1, 2, 3, 4]
+
+
+def test_send_many_with_a_taken_id_refuses_the_whole_batch_before_queueing(
+        settings: Settings) -> None:
+    """An item whose id is taken by other content refuses the batch in the one script call,
+    before anything is written: no action queued, no record, no event, no counter, and the
+    batch's other ids stay free (sent again without the bad item, they are new actions).
+    The async client behaves the same."""
+    c = BurstClient(settings)
+    try:
+        sid = c.create_session().id
+        r, sk = c.layer.redis, c.layer.keys.session(sid)
+        taken = f"act_{uuid.uuid4().hex}"
+        c.send(sid, "test.append", {"value": "first"}, action_id=taken)
+        fresh = f"act_{uuid.uuid4().hex}"
+
+        def stored() -> tuple[Any, ...]:
+            return (r.lrange(sk.mailbox, 0, -1), r.hgetall(sk.pending),
+                    r.lrange(sk.records, 0, -1), r.xlen(sk.events), r.hgetall(
+                        c.layer.keys.metrics))
+        before = stored()
+        batch = [("test.append", {"value": "a"}), ("test.append", {"value": "b"}, fresh),
+                 ("test.append", {"value": "other"}, taken)]
+        with pytest.raises(ActionIdConflict) as refused:
+            c.send_many(sid, batch)
+        assert (refused.value.session_id, refused.value.action_id) == (sid, taken)
+        assert stored() == before
+
+        async def via_async() -> None:
+            async with AsyncClient(settings) as ac:
+                with pytest.raises(ActionIdConflict) as again:
+                    await ac.send_many(sid, batch)
+                assert again.value.action_id == taken
+        asyncio.run(via_async())
+        assert stored() == before
+        # The other ids were never taken: without the bad item the batch is new work.
+        handles = c.send_many(sid, batch[:2])
+        assert burst(c, sid) == 3
+        assert [h.get(timeout=5) for h in handles] == [2, 3]
+        assert c.get_state(sid)["items"] == ["first", "a", "b"]
+        # A refused batch is checked before the status: a retry of accepted ids is accepted
+        # again after the session ended, a batch with a new item is refused as inactive.
+        c.terminate_session(sid)
+        assert [h.id for h in c.send_many(sid, batch[1:2])] == [fresh]
+        with pytest.raises(SessionNotActive):
+            c.send_many(sid, batch[:2])
+    finally:
+        c.close()
 
 
 BARE_SENDER = """

@@ -372,6 +372,7 @@ TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
 SEND = Script("send", ("action_id", "request", "digest", "stale_after", "worker", "lease_ms",
                        "batch_size", "alive_ms"))
+SEND_MANY = Script("send_many", ("n", "stale_after"), variadic=True)
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
 RECOVER_DEAD = Script("recover_dead", ("expected",))
@@ -392,9 +393,9 @@ RECORD = Script("record", ("action_id",))
 DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
-ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, TAKEOVER,
-               COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER,
-               RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
+ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, SEND_MANY, CLAIM,
+               TAKEOVER, COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE,
+               RECOVER, RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
                RELEASE_LOCK)
 
 
@@ -465,6 +466,38 @@ def send(session_id: str, *, action_id: str, action: str, request: str, digest: 
                action_id=action_id, request=request, digest=digest, stale_after=stale_after,
                worker=c.worker if c else "", lease_ms=c.lease_ms if c else 0,
                batch_size=c.batch_size if c else 0, alive_ms=c.alive_ms if c else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SentMany:
+    """What `send_many` did: `publish` (the caller must publish a drain) and, per action in
+    order, its `Sent` (a duplicate, with its outcome if finished, or newly queued)."""
+
+    publish: bool
+    sent: list[Sent]
+
+
+def send_many(session_id: str, *, actions: list[tuple[str, str, str, str]],
+              stale_after: float) -> Op[SentMany]:
+    """Accept `actions` (action id, name, request JSON, digest or '') all or none, in order,
+    in one call: every id is checked before anything is written, and one taken by other
+    content refuses them all (`ActionIdConflict` naming it); a resent id with the same
+    digest is a duplicate (`Sent(duplicate=True)`)."""
+    def decode(reply: list[Any]) -> SentMany:
+        tag = Tag(reply[0])
+        if tag is Tag.CHANGED:
+            action_id, action, _, _ = actions[int(reply[1]) - 1]
+            raise ActionIdConflict(session_id, action_id, action)
+        _refuse(reply, session_id)
+        sent = [Sent(False, True, Outcome.model_validate_json(reply[i + 1]) if reply[i + 1]
+                     else None) if reply[i] == Tag.EXISTS else Sent(False, False)
+                for i in range(2, len(reply), 2)]
+        if len(sent) != len(actions):
+            raise ValueError(f"{len(sent)} replies for {len(actions)} actions")
+        return SentMany(bool(int(reply[1])), sent)
+    flat = [value for action_id, _, request, digest in actions
+            for value in (action_id, request, digest)]
+    return _op(SEND_MANY, session_id, decode, *flat, n=len(actions), stale_after=stale_after)
 
 
 def _claim_reply(reply: list[Any]) -> ClaimReply:

@@ -385,3 +385,29 @@ local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
   for _, v in ipairs(items) do out[#out + 1] = v end
   return out
 end
+
+-- What is stored of an accepted action id: its JSON (the pending request, or the kept record,
+-- which starts with the request's fields and so carries its digest `d`) and the record JSON
+-- when it has finished ('' while pending); nil when the id is unknown.
+local function known_action(aid)
+  local pending = redis.call('HGET', KEYS[K_PENDING], aid)
+  if pending then return pending, '' end
+  local pos = redis.call('LPOS', KEYS[K_RECORDS], aid, 'RANK', -1)
+  if not pos then return nil, '' end
+  local record = redis.call('LINDEX', KEYS[K_RECORDS], pos + 2)
+  return record, record
+end
+
+-- After actions were queued: touch activity and set the drain flag if it was not set, or was
+-- set more than `stale_after` seconds ago with no lease (its drain message was lost). `f`: the
+-- registry's {status, scheduled}. Returns 1 when the caller must see to a drain, else 0.
+local function schedule(f, stale_after, ts)
+  if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
+                         and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
+    redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+    touch(ts, {'scheduled', fmt(ts)}, f.status)
+    return 1
+  end
+  touch(ts, nil, f.status)
+  return 0
+end

@@ -14,14 +14,7 @@
 -- while pending} (the same send again), {'changed'} (the id is taken by another action),
 -- {'missing'} or {'inactive', status}.
 -- An id is known while its request is pending or its record is kept (see _lib.lua).
-local known, outcome = redis.call('HGET', KEYS[K_PENDING], action_id), ''
-if not known then
-  local pos = redis.call('LPOS', KEYS[K_RECORDS], action_id, 'RANK', -1)
-  if pos then
-    known = redis.call('LINDEX', KEYS[K_RECORDS], pos + 2)
-    outcome = known
-  end
-end
+local known, outcome = known_action(action_id)
 if known then
   -- Checked before the status: a redelivered send of an accepted action is not refused
   -- because the session has ended since.
@@ -36,15 +29,7 @@ if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end
 local ts = now()
 redis.call('HSET', KEYS[K_PENDING], action_id, request)
 redis.call('RPUSH', KEYS[K_MAILBOX], action_id)
-local publish = 0
-if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
-                       and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
-  publish = 1
-  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
-  touch(ts, {'scheduled', fmt(ts)}, f.status)
-else
-  touch(ts, nil, f.status)
-end
+local publish = schedule(f, stale_after, ts)
 if publish == 1 and worker ~= '' and redis.call('EXISTS', KEYS[K_LEASE]) == 0 then
   local claimed = claim_free(row(), worker, lease_ms, batch_size, alive_ms)
   claimed[1] = 'claimed'  -- never 'empty': this send just queued an action
