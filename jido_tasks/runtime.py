@@ -220,7 +220,8 @@ class Drainer:
                 self.entry = SessionEntry.from_redis(
                     self.session_id, self.layer.keys.session(self.session_id).entry,
                     claimed.row)
-                parts = Parts(self.layer, self.session_id, claimed.legacy_state)
+                parts = Parts(self.layer, self.session_id, claimed.legacy_state,
+                              claimed.parts)
                 self._run(claimed.batch, parts, report, beat)
             except Exception:
                 # A bug or a Redis failure: give the lease up now rather than let it expire

@@ -30,6 +30,7 @@ from jido_tasks import (
     InvalidParams,
     SessionNotActive,
     UnknownAction,
+    reporting,
     runtime,
 )
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
@@ -435,6 +436,26 @@ def test_send_claims_a_free_lease_for_the_drain_it_asks_for(client: Client) -> N
     assert runtime.drain(c.layer, sid, worker="w4").applied == 1
     assert runtime.drain(c.layer, sid, worker="w3", claimed=again.claimed).outcome == "stale"
     assert c.get_state(sid)["items"] == [1, 2, 3]
+
+
+def test_results_and_their_acknowledgement_go_in_one_transaction(client: Client) -> None:
+    """With the result backend on the session's Redis, `deliver` writes the Celery results and
+    acknowledges them together; it still works when Redis lost its scripts (NOSCRIPT in the
+    transaction: the results are stored, then the acknowledgement runs on its own)."""
+    c = client
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for i, aid in enumerate(ids):
+        c.mailbox.accept(sid, "test.append", {"value": i}, aid, ReplyTo.CELERY)
+    assert runtime.drain(c.layer, sid, worker="w").applied == 3  # no listener: nothing stored
+    assert c.layer.redis.lrange(sk.replies, 0, -1) == ids
+    assert reporting.same_redis(c.layer, c.celery.backend)
+    c.layer.redis.execute_command("SCRIPT", "FLUSH")
+    assert reporting.deliver(c.layer, c.celery.backend, sid, []) == 3
+    assert [c.celery.AsyncResult(aid).get(timeout=5) for aid in ids] == [1, 2, 3]
+    assert c.layer.redis.llen(sk.replies) == 0
+    assert c.layer.redis.zscore(c.layer.keys.undelivered, sid) is None
 
 
 def test_by_name_results_when_the_message_asks_celery_to_store_results(

@@ -55,6 +55,10 @@ UNPACK_CHUNK = 1000
 """Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
 TRIM_CHUNK = 200
 """Most records one script drops by age (the rest go in later calls, or with the key TTL)."""
+PRELOAD_PARTS = 16
+PRELOAD_BYTES = 8192
+"""A state of at most this many parts and bytes comes whole with a claim (no part read by the
+drain); a bigger one is read part by part, as its actions ask."""
 PROGRESS_SUFFIX = "#p"
 """`<action id>#p` in the `pending` hash: a running action's Outcome with its progress."""
 
@@ -135,6 +139,8 @@ class Claimed:
     legacy_state: str | None
     row: dict[str, str]
     batch: Batch
+    parts: dict[str, str] | None = None
+    """The whole state (part name -> JSON) when it is small (see PRELOAD_PARTS), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +254,14 @@ class Op(Generic[T]):
         keys, args = self._keys_and_args(layer)
         layer.loaded(self.script.name, self.script.source)(keys=keys, args=args, client=pipe)
 
+    def evalsha(self, layer: RedisLayer) -> tuple[Any, ...]:
+        """The call as a raw EVALSHA command, to go in a pipeline beside other commands
+        without redis-py's script check (a round trip of its own); its reply is NOSCRIPT if
+        the script is not loaded: then `run` it."""
+        keys, args = self._keys_and_args(layer)
+        sha = layer.loaded(self.script.name, self.script.source).sha
+        return ("EVALSHA", sha, len(keys), *keys, *args)
+
     def decode(self, reply: Any) -> T:
         try:
             return self.decoder(reply)
@@ -307,6 +321,7 @@ def prelude() -> str:
         f"local ALLOWED_FROM = {_lua_table(allowed)}",
         f"local CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}, "
         f"{TRIM_CHUNK}",
+        f"local PRELOAD_PARTS, PRELOAD_BYTES = {PRELOAD_PARTS}, {PRELOAD_BYTES}",
         f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
         f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
         + ", ".join(_lua_str(_stored_name(Outcome, name)) for name in _OUTCOME_FIELDS),
@@ -510,9 +525,12 @@ def _claim_reply(reply: list[Any]) -> ClaimReply:
     if tag is not Tag.OK:
         return tag
     nrow = int(reply[4])
+    at = 5 + nrow
+    nparts = int(reply[at])
+    parts = _pairs(reply[at + 1:at + 1 + nparts]) if nparts >= 0 else None
     return Claimed(token=str(reply[1]), legacy_state=str(reply[2]) if reply[2] else None,
-                   row=_pairs(reply[5:5 + nrow]),
-                   batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
+                   row=_pairs(reply[5:at]), parts=parts,
+                   batch=Batch(int(reply[3]), _actions(reply[at + 1 + max(nparts, 0):])))
 
 
 def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int,

@@ -358,6 +358,28 @@ local function batch(n, reclaim)
   return hand_out(ids, reclaim, nil)
 end
 
+-- The whole state (flat part name, JSON, ...) when it is small: at most PRELOAD_PARTS parts
+-- of at most PRELOAD_BYTES in all (sizes read first, so a big state is never copied), so a
+-- drain of a small session reads no part on its own; nil otherwise (the drain reads the parts
+-- its actions ask for). An empty state is small: {}.
+local function small_state()
+  local names = redis.call('HKEYS', KEYS[K_STATE])
+  if #names > PRELOAD_PARTS then return nil end
+  local size = 0
+  for _, name in ipairs(names) do
+    size = size + redis.call('HSTRLEN', KEYS[K_STATE], name)
+    if size > PRELOAD_BYTES then return nil end
+  end
+  if #names == 0 then return {} end
+  local values = redis.call('HMGET', KEYS[K_STATE], unpack(names))
+  local out = {}
+  for i, name in ipairs(names) do
+    out[#out + 1] = name
+    out[#out + 1] = values[i]
+  end
+  return out
+end
+
 -- Take the free lease (`flat`: the registry row, already read): a new fencing token, the
 -- claimer's liveness key (KEYS[K_EXTRA], if given) set, the first batch handed out. A reply of claim.
 local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
@@ -376,12 +398,16 @@ local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
   -- The state is not read here (a drain loads the parts it needs); only a state still stored
   -- as one JSON string (before parts) comes back whole, to be turned into parts by the next
   -- commit.
-  local legacy = ''
+  local legacy, parts = '', nil
   if redis.call('TYPE', KEYS[K_STATE]).ok == 'string' then
     legacy = redis.call('GET', KEYS[K_STATE])
+  else
+    parts = small_state()
   end
   local out = {'ok', token, legacy, attempts, #flat}
   for _, v in ipairs(flat) do out[#out + 1] = v end
+  out[#out + 1] = parts and #parts or -1
+  for _, v in ipairs(parts or {}) do out[#out + 1] = v end
   for _, v in ipairs(items) do out[#out + 1] = v end
   return out
 end
