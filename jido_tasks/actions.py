@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from jido_tasks import telemetry
+from jido_tasks import bounds, telemetry
 from jido_tasks.errors import ConfigError, InvalidEvent, InvalidParams, UnknownAction
 from jido_tasks.models import JsonObject, SessionEntry
 from jido_tasks.settings import Settings
@@ -163,8 +163,10 @@ def load_action_modules(settings: Settings) -> None:
 
 
 def check_params(spec: ActionSpec, params: Any, session_id: str | None,
-                 max_bytes: int) -> tuple[JsonObject, str]:
-    """Validate params at the edge; return them with their JSON encoding."""
+                 max_bytes: int, max_depth: int) -> tuple[JsonObject, str]:
+    """Validate params at the edge (a JSON object, nested at most `max_depth` deep, at most
+    `max_bytes` once encoded, no NaN or infinity; the action's model if it has one); return
+    them with their JSON encoding. The depth is checked before anything recurses."""
     if params is None:
         params = {}
     if isinstance(params, BaseModel):
@@ -173,13 +175,9 @@ def check_params(spec: ActionSpec, params: Any, session_id: str | None,
         raise InvalidParams(session_id, spec.name,
                             f"params must be a JSON object, not {type(params).__name__}")
     try:
-        encoded = json.dumps(params, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParams(session_id, spec.name, f"params are not JSON: {exc}") from exc
-    size = len(encoded.encode())
-    if size > max_bytes:
-        raise InvalidParams(session_id, spec.name,
-                            f"params are {size} bytes, over the limit of {max_bytes}")
+        encoded = bounds.dumps(params, max_depth=max_depth, max_bytes=max_bytes)
+    except ValueError as exc:
+        raise InvalidParams(session_id, spec.name, f"params are {exc}") from None
     if spec.params_model is not None:
         parse_params(spec, params, session_id)
     return params, encoded

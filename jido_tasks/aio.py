@@ -33,6 +33,7 @@ from jido_tasks.events import event_stream, events_plan
 from jido_tasks.mailbox import (
     SendItem,
     cancel_op,
+    check_timeout,
     normalize,
     prepare,
     record_op,
@@ -267,6 +268,7 @@ class AsyncClient:
         """Send and wait for the result (raises `ActionFailed`, `ActionCancelled`,
         `ActionTimeout`); `action_id` as for `send` (a retried call waits for the first).
         Cancelling the awaiting task stops the wait, not the action."""
+        check_timeout("call", timeout, session_id)
         wait: Wait | None = None
         try:
             async with self._sending:
@@ -305,6 +307,7 @@ class AsyncClient:
         """The finished record of an action (pub/sub, no polling); `ActionTimeout` after
         `timeout` seconds (the action itself goes on)."""
         validate_session_id(session_id)
+        check_timeout("wait", timeout, session_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         wait = self.hub.register(session_id, action_id)

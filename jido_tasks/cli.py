@@ -7,6 +7,7 @@ A jido-tasks error prints `error: <message>` on stderr and exits 2; unreachable 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -17,6 +18,7 @@ import click
 import redis
 from pydantic_core import to_jsonable_python
 
+from jido_tasks import bounds
 from jido_tasks.checks import check_eviction_policy
 from jido_tasks.client import Client
 from jido_tasks.commands import ADDRESS_HELP, metrics, up
@@ -45,25 +47,46 @@ def print_json(value: Any) -> None:
 
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None,
                 ) -> JsonObject | None:
-    """Option callback: a JSON object given inline or as `@path` to a file holding it."""
+    """Option callback: a JSON object given inline or as `@path` to a file holding it, within
+    the bounds of the settings (`--params`: `max_params_bytes`, the others
+    `max_metadata_bytes`; `max_json_depth`), checked before it is parsed."""
     if value is None:
         return None
-    text = value
+    settings = client().settings
+    limit = settings.max_params_bytes if param.name == "params" else settings.max_metadata_bytes
+    raw: str | bytes = _read_limited(value[1:], limit) if value.startswith("@") else value
     try:
-        if value.startswith("@"):
-            text = Path(value[1:]).read_text()
-        data = json.loads(text)
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+        data = bounds.loads(raw, max_depth=settings.max_json_depth, max_bytes=limit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"must be a JSON object, not {type(data).__name__}")
     return data
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds: finite (click's FloatRange lets `nan` and `inf` through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
+def _read_limited(path: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the file (enough to tell it is too large)."""
+    try:
+        with Path(path).open("rb") as f:
+            return f.read(limit + 1)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 class _Group(click.Group):
-    """Turns jido-tasks errors (exit 2) and Redis errors (exit 1) into a one-line message."""
+    """Turns jido-tasks errors and usage mistakes (exit 2) and Redis errors (exit 1) into a
+    one-line `error: ...` message."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -82,6 +105,9 @@ class _Group(click.Group):
         except redis.RedisError as exc:  # e.g. a read-only replica, a disk error (MISCONF)
             click.echo(f"error: Redis refused: {exc}", err=True)
             ctx.exit(1)
+        except click.ClickException as exc:  # a usage mistake: bad option value, ...
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
 
 
 def client() -> Client:
@@ -231,7 +257,7 @@ def sessions_state(session_id: str) -> None:
 @click.option("--session", "session_id", help="Only this session's events (default: all).")
 @click.option("--after", default="0", show_default=True, help="Stream id to resume after.")
 @click.option("--follow", is_flag=True, help="Wait for new events (until Ctrl-C or --block).")
-@click.option("--block", type=click.FloatRange(min=0.001), help="With --follow: stop after "
+@click.option("--block", type=Seconds(min=0.001), help="With --follow: stop after "
               "this many seconds without an event.")
 def events(session_id: str | None, after: str, follow: bool, block: float | None) -> None:
     """Print events oldest first, one JSON object per line."""
@@ -259,7 +285,7 @@ def events(session_id: str | None, after: str, follow: bool, block: float | None
 @click.argument("action")
 @click.option("--params", metavar="JSON", callback=json_object, help=_JSON_HELP)
 @click.option("--wait", is_flag=True, help="Wait for the result.")
-@click.option("--timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
+@click.option("--timeout", type=Seconds(min=0.0), default=30.0, show_default=True,
               help="With --wait: seconds to wait.")
 def send(session_id: str, action: str, params: JsonObject | None, wait: bool,
          timeout: float) -> None:

@@ -204,6 +204,17 @@ class SnapshotCorrupt(JidoTasksError):
         self.problem = problem
 
 
+class SnapshotTooLarge(JidoTasksError):
+    """A session's snapshot would be larger or more deeply nested than a snapshot may be read
+    back (`setting` names the bound); nothing was saved."""
+
+    def __init__(self, session_id: str, problem: str, setting: str) -> None:
+        super().__init__(f"session {session_id}: snapshot not saved: {problem} (raise "
+                         f"{setting} to save it)", session_id=session_id)
+        self.problem = problem
+        self.setting = setting
+
+
 class PersistenceError(JidoTasksError):
     """The snapshot store cannot be used (missing or unwritable directory, ...)."""
 

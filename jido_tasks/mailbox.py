@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -88,7 +89,7 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
     if action_id is not None:
         validate_action_id(action_id, session_id)
     clean, _ = check_params(action_spec_or_name(action, session_id), params, session_id,
-                            settings.max_params_bytes)
+                            settings.max_params_bytes, settings.max_json_depth)
     digest = None if action_id is None else request_digest(action, clean)
     return action_id or new_action_id(), ActionRequest(
         action=action, params=clean, created_at=time.time(), digest=digest,
@@ -112,6 +113,16 @@ def send_many_op(settings: Settings, session_id: str,
     return scripts.send_many(session_id, actions=[
         (action_id, request.action, request.to_json(), request.digest or "")
         for action_id, request in prepared], stale_after=settings.stale_after)
+
+
+def check_timeout(operation: str, timeout: float | None, session_id: str) -> None:
+    """A wait's timeout is None (no limit) or a number of seconds, never NaN; else
+    `InvalidArgument` (checked before anything is sent)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+        raise InvalidArgument(operation, "timeout", f"must be a number of seconds or None, not "
+                              f"{timeout!r:.40}", session_id)
 
 
 def cancel_op(settings: Settings, session_id: str, action_id: str, reason: str,
@@ -277,6 +288,7 @@ class Mailbox:
         With `subscribed` (the channel was subscribed before the action was sent) and its
         `request` JSON, the record is built from the finish message alone: no read of Redis.
         """
+        check_timeout("wait", timeout, session_id)
         channel = self.layer.keys.session(session_id).done_channel
         listener = self.listener()
         if not subscribed:
@@ -360,6 +372,7 @@ class Mailbox:
         it ever be missed anyway, `wait` re-reads the record every RECHECK_EVERY seconds.
         """
         validate_session_id(session_id)
+        check_timeout("call", timeout, session_id)
         channel = self.layer.keys.session(session_id).done_channel
         listener = self.listener()
         listener.subscribe(channel, confirm=False)

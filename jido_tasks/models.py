@@ -121,15 +121,21 @@ ACCEPTS_WORK: frozenset[SessionStatus] = frozenset({SessionStatus.ACTIVE, Sessio
 """Statuses in which a session accepts new actions (and touches)."""
 
 
+MAX_TIMEOUT_MINUTES = 10_000_000
+"""Upper bound of a session's `timeout_minutes` (about 19 years): its seconds stay a finite
+number in the registry row and in the `expiry` index's scores."""
+
+
 class SessionConfig(BaseModel):
     """Per-session limits and options (enforced by the features that use them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_history: int = Field(100, ge=1)
     max_files: int = Field(50, ge=1)
-    timeout_minutes: float | None = Field(30, gt=0)
-    """Idle timeout; None means the `default_timeout` setting."""
+    timeout_minutes: float | None = Field(30, gt=0, le=MAX_TIMEOUT_MINUTES)
+    """Idle timeout (finite, at most about 19 years); None means the `default_timeout`
+    setting."""
     persistence_enabled: bool = False
     features: list[str] = Field(default_factory=list)
 

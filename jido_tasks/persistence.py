@@ -13,11 +13,13 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
+from jido_tasks import bounds
 from jido_tasks.errors import (
     InvalidEntry,
     InvalidSessionId,
@@ -25,6 +27,7 @@ from jido_tasks.errors import (
     SessionNotFound,
     SnapshotCorrupt,
     SnapshotNotFound,
+    SnapshotTooLarge,
 )
 from jido_tasks.models import (
     JsonObject,
@@ -34,6 +37,7 @@ from jido_tasks.models import (
     validate_session_id,
 )
 from jido_tasks.sessions import create_plan
+from jido_tasks.settings import Settings
 from jido_tasks.state import read_document
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import Layer, Plan, RedisLayer
@@ -79,10 +83,6 @@ class SnapshotInfo(BaseModel):
     """The Redis key or the file holding it."""
 
 
-def _not_json_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _summary(exc: ValidationError) -> str:
     errors = exc.errors()
     shown = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
@@ -90,12 +90,36 @@ def _summary(exc: ValidationError) -> str:
     return shown + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
-def decode_snapshot(raw: str | bytes, saved_id: str, where: str) -> Snapshot:
-    """Parse and validate a stored document; `SnapshotCorrupt` naming `where` if it is not one."""
+@dataclass(frozen=True)
+class SnapshotLimits:
+    """Bounds of a snapshot document, saved or read (the `max_snapshot_*` settings)."""
+
+    max_bytes: int
+    max_depth: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> SnapshotLimits:
+        return cls(settings.max_snapshot_bytes, settings.max_snapshot_depth)
+
+    def too_large(self, size: int) -> str | None:
+        """Why a document of `size` bytes is refused, or None."""
+        if size <= self.max_bytes:
+            return None
+        return (f"{size} bytes, over the limit of {self.max_bytes} "
+                "(JIDO_TASKS_MAX_SNAPSHOT_BYTES)")
+
+
+def decode_snapshot(raw: str | bytes, saved_id: str, where: str,
+                    limits: SnapshotLimits) -> Snapshot:
+    """Parse and validate a stored document; `SnapshotCorrupt` naming `where` if it is not one.
+    Its size and nesting depth are checked before it is parsed."""
+    problem = limits.too_large(len(raw))  # a str's UTF-8 is at least as long
+    if problem is not None:
+        raise SnapshotCorrupt(saved_id, where, problem)
     try:
-        data = json.loads(raw, parse_constant=_not_json_constant)
-    except ValueError as exc:  # includes UnicodeDecodeError
-        raise SnapshotCorrupt(saved_id, where, f"not JSON: {exc}") from None
+        data = bounds.loads(raw, max_depth=limits.max_depth, max_bytes=limits.max_bytes)
+    except ValueError as exc:
+        raise SnapshotCorrupt(saved_id, where, str(exc)) from None
     if not isinstance(data, dict):
         raise SnapshotCorrupt(saved_id, where, f"not a JSON object but {type(data).__name__}")
     if "schema_version" not in data:
@@ -119,6 +143,9 @@ class SnapshotStore(ABC):
 
     name: ClassVar[StoreName]
 
+    def __init__(self, limits: SnapshotLimits) -> None:
+        self.limits = limits
+
     @abstractmethod
     def where(self, saved_id: str) -> str:
         """The key or file of a snapshot (named in errors)."""
@@ -129,7 +156,8 @@ class SnapshotStore(ABC):
 
     @abstractmethod
     def _read(self, saved_id: str) -> str | bytes:
-        """The stored document; `SnapshotNotFound` if there is none."""
+        """The stored document; `SnapshotNotFound` if there is none, `SnapshotCorrupt` if it
+        is larger than `limits.max_bytes` (found out without reading it whole)."""
 
     @abstractmethod
     def _remove(self, saved_id: str) -> None:
@@ -162,7 +190,8 @@ class SnapshotStore(ABC):
 
     def load(self, saved_id: str) -> Snapshot:
         validate_session_id(saved_id)
-        return decode_snapshot(self._read(saved_id), saved_id, self.where(saved_id))
+        return decode_snapshot(self._read(saved_id), saved_id, self.where(saved_id),
+                               self.limits)
 
     def delete(self, saved_id: str) -> None:
         validate_session_id(saved_id)
@@ -176,7 +205,7 @@ class SnapshotStore(ABC):
             try:
                 if isinstance(raw, Exception):
                     raise raw
-                snap = decode_snapshot(raw, saved_id, where)
+                snap = decode_snapshot(raw, saved_id, where, self.limits)
             except SnapshotCorrupt as exc:
                 log.warning("skipping snapshot: %s", exc)
                 continue
@@ -191,7 +220,8 @@ def snapshot_store(layer: RedisLayer) -> SnapshotStore:
     if layer.settings.persistence == "disk":
         from jido_tasks.snapshot_stores.disk import DiskSnapshotStore
 
-        return DiskSnapshotStore(layer.settings.persistence_dir)
+        return DiskSnapshotStore(layer.settings.persistence_dir,
+                                 SnapshotLimits.of(layer.settings))
     from jido_tasks.snapshot_stores.redis import RedisSnapshotStore
 
     return RedisSnapshotStore(layer)
@@ -229,12 +259,28 @@ def save_snapshot(layer: RedisLayer, store: SnapshotStore, session_id: str, *,
     except (ValueError, ValidationError) as exc:
         raise InvalidEntry(session_id, layer.keys.session(session_id).state,
                            f"the state is not a JSON object: {exc}") from None
-    info = store.save(session_id, snap.model_dump_json().encode(), snap.saved_at)
+    info = store.save(session_id, encode_snapshot(snap, store.limits), snap.saved_at)
     event = {"session_id": session_id, "saved_id": info.id, "store": info.store,
              "size": info.size, "saved_at": info.saved_at.isoformat()}
     layer.call(scripts.emit(session_id, event_type="session.saved", data_json=json.dumps(event),
                             counter="snapshots:saved"))
     return info
+
+
+def encode_snapshot(snap: Snapshot, limits: SnapshotLimits) -> bytes:
+    """The document's JSON, or `SnapshotTooLarge` if it could not be read back within
+    `limits` (nothing is saved then: a snapshot that cannot be restored is no snapshot)."""
+    # The document's own levels: root -> entry -> metadata / llm_config, root -> state.
+    shape = {"entry": {"metadata": snap.entry.metadata, "llm_config": snap.entry.llm_config},
+             "state": snap.state}
+    if bounds.depth_of(shape, limits.max_depth) > limits.max_depth:
+        raise SnapshotTooLarge(snap.session_id, f"nested more than {limits.max_depth} levels "
+                               "deep", "JIDO_TASKS_MAX_SNAPSHOT_DEPTH")
+    data = snap.model_dump_json().encode()
+    problem = limits.too_large(len(data))
+    if problem is not None:
+        raise SnapshotTooLarge(snap.session_id, problem, "JIDO_TASKS_MAX_SNAPSHOT_BYTES")
+    return data
 
 
 def restore_snapshot(layer: RedisLayer, store: SnapshotStore, saved_id: str) -> SessionEntry:

@@ -11,9 +11,9 @@ import logging
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jido_tasks import telemetry
+from jido_tasks import bounds, telemetry
 from jido_tasks.errors import (
     InvalidArgument,
     InvalidEntry,
@@ -30,6 +30,7 @@ from jido_tasks.models import (
     new_session_id,
     validate_session_id,
 )
+from jido_tasks.settings import Settings
 from jido_tasks.state import document_plan, encode_parts
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import Layer, Plan, Read, RedisLayer
@@ -47,14 +48,21 @@ class NewSession(BaseModel):
     llm_config: JsonObject = Field(default_factory=dict)
     config: SessionConfig = Field(default_factory=SessionConfig)
 
-    @field_validator("metadata", "llm_config")
-    @classmethod
-    def _check_json(cls, value: JsonObject) -> JsonObject:
+
+def _check_bounds(settings: Settings, arguments: dict[str, Any]) -> None:
+    """Each JSON argument of `create_session` within the depth and size bounds and strictly
+    JSON (no NaN or infinity), checked before anything encodes or validates it deeply; else
+    `InvalidArgument` naming it."""
+    for name, value in arguments.items():
+        if value is None:
+            continue
+        if isinstance(value, SessionConfig):  # valid, but its size is not bounded yet
+            value = value.model_dump(mode="json")
         try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"not storable as JSON: {exc}") from None
-        return value
+            bounds.dumps(value, max_depth=settings.max_json_depth,
+                         max_bytes=settings.max_metadata_bytes)
+        except ValueError as exc:
+            raise InvalidArgument("create_session", name, str(exc)) from None
 
 
 def _state_parts(state: Any) -> dict[str, str]:
@@ -78,6 +86,8 @@ def create_plan(layer: Layer, metadata: JsonObject | None = None,
                 state: JsonObject | None = None, restored_from: str | None = None,
                 ) -> Plan[SessionEntry]:
     """Create an active session (optionally with an initial state) in one atomic step."""
+    _check_bounds(layer.settings, {"metadata": metadata, "llm_config": llm_config,
+                                   "config": config})
     try:
         req = NewSession(metadata={} if metadata is None else metadata,
                          llm_config={} if llm_config is None else llm_config,

@@ -37,6 +37,11 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MAX_JSON_DEPTH = 128
+"""Upper bound of `max_json_depth`: params are stored inside a request document that pydantic
+reads with a nesting limit of about 200."""
+MAX_SNAPSHOT_DEPTH = 250
+"""Upper bound of `max_snapshot_depth`: pydantic writes JSON nested at most about 255 deep."""
 MAX_BATCH_SIZE = 1000
 """Upper bound of `batch_size`: a claim hands out at most this many actions in one reply."""
 # Never echoed in errors: they may hold passwords.
@@ -106,6 +111,17 @@ class Settings(BaseSettings):
     """Telemetry hook classes (`module:Class`) registered by workers and clients at start."""
     max_params_bytes: int = Field(256 * 1024, gt=0)
     """Largest accepted action params, as JSON bytes."""
+    max_metadata_bytes: int = Field(64 * 1024, gt=0)
+    """Largest accepted session metadata, and llm_config, each as JSON bytes (they live in the
+    registry row, read by every listing)."""
+    max_json_depth: int = Field(64, ge=1, le=MAX_JSON_DEPTH)
+    """Deepest nesting of objects and arrays accepted in metadata, llm_config, config and
+    params (checked before they are encoded or parsed; a scalar is depth 0, `{}` depth 1)."""
+    max_snapshot_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest snapshot document saved or read (a larger file or key is never read whole:
+    it is refused, and skipped by listings, as corrupt)."""
+    max_snapshot_depth: int = Field(200, ge=8, le=MAX_SNAPSHOT_DEPTH)
+    """Deepest nesting of a snapshot document (its state sits 2 levels below its root)."""
     action_time_limit: Seconds = 300.0
     """Default per-action time limit; an action may declare its own."""
     max_attempts: int = Field(3, ge=1)

@@ -71,7 +71,7 @@ def test_create_reads_json_from_file(settings: Settings, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("value, problem", [
-    ("{not json", "not valid JSON"),
+    ("{not json", "not JSON"),
     ("[1, 2]", "must be a JSON object, not list"),
     ("@/nonexistent/meta.json", "cannot read /nonexistent/meta.json"),
 ])

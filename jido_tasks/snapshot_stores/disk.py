@@ -3,7 +3,9 @@
 A file is written to a temporary name, fsynced, renamed over the final name and the directory
 fsynced, so a crash leaves the old snapshot or the new one, never half of one. File names come
 from validated ids only, and every access goes through a descriptor of the directory
-(`dir_fd`) with `O_NOFOLLOW`: a symlink named like a snapshot is never read or written through.
+(`dir_fd`) with `O_NOFOLLOW`: a symlink named like a snapshot is never read or written through,
+and a directory that is itself a symlink is refused (`PersistenceError`). A file larger than
+`max_snapshot_bytes` is refused as corrupt from its size, without reading it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 from jido_tasks.errors import PersistenceError, SnapshotCorrupt, SnapshotNotFound
-from jido_tasks.persistence import SnapshotStore
+from jido_tasks.persistence import SnapshotLimits, SnapshotStore
 
 _FILE = re.compile(r"(session_[0-9a-f]{32})\.json")
 _TEMP = re.compile(r"\.session_[0-9a-f]{32}\.[0-9a-f]{32}\.tmp")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SYMLINK = "is a symbolic link; refusing to follow it"
@@ -40,7 +42,8 @@ class DiskSnapshotStore(SnapshotStore):
 
     name = "disk"
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, limits: SnapshotLimits) -> None:
+        super().__init__(limits)
         self.directory = Path(directory).absolute()
 
     def where(self, saved_id: str) -> str:
@@ -70,6 +73,8 @@ class DiskSnapshotStore(SnapshotStore):
             yield None
             return
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self.directory.is_symlink():
+                raise self._error(_SYMLINK) from None  # O_NOFOLLOW met a symlink
             raise self._error(f"cannot open the directory: {_why(exc)}") from None
         try:
             yield fd
@@ -136,16 +141,34 @@ class DiskSnapshotStore(SnapshotStore):
                     raise SnapshotCorrupt(saved_id, where, _SYMLINK) from None
                 raise PersistenceError(where, f"cannot open: {_why(exc)}", saved_id) from None
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise SnapshotCorrupt(saved_id, where, "is not a regular file")
-                with os.fdopen(fd, "rb") as f:
-                    fd = -1  # closed by the file object from here on
-                    return f.read()
+                return self._read_bounded(fd, saved_id, where)
             except OSError as exc:
                 raise PersistenceError(where, f"cannot read: {_why(exc)}", saved_id) from None
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
+
+    def _read_bounded(self, fd: int, saved_id: str, where: str) -> bytes:
+        """The file's bytes, never more than `limits.max_bytes` + 1 of them read (its size is
+        checked first; one that grows meanwhile is caught by the bounded read)."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SnapshotCorrupt(saved_id, where, "is not a regular file")
+        problem = self.limits.too_large(info.st_size)
+        if problem is not None:
+            raise SnapshotCorrupt(saved_id, where, problem)
+        chunks: list[bytes] = []
+        left = self.limits.max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        problem = self.limits.too_large(len(data))
+        if problem is not None:
+            raise SnapshotCorrupt(saved_id, where, f"{problem} (it grew while read)")
+        return data
 
     def _remove(self, saved_id: str) -> None:
         """Unlink the name (a symlink there is removed itself; its target is never touched)."""

@@ -4,18 +4,20 @@ by save time, so listing never scans the keyspace. Both change in one MULTI/EXEC
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 
 import redis
 
 from jido_tasks.errors import InvalidSessionId, SnapshotCorrupt, SnapshotNotFound
 from jido_tasks.models import validate_session_id
-from jido_tasks.persistence import SnapshotStore
+from jido_tasks.persistence import SnapshotLimits, SnapshotStore
 from jido_tasks.store.connection import RedisLayer
 
 log = logging.getLogger(__name__)
 
+_Read = tuple[str, str | bytes | Exception]
+"""An id with its document or the error reading it."""
 _CHUNK = 32  # documents read per pipeline when listing (they may be megabytes each)
 
 
@@ -30,6 +32,7 @@ class RedisSnapshotStore(SnapshotStore):
     name = "redis"
 
     def __init__(self, layer: RedisLayer) -> None:
+        super().__init__(SnapshotLimits.of(layer.settings))
         self.redis = layer.redis
         self.keys = layer.keys
 
@@ -43,8 +46,10 @@ class RedisSnapshotStore(SnapshotStore):
         pipe.execute()
 
     def _read(self, saved_id: str) -> str | bytes:
+        """The document, read only once its length (STRLEN) is within the limit."""
         key = self.keys.snapshot(saved_id)
         try:
+            self._check_size(saved_id, self.redis.strlen(key))
             raw: str | bytes | None = self.redis.get(key)
         except UnicodeDecodeError as exc:
             raise SnapshotCorrupt(saved_id, key, f"not JSON: not UTF-8 text ({exc})") from None
@@ -53,6 +58,11 @@ class RedisSnapshotStore(SnapshotStore):
         if raw is None:
             raise SnapshotNotFound(saved_id, key)
         return raw
+
+    def _check_size(self, saved_id: str, size: int) -> None:
+        problem = self.limits.too_large(size)
+        if problem is not None:
+            raise SnapshotCorrupt(saved_id, self.keys.snapshot(saved_id), problem)
 
     def _remove(self, saved_id: str) -> None:
         key = self.keys.snapshot(saved_id)
@@ -72,8 +82,9 @@ class RedisSnapshotStore(SnapshotStore):
                 log.warning("skipping snapshot index member of %s: %s", self.keys.snapshots, exc)
         return sorted(ids)
 
-    def _read_many(self, ids: list[str]) -> Iterator[tuple[str, str | bytes | Exception]]:
-        for chunk in _chunks(ids, _CHUNK):
+    def _read_many(self, ids: list[str]) -> Iterator[_Read]:
+        for listed in _chunks(ids, _CHUNK):
+            chunk = yield from self._small_enough(listed)
             pipe = self.redis.pipeline(transaction=False)
             for saved_id in chunk:
                 pipe.get(self.keys.snapshot(saved_id))
@@ -90,3 +101,23 @@ class RedisSnapshotStore(SnapshotStore):
                     yield saved_id, SnapshotCorrupt(saved_id, key, f"not a string key: {value}")
                 else:
                     yield saved_id, value
+
+    def _small_enough(self, ids: list[str]) -> Generator[_Read, None, list[str]]:
+        """Yields the ids whose documents are too large (or not strings), each with its error;
+        returns the others (their lengths read in one pipeline, no document read)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for saved_id in ids:
+            pipe.strlen(self.keys.snapshot(saved_id))
+        kept: list[str] = []
+        for saved_id, size in zip(ids, pipe.execute(raise_on_error=False), strict=True):
+            key = self.keys.snapshot(saved_id)
+            if isinstance(size, Exception):
+                yield saved_id, SnapshotCorrupt(saved_id, key, f"not a string key: {size}")
+                continue
+            try:
+                self._check_size(saved_id, size)
+            except SnapshotCorrupt as exc:
+                yield saved_id, exc
+                continue
+            kept.append(saved_id)
+        return kept
