@@ -2,11 +2,12 @@
 
 - An action that came as a `jido_tasks.send` message (its request says `reply_to: celery`) has
   its outcome stored in the Celery result backend under its id, the message's task id, so
-  `AsyncResult(id).get()` in any Celery client returns its result or raises its error. The
-  results of one commit are written in one pipeline (`store_outcomes`); finishing a by-name
-  action also queued its id in the session's `replies` list (`_lib.lua`), acknowledged after
-  the write (`deliver`), so leftovers of a dead worker or of a cancel are stored by the next
-  by-name commit, the cancelling client or the sweep.
+  `AsyncResult(id).get()` in any Celery client returns its result or raises its error.
+  Finishing a by-name action also queued its id in the session's `replies` list (`_lib.lua`),
+  acknowledged with the write (`deliver`): the results of one commit and their
+  acknowledgement go in one MULTI/EXEC when the backend is the session's Redis (else a
+  pipeline, then the acknowledgement), so leftovers of a dead worker or of a cancel are stored
+  by the next by-name commit, the cancelling client or the sweep.
 - With the `action_events` setting (default on), every committed action is announced with the
   task events Flower builds its rows from (received, started, succeeded or failed; task id =
   action id, name `jido_tasks.action.<name>`, args `[session_id]`, kwargs = params), all the
