@@ -38,6 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker,
         "result_backend": settings.backend,
+        **tls_config(settings),
         # JSON only: pickle would let anyone who can write to the broker run code on workers.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -56,7 +57,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         # Results are summaries nobody needs for long; bound them so Redis does not grow.
         "result_expires": int(settings.result_expires),
-        "broker_transport_options": dict(transport),
+        # Redis broker: kombu scans for unacked messages past the visibility timeout when a
+        # worker starts, then every `unacked_restore_interval` (10 s) times this throttle
+        # (default 10: 100 s). A message a dead worker had prefetched (a by-name send, which no
+        # sweep can see) is restored within 10 s of its timeout, not 100 s. Other brokers
+        # ignore it.
+        "broker_transport_options": {**transport, "unacked_restore_throttle": 1},
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,
         # Drop in-flight messages' prefetch on a lost connection rather than run them twice.
@@ -84,6 +90,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
     }
+
+
+def tls_config(settings: Settings) -> dict[str, Any]:
+    """Celery's TLS options for a `rediss://` broker or result backend (the `redis_ssl_*`
+    settings). Only then: set for a `redis://` URL they would turn TLS on, and kombu alone
+    would take a `rediss://` broker without them as "do not verify the certificate"."""
+    config: dict[str, Any] = {}
+    if broker_ssl := settings.redis_ssl(settings.broker):
+        config["broker_use_ssl"] = broker_ssl
+    if backend_ssl := settings.redis_ssl(settings.backend):
+        config["redis_backend_use_ssl"] = backend_ssl
+    return config
 
 
 def make_app(settings: Settings | None = None) -> JidoCelery:

@@ -1,5 +1,11 @@
 """Start-up checks of the Redis server (like celery-redbeat's `checks.py`).
 
+Broker: `jido-tasks check` also connects to the Celery broker (Redis or RabbitMQ) and reads
+how many messages wait in each jido-tasks queue.
+
+Credentials: a Redis that refuses the URL's user or password stops a worker at start with a
+message naming the URL (password hidden), instead of failing every task later.
+
 Eviction: with `maxmemory` 0 Redis never evicts, so any policy is fine. With a limit, an
 `allkeys-*` policy may evict any key and a `volatile-*` one any key with a TTL (leases, a
 terminated session's stream): session work could be lost or doubled, so warn, or stop the
@@ -12,9 +18,10 @@ import logging
 from typing import Any
 
 import redis
+from kombu.exceptions import ChannelError
 
-from jido_tasks.errors import ConfigError
-from jido_tasks.settings import ENV_PREFIX
+from jido_tasks.errors import ConfigError, RedisAuthFailed
+from jido_tasks.settings import ENV_PREFIX, Settings, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +60,47 @@ def enforce_eviction_policy(client: Any, fatal: bool) -> None:
     except ConfigError as exc:
         log.critical("%s", exc)
         raise SystemExit(f"error: {exc}") from exc
+
+
+def check_credentials(client: Any, settings: Settings) -> None:
+    """Raise `RedisAuthFailed` (naming the URL, password hidden) if Redis refuses the URL's
+    credentials; other failures (Redis not up yet) are left to the calls that follow."""
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise RedisAuthFailed(safe_url(settings.redis_dsn), str(exc)) from exc
+    except redis.RedisError:
+        return
+
+
+def enforce_start_checks(client: Any, settings: Settings) -> None:
+    """At worker start: stop (SystemExit, see `enforce_eviction_policy`) if Redis refuses the
+    credentials, then check the eviction policy."""
+    try:
+        check_credentials(client, settings)
+    except RedisAuthFailed as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"error: {exc}") from exc
+    enforce_eviction_policy(client, settings.eviction_fatal)
+
+
+def broker_status(celery: Any, queues: list[str], timeout: float = 5.0) -> dict[str, Any]:
+    """Whether the Celery broker accepts a connection (`ok`, else `error`: one line, no
+    password) and the messages waiting in each of `queues` (`queued`), read by a passive
+    declare, which both Redis and RabbitMQ answer; a queue not declared yet holds none."""
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            queued = {name: _queued(conn, name) for name in queues}
+    except Exception as exc:  # kombu, py-amqp and socket errors: all mean "not usable"
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": True, "queued": queued}
+
+
+def _queued(conn: Any, queue: str) -> int:
+    # A channel per queue: on RabbitMQ a refused passive declare closes its channel.
+    with conn.channel() as channel:
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except (ChannelError, *conn.channel_errors):  # not declared yet (no worker, no send)
+            return 0

@@ -19,7 +19,7 @@ import redis
 from pydantic_core import to_jsonable_python
 
 from jido_tasks import bounds
-from jido_tasks.checks import check_eviction_policy
+from jido_tasks.checks import broker_status, check_eviction_policy
 from jido_tasks.client import Client
 from jido_tasks.commands import ADDRESS_HELP, metrics, up
 from jido_tasks.errors import JidoTasksError, RedisUnavailable
@@ -33,6 +33,7 @@ from jido_tasks.logs import configure_cli
 from jido_tasks.mailbox import ActionHandle
 from jido_tasks.models import JsonObject, SessionStatus
 from jido_tasks.settings import load_settings, safe_url
+from jido_tasks.store.connection import typed_redis_error
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
@@ -99,8 +100,8 @@ class _Group(click.Group):
             ctx.exit(2)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             client = ctx.find_root().obj
-            where = f" at {safe_url(client.settings.redis_dsn)}" if client is not None else ""
-            click.echo(f"error: cannot reach Redis{where}: {exc}", err=True)
+            typed = typed_redis_error(exc, client.settings if client is not None else None, None)
+            click.echo(f"error: {typed or exc}", err=True)
             ctx.exit(1)
         except redis.RedisError as exc:  # e.g. a read-only replica, a disk error (MISCONF)
             click.echo(f"error: Redis refused: {exc}", err=True)
@@ -168,7 +169,8 @@ def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...])
 @click.option("--workers", "ping_workers", is_flag=True,
               help="Also ping workers; exit 1 if none answers.")
 def check(ping_workers: bool) -> None:
-    """Check Redis (reachable, version, eviction policy); exit 1 if it is unreachable."""
+    """Check Redis (reachable, version, eviction policy) and the Celery broker (reachable,
+    messages queued); exit 1 if either is unreachable."""
     c = client()
     c.layer.redis.ping()
     report: dict[str, Any] = {
@@ -179,7 +181,13 @@ def check(ping_workers: bool) -> None:
         "broker_url": safe_url(c.settings.broker),
         "result_backend": safe_url(c.settings.backend),
         "eviction_warning": check_eviction_policy(c.layer.redis),
+        "broker": broker_status(c.celery, [c.settings.queue, c.settings.sweep_queue]),
     }
+    if not report["broker"]["ok"]:
+        print_json(report)
+        click.echo(f"error: cannot reach the broker at {report['broker_url']}: "
+                   f"{report['broker']['error']}", err=True)
+        sys.exit(1)
     if ping_workers:
         report["workers"] = sorted(name for reply in c.celery.control.ping(timeout=1.0)
                                    for name in reply)

@@ -261,6 +261,19 @@ class RedisUnavailable(JidoTasksError):
         self.problem = problem
 
 
+class RedisAuthFailed(RedisUnavailable):
+    """Redis refused the URL's credentials (a wrong user or password, or none given to a
+    Redis that requires one): retrying cannot help, the URL must change. `where` is the URL
+    with its password hidden."""
+
+    def __init__(self, where: str, problem: str, session_id: str | None = None) -> None:
+        JidoTasksError.__init__(
+            self, f"Redis at {where} refused the credentials: {problem} (give the user and "
+            "password in the URL: redis://user:password@host:port/db)", session_id=session_id)
+        self.where = where
+        self.problem = problem
+
+
 class RedisOutOfMemory(JidoTasksError):
     """Redis refused a write because it reached `maxmemory` (policy `noeviction`); nothing of
     the refused call was written. Free memory or raise the limit, then retry."""

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_serializer,
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     """Celery broker; defaults to `redis_url`."""
     result_backend: SecretUrl | None = None
     """Celery result backend; defaults to `redis_url`."""
+    redis_ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    """For a `rediss://` URL (registry, Redis broker, Redis result backend): whether Redis's
+    certificate must verify (against `redis_ssl_ca_certs`, else the system's CAs)."""
+    redis_ssl_ca_certs: FilePath | None = None
+    """CA certificates (PEM) that verify Redis's certificate on `rediss://` URLs."""
+    redis_ssl_certfile: FilePath | None = None
+    """Client certificate (PEM) presented on `rediss://` URLs (Redis `tls-auth-clients`)."""
+    redis_ssl_keyfile: FilePath | None = None
+    """Private key (PEM) of `redis_ssl_certfile`."""
     namespace: str = "jido"
     """Prefix of every Redis key, so several deployments can share one Redis."""
     queue: str = "jido_tasks"
@@ -241,6 +251,19 @@ class Settings(BaseSettings):
     def redis_dsn(self) -> str:
         """The Redis URL with its password: for connecting only, never for printing."""
         return self.redis_url.get_secret_value()
+
+    def redis_ssl(self, url: str) -> dict[str, str]:
+        """redis-py's TLS arguments for `url`: the `redis_ssl_*` settings if it is a
+        `rediss://` URL, else none (Celery takes the same keys as `broker_use_ssl` and
+        `redis_backend_use_ssl`). Query parameters of the URL itself win in redis-py."""
+        if urlsplit(url).scheme != "rediss":
+            return {}
+        options: dict[str, str] = {"ssl_cert_reqs": self.redis_ssl_cert_reqs}
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            path: Path | None = getattr(self, f"redis_{name}")
+            if path is not None:
+                options[name] = str(path)
+        return options
 
     @property
     def lease_ms(self) -> int:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from jido_tasks.errors import ConfigError
+from jido_tasks.errors import ConfigError, RedisAuthFailed
 from jido_tasks.settings import ENV_PREFIX, Settings, safe_url
 
 DEFAULT_REDIS_URL = str(Settings.model_fields["redis_url"].default)
@@ -43,10 +43,16 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "jido_tasks.cli", *args]
 
 
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_answers(url: str, timeout: float = 1.0, ssl: dict[str, str] | None = None) -> bool:
+    """Whether Redis at `url` answers a PING (`ssl`: TLS arguments, `Settings.redis_ssl`);
+    `RedisAuthFailed` if it answers but refuses the URL's credentials (starting a private
+    Redis would not help)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  **(ssl or {}))
     try:
         return bool(client.ping())
+    except redis.AuthenticationError as exc:
+        raise RedisAuthFailed(safe_url(url), str(exc)) from exc
     except redis.RedisError:
         return False
     finally:
@@ -98,7 +104,8 @@ class Stack:
         """Start every child (Redis first when a private one is needed)."""
         env = self.env()
         data = DATA_DIR.resolve()
-        if not redis_answers(self.settings.redis_dsn):
+        dsn = self.settings.redis_dsn
+        if not redis_answers(dsn, ssl=self.settings.redis_ssl(dsn)):
             self._start_private_redis(data)
         self.out(f"redis:    {safe_url(self.settings.redis_dsn)}")
         beat_dir = data / "beat"

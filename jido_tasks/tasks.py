@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import is_registered
-from jido_tasks.checks import enforce_eviction_policy
+from jido_tasks.checks import enforce_start_checks
 from jido_tasks.client import Client
 from jido_tasks.dispatch import (
     CREATE_SESSION_TASK,
@@ -110,11 +110,11 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
 
 @worker_init.connect
 def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
-    """Before the pool consumes anything: warn (or stop, with `eviction_fatal`) if Redis could
-    evict session keys."""
+    """Before the pool consumes anything: stop if Redis refuses the credentials; warn (or
+    stop, with `eviction_fatal`) if Redis could evict session keys."""
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
-        enforce_eviction_policy(RedisLayer(settings).redis, settings.eviction_fatal)
+        enforce_start_checks(RedisLayer(settings).redis, settings)
 
 
 @worker_ready.connect

@@ -4,6 +4,11 @@ No in-memory stand-in for Redis, no mocks, no eager Celery. The private redis-se
 the whole run; each test gets a key namespace (and, for the worker groups it starts, a Celery
 queue) of its own, so no test sees another's keys or messages. A test that kills Redis uses
 `own_redis`, a server of its own.
+
+Broker matrix: a test marked `@pytest.mark.brokers` runs twice, its workers on the Redis broker
+(the default) and on RabbitMQ (`amqp`, a vhost of this run's own on 127.0.0.1:5672, deleted at
+the end), the registry staying on Redis. RabbitMQ missing fails the `amqp` variants: `.ci/run`
+starts it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run long soak/chaos variants")
+
+
+BROKERS = ("redis", "amqp")
+"""The brokers a `@pytest.mark.brokers` test runs on."""
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.brokers`: one variant per broker, through the `broker` fixture."""
+    if metafunc.definition.get_closest_marker("brokers") and "broker" in metafunc.fixturenames:
+        metafunc.parametrize("broker", BROKERS, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -136,6 +152,49 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run `rabbitmqctl ARGS` on the local node (through `sudo -n` unless root: Debian's
+    rabbitmqctl runs for root or rabbitmq only); fail the test with its output if it fails."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    out = subprocess.run([*sudo, "rabbitmqctl", *args], capture_output=True, text=True,
+                         timeout=60)
+    if out.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {out.stderr or out.stdout}")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this test run's own (deleted at the end), as a broker URL. A
+    RabbitMQ that does not answer fails the test: CI (`.ci/run`) starts one."""
+    try:
+        socket.create_connection(RABBITMQ, timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ does not answer on {RABBITMQ[0]}:{RABBITMQ[1]} ({exc}): "
+                    "start it (`rabbitmq-server -detached`; `.ci/run` does)")
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not installed: it makes the test run's vhost")
+    vhost = f"jt-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> str:
+    """The workers' broker: `redis` unless the test is the `amqp` variant of a
+    `@pytest.mark.brokers` test."""
+    return str(getattr(request, "param", "redis"))
+
+
+@pytest.fixture
+def broker_url(broker: str, request: pytest.FixtureRequest) -> str | None:
+    """The `broker_url` setting of the workers' settings (None: `redis_url`)."""
+    return str(request.getfixturevalue("amqp_url")) if broker == "amqp" else None
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
@@ -275,15 +334,18 @@ class WorkerGroup:
 
 
 @pytest.fixture
-def workers(redis_server: RedisServer, tmp_path: Path,
+def workers(redis_server: RedisServer, tmp_path: Path, broker_url: str | None,
             ) -> Iterator[Callable[..., WorkerGroup]]:
-    """Factory: `workers(n, **settings)` starts n worker processes on a fresh namespace/queue."""
+    """Factory: `workers(n, **settings)` starts n worker processes on a fresh namespace/queue
+    (and on the test's broker: see `broker`)."""
     groups: list[WorkerGroup] = []
 
     def start(n: int = 1, concurrency: int = 1, wait: bool = True,
               **overrides: Any) -> WorkerGroup:
         logdir = tmp_path / f"workers{len(groups)}"
         logdir.mkdir()
+        if broker_url is not None:
+            overrides.setdefault("broker_url", broker_url)
         group = WorkerGroup(make_settings(redis_server.url, **overrides), logdir)
         groups.append(group)
         group.start(n, concurrency, wait)

@@ -128,6 +128,7 @@ def test_snapshots_and_sweep_off_the_loop(tmp_path: Path, redis_server: RedisSer
     asyncio.run(main())
 
 
+@pytest.mark.brokers
 def test_50_sessions_x_20_actions_1000_concurrent_waits(workers: Workers) -> None:
     """50 sessions driven with gather from one loop, each sending 20 actions in order and
     awaiting all 20 handles at once: every state is exactly in order, on one pub/sub

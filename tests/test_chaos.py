@@ -90,6 +90,7 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
         assert c.layer.redis.llen(sk.mailbox) == 0
 
 
+@pytest.mark.brokers
 def test_chaos_short(workers: Workers) -> None:
     """Short chaos: 8 sessions x 40 actions while processes are killed every 0.4 s."""
     run_chaos(workers, sessions=8, per_session=40, period=0.4, seed=1)

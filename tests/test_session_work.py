@@ -91,6 +91,7 @@ def test_get_times_out_without_workers(client: Client) -> None:
         client.action(sid, "act_" + "0" * 32)
 
 
+@pytest.mark.brokers
 def test_order_many_sessions_three_workers(workers: Workers) -> None:
     """3 workers, 20 sessions x 100 sends: every session's list is exactly 0..99 in order."""
     group = workers(3)
@@ -142,6 +143,7 @@ def _started(client: Client, key: str, n: int = 1, timeout: float = 30) -> list[
     return [int(p) for p in client.layer.redis.lrange(key, 0, -1)]
 
 
+@pytest.mark.brokers
 def test_sigkill_mid_action_applies_exactly_once_and_recovers_fast(workers: Workers) -> None:
     """SIGKILL the process running an action: it is applied once, by another process, and
     the session resumes within a few lease periods, with later actions in order."""
@@ -185,6 +187,7 @@ def test_failing_action_is_isolated(workers: Workers) -> None:
     assert types.count("action.failed") == 3
 
 
+@pytest.mark.brokers
 def test_poison_action_is_failed_after_bounded_retries(workers: Workers) -> None:
     """An action that kills its worker every time is retried max_attempts times, then failed
     as poison; the session goes on and another session is unaffected."""

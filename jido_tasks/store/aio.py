@@ -39,7 +39,8 @@ class AsyncRedisLayer:
             timeout=None, health_check_interval=30, client_name=CLIENT_NAME,
             # A pool given to the client keeps its own retry policy: retry a command on a
             # connection that broke (e.g. Redis restarted) as the sync client does.
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3))
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+            **settings.redis_ssl(settings.redis_dsn))
         # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
         self.redis: Any = redis.asyncio.Redis(connection_pool=self.pool)
         self._loaded: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import redis
 
-from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
+from jido_tasks.errors import RedisAuthFailed, RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
 from jido_tasks.store.client import SyncRedis
 from jido_tasks.store.keys import KeySchema
@@ -29,7 +29,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_pools: dict[tuple[int, str], redis.Redis] = {}
+_pools: dict[tuple[int, str, tuple[tuple[str, str], ...]], redis.Redis] = {}
 _pools_lock = threading.Lock()
 
 
@@ -43,6 +43,8 @@ def typed_redis_error(exc: BaseException, settings: Settings | None,
                       session_id: str | None) -> Exception | None:
     """The project's typed error for a Redis failure, or None if `exc` is not one we map."""
     where = safe_url(settings.redis_dsn) if settings is not None else "?"
+    if isinstance(exc, redis.AuthenticationError):
+        return RedisAuthFailed(where, str(exc) or type(exc).__name__, session_id)
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return RedisUnavailable(where, str(exc) or type(exc).__name__, session_id)
     if is_out_of_memory(exc):
@@ -140,14 +142,16 @@ def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | 
     return out
 
 
-def connect(url: str) -> redis.Redis:
-    """A process-wide client for `url` (a fresh one after fork, so workers never share sockets)."""
-    key = (os.getpid(), url)
+def connect(url: str, ssl: dict[str, str] | None = None) -> redis.Redis:
+    """A process-wide client for `url` (a fresh one after fork, so workers never share sockets);
+    `ssl`: redis-py's TLS arguments for a `rediss://` URL (`Settings.redis_ssl`)."""
+    options = ssl or {}
+    key = (os.getpid(), url, tuple(sorted(options.items())))
     with _pools_lock:
         client = _pools.get(key)
         if client is None:
             client = redis.Redis.from_url(url, decode_responses=True,
-                                          health_check_interval=30)
+                                          health_check_interval=30, **options)
             _pools[key] = client
         return client
 
@@ -157,7 +161,8 @@ class RedisLayer:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        raw = client if client is not None else connect(settings.redis_dsn)
+        raw = client if client is not None else connect(settings.redis_dsn,
+                                                        settings.redis_ssl(settings.redis_dsn))
         self.redis: SyncRedis = cast(SyncRedis, raw)
         self.keys = KeySchema(settings.namespace)
         self._loaded: dict[str, Any] = {}
