@@ -65,6 +65,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {**transport, "unacked_restore_throttle": 1},
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,
+        # A Redis error reply to the consumer (an OOM at `maxmemory` in kombu's delivery or
+        # ack bookkeeping) restarts the consumer like a lost connection, instead of ending the
+        # worker's main process with "Unrecoverable error".
+        "broker_channel_error_retry": True,
         # Drop in-flight messages' prefetch on a lost connection rather than run them twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Queues of our own, so workers of other apps on the same broker never take our work;

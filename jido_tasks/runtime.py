@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import billiard.common
 from pydantic import BaseModel
 
 from jido_tasks import fleet, telemetry
@@ -158,6 +159,17 @@ class _Group:
         """The commit did not happen: the view goes back to the committed parts."""
         self.parts.undo(self.undo)
         self.actions, self.changes, self.undo = [], {}, {}
+
+
+def stopping() -> bool:
+    """True once billiard's terminate-signal handler ran in this process: the SystemExit it
+    raises (Celery cancels running tasks with SIGTERM when the broker connection drops) means
+    the process is stopping, and is no failure of the action it interrupted."""
+    fired = getattr(billiard.common, "terminate_handler_fired", None)
+    if fired is not None:
+        return bool(fired())
+    flag: list[bool] = getattr(billiard.common, "_should_have_exited", [False])  # older
+    return bool(flag[0])
 
 
 class _TimeLimit(BaseException):
@@ -452,6 +464,8 @@ class Drainer:
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, GeneratorExit...: the action's own failure, recorded
             # with its real type; the process goes on (only os._exit or a signal kills it).
+            if isinstance(exc, SystemExit) and stopping():
+                raise  # the process is stopping: the action runs again elsewhere
             if isinstance(exc, _TimeLimit):
                 exc = ActionTimeLimitExceeded(self.session_id, action_id, name, limit)
             return self._failure(action_id, req, exc, attempts, wall,

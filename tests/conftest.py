@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jido_tasks import Client, Settings, runtime
 
@@ -120,8 +122,12 @@ class RedisServer:
     def shutdown(self) -> None:
         """SHUTDOWN, as an operator stops Redis (the AOF, if on, is kept)."""
         if self.proc is not None:
+            # No retries: redis-py's default retries the closed connection with backoff,
+            # which kept SHUTDOWN waiting about 3 s after Redis had gone.
+            client = redis.Redis(port=self.port, password=self.password,
+                                 retry=Retry(NoBackoff(), 0))
             with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(port=self.port, password=self.password).shutdown()
+                client.shutdown()
             self.proc.wait(30)
             self.proc = None
 
@@ -354,3 +360,26 @@ def workers(redis_server: RedisServer, tmp_path: Path, broker_url: str | None,
     yield start
     for group in groups:
         group.stop()
+
+
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`figures(line)`: a measured figure, printed now (`-s`) and in the terminal summary."""
+    lines = request.config.stash.setdefault(FIGURES, [])
+
+    def add(line: str) -> None:
+        print(line)
+        lines.append(f"{request.node.name}: {line}")
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The figures tests measured (recovery times and the like), after the results."""
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,72 +1,199 @@
-"""Chaos: worker processes and whole workers SIGKILLed at random while sessions work.
+"""Chaos: worker processes and whole workers SIGKILLed at random while sessions work, and Redis
+restarted in the middle of it.
 
 The default run is short; `--soak` runs the long variant. Whatever is killed, every session's
-list ends exactly 0..n-1: nothing lost, nothing applied twice, order kept.
+list ends exactly 0..n-1: nothing lost, nothing applied twice, order kept. Redis (the registry,
+and the broker too unless the workers use another one) runs with AOF and `appendfsync always`
+and is stopped (SHUTDOWN) and started again on the same port and data once, while processes are
+being killed: with fsync always no acknowledged write can be lost, so the exact claim holds. The
+recovery times (after each kill, after the restart) are printed in the terminal summary.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import random
 import signal
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
-from tests.conftest import WorkerGroup, wait_for
+from jido_tasks import ActionHandle, RedisUnavailable
+from tests.conftest import RedisServer, WorkerGroup, wait_for
 
 Workers = Callable[..., WorkerGroup]
+Figures = Callable[[str], None]
+
+
+class Commits(threading.Thread):
+    """Polls every session's list length and keeps the times it grew (the commits seen)."""
+
+    def __init__(self, server: RedisServer, state_keys: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.redis = redis.Redis(port=server.port, socket_timeout=1, socket_connect_timeout=1)
+        self.state_keys = state_keys
+        self.lengths = dict.fromkeys(state_keys, 0)
+        self.grew: dict[str, list[float]] = {sid: [] for sid in state_keys}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.01):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self.state_keys.values():
+                pipe.hget(key, "items")
+            try:
+                values = pipe.execute()
+            except redis.RedisError:  # Redis is restarting
+                continue
+            now = time.monotonic()
+            for sid, raw in zip(self.state_keys, values, strict=True):
+                length = len(json.loads(raw)) if raw else 0
+                if length > self.lengths[sid]:
+                    self.lengths[sid] = length
+                    self.grew[sid].append(now)
+        self.redis.close()
+
+    def next_after(self, sid: str, moment: float) -> float | None:
+        """When the session's list next grew after `moment` (None: it never did)."""
+        return next((t for t in self.grew[sid] if t > moment), None)
 
 
 class Chaos(threading.Thread):
     """Every `period` seconds SIGKILL a random pool process; now and then a whole worker,
-    replaced by a new one; and run a sweep (the beat's job) so abandoned drains resume."""
+    replaced by a new one; and run a sweep (the beat's job) so abandoned drains resume. After
+    `restart_after` kills, stop Redis (SHUTDOWN, keeping its AOF), kill once more while it is
+    down, and start it again on the same port and data."""
 
-    def __init__(self, group: WorkerGroup, period: float, seed: int) -> None:
+    def __init__(self, group: WorkerGroup, period: float, seed: int,
+                 server: RedisServer | None = None, restart_after: int = 3) -> None:
         super().__init__(daemon=True)
         self.group, self.period = group, period
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.kills = {"process": 0, "worker": 0}
         self.errors: list[BaseException] = []
+        self.server, self.restart_after = server, restart_after
+        self.restarted = threading.Event()
+        self.restart: tuple[float, float] | None = None
+        """(SHUTDOWN sent, Redis answering again), monotonic."""
+        self.victims: list[tuple[str, float, list[str]]] = []
+        """Per kill: what was killed, when, and the sessions it held a lease on."""
+        self.sessions: list[str] = []
+        self.replaced: set[int] = set()
+        self.exited = 0
+        """Workers whose main process exited on its own, started again."""
 
     def run(self) -> None:
         try:
             while not self.stop.wait(self.period):
+                self.supervise()
                 self.strike()
+                if (self.server is not None and not self.restarted.is_set()
+                        and sum(self.kills.values()) >= self.restart_after):
+                    self.restart_redis(self.server)
                 self.group.client.sweep(force=True)
         except BaseException as exc:  # reported by the test
             self.errors.append(exc)
 
-    def strike(self) -> None:
+    def supervise(self) -> None:
+        """Start a new worker for one whose main process exited on its own, as a supervisor
+        (systemd, compose) would: Celery ends a worker whose pool process dies while its pool
+        starts ("Unrecoverable error: WorkerLostError('Could not start worker processes')")."""
+        for index, proc in enumerate(self.group.procs):
+            if proc.poll() is not None and index not in self.replaced:
+                self.replaced.add(index)
+                self.group.start(1, wait=False)
+                self.exited += 1
+
+    def restart_redis(self, server: RedisServer) -> None:
+        down = time.monotonic()
+        server.shutdown()
+        self.stop.wait(self.period)
+        self.strike(leases={})  # while Redis is down: the leases cannot be read
+        self.stop.wait(self.period)
+        server.start()
+        self.restart = (down, time.monotonic())
+        self.restarted.set()
+
+    def holders(self) -> dict[str, str]:
+        """Session id by the worker id (`host:pid`) holding its lease, for the sessions with
+        work pending (an idle one would not commit again until the next send)."""
+        pipe = self.group.client.layer.redis.pipeline(transaction=False)
+        for sid in self.sessions:
+            sk = self.group.client.layer.keys.session(sid)
+            pipe.get(sk.lease)
+            pipe.llen(sk.mailbox)
+        values = pipe.execute()
+        return {str(lease).split("|", 1)[1]: sid
+                for sid, lease, pending in zip(self.sessions, values[::2], values[1::2],
+                                               strict=True) if lease and pending}
+
+    def strike(self, leases: dict[str, str] | None = None) -> None:
         alive = [i for i, p in enumerate(self.group.procs) if p.poll() is None]
         if not alive:
             return
+        held = self.holders() if leases is None else leases
         index = self.rng.choice(alive)
         if self.rng.random() < 0.15 and len(alive) > 1:
+            pids = self.group.child_pids(self.group.procs[index])
+            self.replaced.add(index)
             self.group.kill(index)
             self.group.start(1, wait=False)
             self.kills["worker"] += 1
+            self.killed("worker", pids, held)
             return
         children = self.group.child_pids(self.group.procs[index])
         if children:
+            pid = self.rng.choice(children)
             try:
-                os.kill(self.rng.choice(children), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 self.kills["process"] += 1
+                self.killed("process", [pid], held)
             except ProcessLookupError:
                 pass
 
+    def killed(self, kind: str, pids: list[int], held: dict[str, str]) -> None:
+        """Note which sessions the killed processes held, to time their recovery."""
+        ends = tuple(f":{pid}" for pid in pids)
+        self.victims.append((kind, time.monotonic(),
+                             [sid for worker, sid in held.items() if worker.endswith(ends)]))
 
-def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
-              seed: int) -> None:
-    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50)
+
+def send(group: WorkerGroup, sid: str, value: int, seconds: float) -> ActionHandle:
+    """Send with an id of our own, again and again while Redis is away (a resend of the same
+    id is accepted once), as a careful caller does."""
+    action_id = f"act_{os.urandom(16).hex()}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return group.client.send(sid, "test.slow_append",
+                                     {"value": value, "seconds": seconds}, action_id=action_id)
+        except RedisUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def run_chaos(workers: Workers, server: RedisServer, figures: Figures, sessions: int,
+              per_session: int, period: float, seed: int) -> None:
+    # Every record is kept, so that every handle can be checked.
+    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50, redis_url=server.url,
+                    keep_results=max(100, per_session))
     c = group.client
     sids = [c.create_session().id for _ in range(sessions)]
-    chaos = Chaos(group, period, seed)
+    commits = Commits(server, {sid: c.layer.keys.session(sid).state for sid in sids})
+    commits.start()
+    chaos = Chaos(group, period, seed, server)
+    chaos.sessions = sids
     chaos.start()
-    last = {}
+    handles: dict[str, list[ActionHandle]] = {sid: [] for sid in sids}
     # Each session's work lasts at least three chaos periods, so kills land mid-work however
     # fast the machine (0.003 s actions once finished before the first strike).
     seconds = max(0.003, 3 * period / per_session)
@@ -74,29 +201,81 @@ def run_chaos(workers: Workers, sessions: int, per_session: int, period: float,
         for i in range(per_session):
             if i == per_session // 2:  # strikes must land while work is still pending
                 wait_for(lambda: sum(chaos.kills.values()) >= 2, 30, message="two strikes")
+            if i == 3 * per_session // 4:  # and the Redis restart too
+                wait_for(chaos.restarted.is_set, 60, message="the Redis restart")
             for sid in sids:
-                last[sid] = c.send(sid, "test.slow_append", {"value": i, "seconds": seconds})
+                handles[sid].append(send(group, sid, i, seconds))
         deadline = time.monotonic() + 60 + sessions * per_session * 0.02
-        for handle in last.values():
-            handle.get(timeout=max(1.0, deadline - time.monotonic()))
+        results = {sid: [h.get(timeout=max(1.0, deadline - time.monotonic())) for h in hs]
+                   for sid, hs in handles.items()}
     finally:
         chaos.stop.set()
         chaos.join(30)
+        commits.stop.set()
+        commits.join(5)
     assert chaos.errors == []
     assert chaos.kills["process"] + chaos.kills["worker"] > 0
+    assert chaos.restart is not None
     for sid in sids:
-        assert c.get_state(sid)["items"] == list(range(per_session)), sid
+        items = c.get_state(sid)["items"]
+        lost = set(range(per_session)) - set(items)
+        repeated = len(items) - len(set(items))
+        out_of_order = sum(1 for a, b in itertools.pairwise(items) if a > b)
+        assert (len(lost), repeated, out_of_order) == (0, 0, 0), (sid, items)
+        assert results[sid] == list(range(1, per_session + 1)), sid  # every handle resolved
         sk = c.layer.keys.session(sid)
         assert c.layer.redis.llen(sk.mailbox) == 0
+    report(figures, chaos, commits, sessions * per_session)
+
+
+def report(figures: Figures, chaos: Chaos, commits: Commits, actions: int) -> None:
+    """The recovery times: per kill (until every session the killed processes held commits
+    again), and after the Redis restart."""
+    assert chaos.restart is not None
+    down, up = chaos.restart
+    recoveries: dict[str, list[float]] = {"process": [], "worker": []}
+    for kind, moment, held in chaos.victims:
+        times = [commits.next_after(sid, moment) for sid in held]
+        if not held or None in times:
+            continue
+        recovered = max(t for t in times if t is not None)
+        if not moment <= down <= recovered and not down <= moment <= up:  # not the restart's
+            recoveries[kind].append(recovered - moment)
+    figures(f"chaos: {actions} actions, {chaos.kills['process']} pool processes and "
+            f"{chaos.kills['worker']} workers killed ({chaos.exited} more exited on their own "
+            f"and were started again): 0 lost, 0 repeated, 0 out of order")
+    for kind, times in recoveries.items():
+        if times:
+            figures(f"chaos: a killed {kind}'s sessions commit again after: median "
+                    f"{statistics.median(times):.2f} s, max {max(times):.2f} s "
+                    f"({len(times)} kills of a lease holder with work pending)")
+    resumed = [commits.next_after(sid, up) for sid in commits.grew]
+    after = [t - up for t in resumed if t is not None]
+    assert after, "no commit after the Redis restart"
+    figures(f"chaos: Redis restart (SHUTDOWN, AOF fsync always) while killing: down "
+            f"{up - down:.2f} s; after it answered again, first commit {min(after):.2f} s, "
+            f"every session committing again {max(after):.2f} s ({len(after)} sessions)")
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own with AOF on, fsync always (see the module's doc)."""
+    server = RedisServer(tmp_path / "redis", aof=True)
+    server.dir.mkdir()
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.mark.brokers
-def test_chaos_short(workers: Workers) -> None:
-    """Short chaos: 8 sessions x 40 actions while processes are killed every 0.4 s."""
-    run_chaos(workers, sessions=8, per_session=40, period=0.4, seed=1)
+def test_chaos_short(workers: Workers, aof_redis: RedisServer, figures: Figures) -> None:
+    """Short chaos: 8 sessions x 40 actions while processes are killed every 0.4 s, and Redis
+    restarted once among the kills."""
+    run_chaos(workers, aof_redis, figures, sessions=8, per_session=40, period=0.4, seed=1)
 
 
 @pytest.mark.soak
-def test_chaos_soak(workers: Workers) -> None:
-    """Long chaos (--soak): 40 sessions x 250 actions, a kill every 0.25 s."""
-    run_chaos(workers, sessions=40, per_session=250, period=0.25, seed=2)
+def test_chaos_soak(workers: Workers, aof_redis: RedisServer, figures: Figures) -> None:
+    """Long chaos (--soak): 40 sessions x 250 actions, a kill every 0.25 s, one Redis
+    restart."""
+    run_chaos(workers, aof_redis, figures, sessions=40, per_session=250, period=0.25, seed=2)

@@ -367,3 +367,89 @@ def test_redis_out_of_memory_is_a_typed_error_everywhere(tmp_path: Path) -> None
     finally:
         c.close()
         server.kill()
+
+
+def _fill(server: RedisServer) -> list[str]:
+    """Write filler keys until Redis refuses even a tiny write; their names."""
+    filler = redis.Redis(port=server.port)
+    names: list[str] = []
+    for size in (100_000, 1000, 10):
+        with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+            for i in range(100_000):
+                filler.set(f"filler:{size}:{i}", "x" * size)
+                names.append(f"filler:{size}:{i}")
+    filler.close()
+    return names
+
+
+def test_the_worker_survives_redis_out_of_memory(tmp_path: Path) -> None:
+    """Redis (broker and registry) at maxmemory while a worker drains: the worker's main
+    process meets the OOM in kombu's delivery bookkeeping and stays alive (it used to exit
+    with "Unrecoverable error: OutOfMemoryError"); once memory is freed the same worker applies
+    every action exactly once, in order, new ones included."""
+    server = RedisServer(tmp_path, args=("--maxmemory", "6mb"))
+    server.start()
+    logdir = tmp_path / "workers"
+    logdir.mkdir()
+    group = WorkerGroup(make_settings(server.url), logdir)
+    stop = threading.Event()
+    try:
+        group.start(1)
+        c = group.client
+        sids = [c.create_session().id for _ in range(4)]
+        handles = [c.send(sid, "test.slow_append", {"value": i, "seconds": 0.1})
+                   for i in range(10) for sid in sids]
+        leases = [c.layer.keys.session(sid).lease for sid in sids]
+        # Fill while a drain runs and others wait in the queue: the worker's main process
+        # takes the next one (kombu's delivery bookkeeping) under the OOM.
+        wait_for(lambda: c.layer.redis.exists(*leases)
+                 and c.layer.redis.llen(c.settings.queue) >= 2, 20,
+                 message="a drain running and two waiting")
+        names = _fill(server)
+        wait_for(lambda: "OutOfMemoryError" in "".join(
+            line for line in group.logs().splitlines() if "/MainProcess]" in line), 30,
+                 message="the worker's main process to meet the OOM")
+        filler = redis.Redis(port=server.port)
+        for i in range(0, len(names), 1000):
+            filler.delete(*names[i:i + 1000])
+        filler.close()
+
+        def beat() -> None:  # the beat's sweep republishes drains lost to the OOM
+            while not stop.wait(1.0):
+                with contextlib.suppress(Exception):
+                    c.sweep(force=True)
+
+        threading.Thread(target=beat, daemon=True).start()
+        main = group.procs[0]
+        wait_for(lambda: main.poll() is not None or all(h.status().finished for h in handles),
+                 60, interval=0.2, message="every action to finish")
+        assert main.poll() is None, "the worker's main process exited"
+        assert [h.get(timeout=1) for h in handles] == [i + 1 for i in range(10) for _ in sids]
+        for sid in sids:
+            assert c.call(sid, "test.append", {"value": 10}, timeout=30) == 11
+            assert c.get_state(sid)["items"] == list(range(11)), sid
+        assert group.procs[0].poll() is None and len(group.procs) == 1
+        assert "Unrecoverable error" not in group.logs()
+    finally:
+        stop.set()
+        group.stop()
+        server.kill()
+
+
+def test_a_drain_cancelled_by_sigterm_is_not_the_actions_failure(workers: Workers) -> None:
+    """Celery cancels running drains with SIGTERM when its broker connection drops (a Redis
+    restart); billiard turns the signal into SystemExit inside the action. That is the process
+    stopping, not the action failing: the action runs again elsewhere and succeeds once (it was
+    recorded as failed with `SystemExit: -241`)."""
+    group = workers(1, concurrency=2, lease_ttl=2.0)
+    c = group.client
+    sid = c.create_session().id
+    key = f"{c.settings.namespace}:test:started"
+    first = c.send(sid, "test.slow_append", {"value": 0, "seconds": 1.0, "started_key": key})
+    after = c.send(sid, "test.append", {"value": 1})
+    os.kill(_started(c, key)[0], signal.SIGTERM)
+    _started(c, key, 2, timeout=30)
+    assert first.get(timeout=30) == 1
+    assert after.get(timeout=30) == 2
+    assert first.record().attempts == 2
+    assert c.get_state(sid)["items"] == [0, 1]
