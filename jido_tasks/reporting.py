@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import time
 from typing import Any
 
 import redis
@@ -230,6 +231,24 @@ class CeleryReporter(CommitListener):
             except Exception:
                 log.warning("could not send task events for session %s", session_id,
                             exc_info=True)
+
+    def refused(self, task_id: str, name: str, args: Any, kwargs: Any, error_type: str,
+                message: str) -> None:
+        """Announce a task that refused its input (received, then failed), so Flower shows
+        it; never raises (a lost announcement is logged)."""
+        if not self.events:
+            return
+        try:
+            d = self.dispatcher()
+            now = time.time()
+            d.send("task-received", uuid=task_id, timestamp=now, name=name,
+                   args=saferepr(list(args)), kwargs=saferepr(kwargs), retries=0, eta=None,
+                   expires=None, root_id=task_id, parent_id=None)
+            d.send("task-failed", uuid=task_id, timestamp=now, traceback=None,
+                   exception=f"{error_type}({message!r})")
+            d.flush(errors=False, groups=True)
+        except Exception:
+            log.warning("could not announce refused task %s", task_id, exc_info=True)
 
     def send_events(self, session_id: str, finished: list[Finished]) -> None:
         """Buffer received/started/succeeded|failed for each action; publish them at once."""

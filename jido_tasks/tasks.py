@@ -183,10 +183,25 @@ def sweep(self: Task[Any, Any]) -> None:
 # under the same id), so Celery must store nothing on return; a refusal (bad input) is still
 # stored (store_errors_even_if_ignored). send_events off: the id is the action's, whose Flower
 # row the drain's per-action events write; the worker's own events for the send would collide
-# with them (a task-succeeded with result None).
+# with them (a task-succeeded with result None). A refusal is announced by `_announced`.
+def _announced(fn: Any) -> Any:
+    """A refused by-name send (bad input) still shows in Flower, as a failed `jido_tasks.send`
+    (the send task's own events are off: see `send`)."""
+    @functools.wraps(fn)
+    def wrapper(self: Task[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except JidoTasksError as exc:
+            reporter_for(self).refused(str(self.request.id), SEND_TASK, args, kwargs,
+                                       type(exc).__name__, exc.message)
+            raise
+    return wrapper
+
+
 @shared_task(bind=True, name=SEND_TASK, ignore_result=True, store_errors_even_if_ignored=True,
              send_events=False)
 @_typed
+@_announced
 def send(self: Task[Any, Any], session_id: str, action: str,
          params: JsonObject | None = None) -> None:
     """Accept an action whose id is this message's id; its own result comes later.

@@ -549,6 +549,9 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
         by_name = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": 9}],
                                 queue=group.settings.queue)
         assert by_name.get(timeout=30) == 6
+        refused = app.send_task("jido_tasks.send", args=["session_" + "0" * 32, "test.append"],
+                                queue=group.settings.queue)
+        assert error_of(refused)[0] == "SessionNotFound"
         app.close()
         # Flower's HTTP API is a Celery client too: the answered task id is the action id.
         posted = _get(f"{base}/api/task/async-apply/jido_tasks.send",
@@ -587,8 +590,11 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
             assert h.id in tasks
         assert final(via_http, "SUCCESS")["result"] == "7"
         assert _get(f"{base}/api/task/result/{via_http}")["result"] == 7
+        # A by-name send refused for its input shows as a failed jido_tasks.send.
+        shown = final(refused.id, "FAILURE")
+        assert shown["name"] == "jido_tasks.send" and "SessionNotFound" in shown["exception"]
         failed = _get(f"{base}/api/tasks?state=FAILURE&limit=1000")
-        assert list(failed) == [failing.id]
+        assert sorted(failed) == sorted([failing.id, refused.id])
         drains = _get(f"{base}/api/tasks?taskname=jido_tasks.drain&limit=1000")
         assert drains, "drains stay visible"
         metrics = _get(f"{base}/metrics")
