@@ -31,7 +31,6 @@ from jido_tasks.dispatch import publish_drains
 from jido_tasks.errors import ActionTimeout
 from jido_tasks.events import Pause, Step, reader_plan
 from jido_tasks.mailbox import (
-    WITHDRAW_REASON,
     SendItem,
     cancel_op,
     check_timeout,
@@ -39,8 +38,8 @@ from jido_tasks.mailbox import (
     prepare,
     record_op,
     result_of,
+    send_many_op,
     send_op,
-    settle_many,
 )
 from jido_tasks.models import (
     ActionRecord,
@@ -253,20 +252,12 @@ class AsyncClient:
                     for name, params, aid in normalize(actions, session_id)]
         if not prepared:
             return []
-        ops = [send_op(self.settings, session_id, action_id, request)
-               for action_id, request in prepared]
         async with self._sending:
-            replies = await self.layer.call_many(ops, transaction=True)
-            error, withdraw, publish = settle_many(prepared, replies)
-            if error is not None:
-                for action_id in withdraw:
-                    await self.layer.call(cancel_op(self.settings, session_id, action_id,
-                                                    WITHDRAW_REASON))
-                raise error
-        if publish:
+            many = await self.layer.call(send_many_op(self.settings, session_id, prepared))
+        if many.publish:
             await self._publish(session_id)
-        for (action_id, request), reply in zip(prepared, replies, strict=True):
-            if isinstance(reply, scripts.Sent) and not reply.duplicate:
+        for (action_id, request), sent in zip(prepared, many.sent, strict=True):
+            if not sent.duplicate:
                 telemetry.dispatch.action_sent(session_id, action_id, request.action)
         return [AsyncActionHandle(self, session_id, action_id, request.action,
                                   request.to_json()) for action_id, request in prepared]

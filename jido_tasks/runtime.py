@@ -210,15 +210,16 @@ class Drainer:
         self.listener = listener
         self._elsewhere: dict[str, bool] = {}  # action name -> a live worker has it
 
-    def drain(self) -> DrainReport:
+    def drain(self, claimed: scripts.Claimed | None = None) -> DrainReport:
+        """Claim the session (unless `claimed`: the lease is ours already) and drain it."""
         started = time.perf_counter()
-        report = self._drain()
+        report = self._drain(claimed)
         telemetry.dispatch.drain_finished(self.session_id, report.outcome, report.applied,
                                           report.failed, time.perf_counter() - started)
         return report
 
-    def _drain(self) -> DrainReport:
-        claimed = self._claim()
+    def _drain(self, held: scripts.Claimed | None) -> DrainReport:
+        claimed = held or self._claim()
         if isinstance(claimed, scripts.Busy):
             return DrainReport(session_id=self.session_id, outcome="busy",
                                retry_after=claimed.retry_after)
@@ -231,7 +232,8 @@ class Drainer:
                 self.entry = SessionEntry.from_redis(
                     self.session_id, self.layer.keys.session(self.session_id).entry,
                     claimed.row)
-                parts = Parts(self.layer, self.session_id, claimed.legacy_state)
+                parts = Parts(self.layer, self.session_id, claimed.legacy_state,
+                              claimed.parts)
                 self._run(claimed.batch, parts, report, beat)
             except Exception:
                 # A bug or a Redis failure: give the lease up now rather than let it expire
@@ -495,6 +497,15 @@ def _request(pending: scripts.PendingAction) -> ActionRequest:
 
 
 def drain(layer: RedisLayer, session_id: str, worker: str | None = None,
-          listener: CommitListener | None = None) -> DrainReport:
-    """Apply the session's pending actions (the body of the Celery drain task)."""
-    return Drainer(layer, session_id, worker, listener).drain()
+          listener: CommitListener | None = None,
+          claimed: scripts.Claimed | None = None) -> DrainReport:
+    """Apply the session's pending actions (the body of the Celery drain task); `claimed`:
+    the lease was taken already (by the send this worker accepted), with this first batch."""
+    return Drainer(layer, session_id, worker, listener).drain(claimed)
+
+
+def claim_for(layer: RedisLayer, worker: str | None = None) -> scripts.ClaimFor:
+    """What a send needs to claim a session's lease for this worker (see `scripts.send`)."""
+    s, worker = layer.settings, worker or worker_id()
+    return scripts.ClaimFor(worker, s.lease_ms, s.batch_size, layer.keys.alive(worker),
+                            s.liveness_ms)
