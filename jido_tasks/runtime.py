@@ -37,6 +37,7 @@ from jido_tasks.models import (
     ReplyTo,
     SessionEntry,
     dumps,
+    validate_session_id,
 )
 from jido_tasks.state import ActionState, Changes, Parts
 from jido_tasks.store import scripts
@@ -504,8 +505,11 @@ def drain(layer: RedisLayer, session_id: str, worker: str | None = None,
     return Drainer(layer, session_id, worker, listener).drain(claimed)
 
 
-def claim_for(layer: RedisLayer, worker: str | None = None) -> scripts.ClaimFor:
-    """What a send needs to claim a session's lease for this worker (see `scripts.send`)."""
+def claim_for(layer: RedisLayer, session_id: str, worker: str | None = None,
+              ) -> scripts.ClaimFor:
+    """What a send to `session_id` needs to claim its lease for this worker (see
+    `scripts.send`); the liveness key is the one of the session's slot group."""
     s, worker = layer.settings, worker or worker_id()
-    return scripts.ClaimFor(worker, s.lease_ms, s.batch_size, layer.keys.alive(worker),
-                            s.liveness_ms)
+    validate_session_id(session_id)
+    return scripts.ClaimFor(worker, s.lease_ms, s.batch_size,
+                            layer.keys.alive(worker, session_id), s.liveness_ms)

@@ -230,7 +230,8 @@ def send(self: Task[Any, Any], session_id: str, action: str,
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
     try:
         _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY,
-                                        publish=False, claim_for=claim_for(client.layer))
+                                        publish=False,
+                                        claim_for=claim_for(client.layer, session_id))
     except ActionIdConflict:
         # The id is another action's: failing this task would overwrite that action's result
         # in the backend (the same task id). Say so in the log and store nothing.

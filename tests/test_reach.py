@@ -155,7 +155,7 @@ def test_send_many_with_a_taken_id_refuses_the_whole_batch_before_queueing(
         def stored() -> tuple[Any, ...]:
             return (r.lrange(sk.mailbox, 0, -1), r.hgetall(sk.pending),
                     r.lrange(sk.records, 0, -1), r.xlen(sk.events), r.hgetall(
-                        c.layer.keys.metrics))
+                        c.layer.keys.group_for(sid).metrics))
         before = stored()
         batch = [("test.append", {"value": "a"}), ("test.append", {"value": "b"}, fresh),
                  ("test.append", {"value": "other"}, taken)]
@@ -418,14 +418,14 @@ def test_send_claims_a_free_lease_for_the_drain_it_asks_for(client: Client) -> N
     sk = c.layer.keys.session(sid)
     fence = int(c.layer.redis.hget(sk.entry, "fence") or 0)
     first = c.mailbox.accept(sid, "test.append", {"value": 1}, claim_for=runtime.claim_for(
-        c.layer, "w1"))[1]
+        c.layer, sid, "w1"))[1]
     assert first.claimed is not None and not first.publish
     assert int(first.claimed.token) == fence + 1
     assert [a.id for a in first.claimed.batch.actions] == c.layer.redis.lrange(sk.mailbox, 0, -1)
     assert c.layer.redis.get(sk.lease) == f"{first.claimed.token}|w1"
-    assert c.layer.redis.get(c.layer.keys.alive("w1")) == "1"
+    assert c.layer.redis.get(c.layer.keys.alive("w1", sid)) == "1"
     second = c.mailbox.accept(sid, "test.append", {"value": 2},
-                              claim_for=runtime.claim_for(c.layer, "w2"))[1]
+                              claim_for=runtime.claim_for(c.layer, sid, "w2"))[1]
     assert second == scripts.Sent(False, False)  # scheduled and leased: w1's drain takes it
     report = runtime.drain(c.layer, sid, worker="w1", claimed=first.claimed)
     assert (report.outcome, report.applied) == ("done", 2)
@@ -433,7 +433,7 @@ def test_send_claims_a_free_lease_for_the_drain_it_asks_for(client: Client) -> N
     assert not c.layer.redis.exists(sk.lease) and not c.layer.redis.hexists(sk.entry, "scheduled")
     # Its stale claim is fenced off once another worker has claimed the session since.
     again = c.mailbox.accept(sid, "test.append", {"value": 3},
-                             claim_for=runtime.claim_for(c.layer, "w3"))[1]
+                             claim_for=runtime.claim_for(c.layer, sid, "w3"))[1]
     assert again.claimed is not None
     c.layer.redis.delete(sk.lease)  # as if w3's lease expired; w4 claims the session
     assert runtime.drain(c.layer, sid, worker="w4").applied == 1
@@ -458,7 +458,7 @@ def test_results_and_their_acknowledgement_go_in_one_transaction(client: Client)
     assert reporting.deliver(c.layer, c.celery.backend, sid, []) == 3
     assert [c.celery.AsyncResult(aid).get(timeout=5) for aid in ids] == [1, 2, 3]
     assert c.layer.redis.llen(sk.replies) == 0
-    assert c.layer.redis.zscore(c.layer.keys.undelivered, sid) is None
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
 
 
 def test_by_name_results_when_the_message_asks_celery_to_store_results(
