@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import is_registered
-from jido_tasks.checks import enforce_start_checks
+from jido_tasks.checks import enforce_start_checks, stop_worker
 from jido_tasks.client import Client
 from jido_tasks.dispatch import (
     CREATE_SESSION_TASK,
@@ -120,9 +120,8 @@ def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
         enforce_start_checks(layer.redis, settings)
         try:
             check_layout(layer)
-        except LayoutMismatch as exc:  # SystemExit: Celery logs and swallows the others
-            log.critical("%s", exc)
-            raise SystemExit(f"error: {exc}") from exc
+        except LayoutMismatch as exc:
+            stop_worker(exc)
 
 
 @worker_ready.connect
