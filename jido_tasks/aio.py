@@ -11,6 +11,9 @@ or Redis store) and the sweep.
 
 One `AsyncClient` belongs to one event loop; close it (`await client.close()`, or
 `async with AsyncClient() as client:`) before the loop ends.
+
+Like `Client`, it checks the stored key layout (`LayoutMismatch`: see `jido_tasks.layout`),
+once: at `await client.connect()` (or `async with`), else at its first call.
 """
 
 from __future__ import annotations
@@ -18,18 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 
 from jido_tasks import telemetry
 from jido_tasks.actions import load_action_modules
 from jido_tasks.dispatch import publish_drains
-from jido_tasks.errors import ActionTimeout
+from jido_tasks.errors import ActionTimeout, RedisOutOfMemory, RedisUnavailable
 from jido_tasks.events import Pause, Step, reader_plan
+from jido_tasks.layout import layout_plan
 from jido_tasks.mailbox import (
     SendItem,
     cancel_op,
@@ -78,10 +83,23 @@ from jido_tasks.waiting import Wait, WaitHub
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 _OUTAGE_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reads while Redis is away
 OFF_LOOP_THREADS = 2
 """Threads of one client for the work that must stay synchronous (kombu, snapshot files)."""
+
+
+def _layout_checked(fn: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+                    ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]]:
+    """Check the stored key layout before the client's first call (see `AsyncClient.connect`):
+    `LayoutMismatch` is raised; Redis unreachable leaves the check for the next call."""
+    @functools.wraps(fn)
+    async def wrapper(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if not self.layout_checked:
+            await self._check_layout_quietly()
+        return await fn(self, *args, **kwargs)
+    return wrapper
 
 
 class AsyncClient:
@@ -105,7 +123,30 @@ class AsyncClient:
         """Sessions whose drain goes out in the next batch (in order, once each)."""
         self._drains_out: asyncio.Future[None] | None = None
         self._drain_publishers: set[asyncio.Task[None]] = set()
+        self.layout_checked = False
+        """The stored key layout was found to match the settings (checked once)."""
+        self._layout_lock = asyncio.Lock()
         load_action_modules(self.settings)
+
+    # -- the stored layout ----------------------------------------------------------------
+    @redis_errors
+    async def connect(self) -> None:
+        """Check the stored key layout now (else the first call does): raises
+        `LayoutMismatch` if the namespace holds data of another layout or `index_shards`
+        (recording the layout in an empty namespace), `RedisUnavailable` if Redis does not
+        answer. Checked once per client; `async with` calls it."""
+        async with self._layout_lock:  # concurrent first calls wait for one check
+            if not self.layout_checked:
+                await self.layer.run(layout_plan(self.layer))
+                self.layout_checked = True
+
+    async def _check_layout_quietly(self) -> None:
+        """`connect` before a first call: as `Client` does, a Redis that cannot be reached (or
+        refuses the write, e.g. full) does not fail the call here; the next call checks."""
+        try:
+            await self.connect()
+        except (redis.RedisError, RedisUnavailable, RedisOutOfMemory) as exc:
+            log.debug("key layout not checked yet: %s", exc)
 
     # -- off the loop ---------------------------------------------------------------------
     async def _off_loop(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -182,16 +223,19 @@ class AsyncClient:
                 self._drain_publishers.discard(task)
 
     # -- registry -------------------------------------------------------------------------
+    @_layout_checked
     @redis_errors
     async def create_session(self, metadata: JsonObject | None = None,
                              llm_config: JsonObject | None = None,
                              config: SessionConfig | JsonObject | None = None) -> SessionEntry:
         return await self.layer.run(create_plan(self.layer, metadata, llm_config, config))
 
+    @_layout_checked
     @redis_errors
     async def get_session(self, session_id: str) -> SessionEntry:
         return await self.layer.run(get_plan(self.layer, session_id))
 
+    @_layout_checked
     @redis_errors
     async def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
                             limit: int | None = None) -> list[SessionEntry]:
@@ -199,10 +243,12 @@ class AsyncClient:
         `offset`/`limit` count sessions of the requested status."""
         return await self.layer.run(list_plan(self.layer, status, offset=offset, limit=limit))
 
+    @_layout_checked
     @redis_errors
     async def touch(self, session_id: str) -> SessionEntry:
         return await self.layer.run(touch_plan(self.layer, session_id))
 
+    @_layout_checked
     @redis_errors
     async def terminate_session(self, session_id: str, reason: str = "requested", *,
                                 drain: bool = False, save: bool = False) -> SessionEntry:
@@ -215,11 +261,13 @@ class AsyncClient:
         entry, _ = await self.layer.run(terminate_plan(self.layer, session_id, reason, drain))
         return entry
 
+    @_layout_checked
     @redis_errors
     async def get_state(self, session_id: str) -> JsonObject:
         return await self.layer.run(state_plan(self.layer, session_id))
 
     # -- session work ---------------------------------------------------------------------
+    @_layout_checked
     @redis_errors
     async def send(self, session_id: str, action: str, params: Any = None, *,
                    action_id: str | None = None) -> AsyncActionHandle:
@@ -242,6 +290,7 @@ class AsyncClient:
         if not sent.duplicate:
             telemetry.dispatch.action_sent(session_id, action_id, request.action)
 
+    @_layout_checked
     @redis_errors
     async def send_many(self, session_id: str, actions: Iterable[SendItem],
                         ) -> list[AsyncActionHandle]:
@@ -262,6 +311,7 @@ class AsyncClient:
         return [AsyncActionHandle(self, session_id, action_id, request.action,
                                   request.to_json()) for action_id, request in prepared]
 
+    @_layout_checked
     @redis_errors
     async def call(self, session_id: str, action: str, params: Any = None,
                    timeout: float | None = 30.0, *, action_id: str | None = None) -> Any:
@@ -288,6 +338,7 @@ class AsyncClient:
             if wait is not None:
                 self.hub.release(wait)
 
+    @_layout_checked
     @redis_errors
     async def action(self, session_id: str, action_id: str) -> ActionRecord:
         """The record of one sent action."""
@@ -301,6 +352,7 @@ class AsyncClient:
         """A handle on an action sent earlier (e.g. by another process)."""
         return AsyncActionHandle(self, session_id, action_id, action)
 
+    @_layout_checked
     @redis_errors
     async def wait(self, session_id: str, action_id: str, timeout: float | None = None,
                    ) -> ActionRecord:
@@ -353,11 +405,13 @@ class AsyncClient:
         tag = await self._cancel(session_id, action_id, reason)
         return tag is scripts.Tag.CANCELLED
 
+    @_layout_checked
     @redis_errors
     async def _cancel(self, session_id: str, action_id: str, reason: str) -> scripts.Tag:
         return await self.layer.call(cancel_op(self.settings, session_id, action_id, reason))
 
     # -- snapshots (store I/O off the loop) -----------------------------------------------
+    @_layout_checked
     @redis_errors
     async def save_session(self, session_id: str) -> SnapshotInfo:
         """Save the session's entry and whole state (between two actions) under its id."""
@@ -365,28 +419,33 @@ class AsyncClient:
         return await self._off_loop(save_snapshot, self.sync_layer, self.snapshot_store,
                                     session_id)
 
+    @_layout_checked
     @redis_errors
     async def restore_session(self, saved_id: str) -> SessionEntry:
         """A new active session from a snapshot, with `restored_from` set to `saved_id`."""
         snap = await self._off_loop(self.snapshot_store.load, saved_id)
         return await self.layer.run(restore_plan(self.layer, snap, saved_id))
 
+    @_layout_checked
     @redis_errors
     async def list_saved_sessions(self) -> list[str]:
         """Ids of the readable snapshots, sorted (corrupt ones are skipped with a warning)."""
         return [info.id for info in await self.saved_sessions()]
 
+    @_layout_checked
     @redis_errors
     async def saved_sessions(self) -> list[SnapshotInfo]:
         """Id, save time, size and store of each readable snapshot, sorted by id."""
         return await self._off_loop(list_snapshots, self.snapshot_store)
 
+    @_layout_checked
     @redis_errors
     async def delete_saved_session(self, saved_id: str) -> None:
         await self._off_loop(delete_snapshot, self.sync_layer, self.snapshot_store,
                              saved_id)
 
     # -- maintenance ----------------------------------------------------------------------
+    @_layout_checked
     @redis_errors
     async def sweep(self, force: bool = False) -> SweepReport:
         """Run one sweep now, off the loop (see `Client.sweep`)."""
@@ -402,6 +461,8 @@ class AsyncClient:
 
     async def _events(self, plan: Generator[Step, Any, None]) -> AsyncIterator[Event]:
         reply: Any = None
+        if not self.layout_checked:
+            await self._check_layout_quietly()
         try:
             while True:
                 try:
@@ -420,6 +481,8 @@ class AsyncClient:
             raise typed_redis_error(exc, self.settings, None) or exc from exc
 
     async def __aenter__(self) -> AsyncClient:
+        """Checks the stored key layout (`connect`); a Redis not up yet is checked later."""
+        await self._check_layout_quietly()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

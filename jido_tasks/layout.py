@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from jido_tasks.errors import LayoutMismatch
 from jido_tasks.models import is_index_member
-from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.connection import Layer, Plan, Read, RedisLayer
 from jido_tasks.store.keys import INDEX_KEYS, LAYOUT_VERSION, LegacyKeys
 from jido_tasks.store.scripts import group_event_maxlen
 
@@ -46,40 +46,51 @@ class MigrationReport(BaseModel):
     layout: str = ""
 
 
-def _legacy_keys(layer: RedisLayer) -> list[str]:
+def _legacy_keys(layer: Layer) -> list[str]:
     old = LegacyKeys(layer.settings.namespace)
     return [*(old.index(name) for name in _LEGACY_INDEXES), old.events, old.metrics]
 
 
-def _legacy_present(layer: RedisLayer) -> bool:
-    pipe = layer.redis.pipeline(transaction=False)
-    for key in _legacy_keys(layer):  # one key per command: fine on a cluster too
-        pipe.exists(key)
-    return any(pipe.execute())
+def _legacy_present(replies: list[Any]) -> bool:
+    return any(replies)
 
 
 def _describe(layout: dict[str, int]) -> str:
     return f"layout version {layout['version']} with index_shards={layout['index_shards']}"
 
 
-def check_layout(layer: RedisLayer) -> None:
-    """Refuse (`LayoutMismatch`) settings that do not match the stored layout; record the
-    layout in a namespace that has none and holds no data of the old one."""
+def _get(key: str) -> Read[str | None]:
+    return Read([("GET", key)], lambda replies: replies[0])
+
+
+def layout_plan(layer: Layer) -> Plan[None]:
+    """The layout check as a plan (see `check_layout`), for the sync and async layers."""
     ns, k = layer.settings.namespace, layer.keys
     wanted = {"version": LAYOUT_VERSION, "index_shards": k.shards}
-    raw = layer.redis.get(k.layout)
+    raw = yield _get(k.layout)
     if raw is None:
-        if _legacy_present(layer):
+        # One key per command: fine on a cluster too.
+        legacy = yield Read([("EXISTS", key) for key in _legacy_keys(layer)], _legacy_present)
+        if legacy:
             raise LayoutMismatch(ns, "layout version 1 (before slot groups)", _describe(wanted),
                                  "stop workers and clients, then run `jido-tasks migrate`")
-        if layer.redis.set(k.layout, json.dumps(wanted), nx=True):
+        stored_now = yield Read([("SET", k.layout, json.dumps(wanted), "NX")],
+                                lambda replies: bool(replies[0]))
+        if stored_now:
             return
-        raw = layer.redis.get(k.layout) or "{}"
+        raw = (yield _get(k.layout)) or "{}"
     stored = json.loads(raw)
     if stored != wanted:
         raise LayoutMismatch(ns, _describe(stored), _describe(wanted),
                              f"set index_shards={stored.get('index_shards')} (changing it "
                              "needs a re-keying that `jido-tasks migrate` does not do yet)")
+
+
+def check_layout(layer: RedisLayer) -> None:
+    """Refuse (`LayoutMismatch`) settings that do not match the stored layout; record the
+    layout in a namespace that has none and holds no data of the old one. (`AsyncClient`
+    runs the same `layout_plan` on its own layer.)"""
+    layer.run(layout_plan(layer))
 
 
 def migrate(layer: RedisLayer) -> MigrationReport:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -51,9 +53,13 @@ class RedisClusterServers:
     """Three cluster-enabled redis-server masters (and `replicas` replicas of each) on private
     ports, joined as one cluster."""
 
-    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 0,
+                 aof: bool = False) -> None:
         self.dir = tmp
         self.replicas = replicas
+        self.aof = aof
+        """Append-only file on (fsync always): a node restarted keeps every acknowledged
+        write, and its nodes.conf keeps its id and slots."""
         self.ports = cluster_ports(masters * (1 + replicas))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -62,17 +68,22 @@ class RedisClusterServers:
         """Any node's URL: the cluster client finds the others."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
+    def _spawn(self, port: int) -> None:
+        """Start node `port` in its directory (its nodes.conf and AOF, if any, are read)."""
+        node_dir = self.dir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+             "--dir", str(node_dir), "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+             "--cluster-require-full-coverage", "no",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def start(self) -> None:
         for port in self.ports:
-            node_dir = self.dir / str(port)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            self.procs[port] = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
-                 "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
-                 "--cluster-require-full-coverage", "no",
-                 "--maxmemory-policy", "noeviction"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._spawn(port)
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).ping(), f"node {port}")
         subprocess.run([REDIS_CLI, "--cluster", "create",
@@ -139,6 +150,19 @@ class RedisClusterServers:
         for port in self.masters():
             redis.Redis(port=port).execute_command("CLUSTER", "SETSLOT", slot, "NODE",
                                                    self.node_id(dst))
+
+    def shutdown_node(self, port: int) -> None:
+        """SHUTDOWN node `port`, as an operator stops it (its AOF and nodes.conf are kept)."""
+        with contextlib.suppress(redis.ConnectionError):
+            redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).shutdown()
+        self.procs.pop(port).wait(30)
+
+    def start_node(self, port: int) -> None:
+        """Start node `port` again on the same port, directory and nodes.conf, and wait until
+        it serves its slots again (a master refuses them for about 2 s after it starts)."""
+        self._spawn(port)
+        self._wait(lambda: redis.Redis(port=port).cluster("info")["cluster_state"] == "ok",
+                   f"cluster state ok on {port} after its restart")
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -7,6 +7,11 @@ and the broker too unless the workers use another one) runs with AOF and `append
 and is stopped (SHUTDOWN) and started again on the same port and data once, while processes are
 being killed: with fsync always no acknowledged write can be lost, so the exact claim holds. The
 recovery times (after each kill, after the restart) are printed in the terminal summary.
+
+The cluster variant keeps the registry on a private three-master Redis Cluster (AOF, fsync
+always; the broker and results on the single Redis) and restarts the master holding the most
+sessions instead (SHUTDOWN, then started again on the same port, directory and nodes.conf): the
+sessions on the other masters keep working meanwhile.
 """
 
 from __future__ import annotations
@@ -19,46 +24,88 @@ import signal
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import redis
 
-from jido_tasks import ActionHandle, RedisUnavailable
-from tests.conftest import RedisServer, WorkerGroup, wait_for
+from jido_tasks import ActionHandle, Client, RedisUnavailable
+from jido_tasks.store.keys import key_slot
+from tests.cluster import RedisClusterServers
+from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for
 
 Workers = Callable[..., WorkerGroup]
 Figures = Callable[[str], None]
 
 
-class Commits(threading.Thread):
-    """Polls every session's list length and keeps the times it grew (the commits seen)."""
+class Restartable(Protocol):
+    """What the chaos stops and starts again: a single Redis, or one master of a cluster."""
 
-    def __init__(self, server: RedisServer, state_keys: dict[str, str]) -> None:
+    port: int
+
+    def shutdown(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+@dataclass
+class ClusterMaster:
+    """One master of a cluster (`port`, chosen once the sessions exist), restarted with its
+    AOF and nodes.conf."""
+
+    cluster: RedisClusterServers
+    port: int = 0
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown_node(self.port)
+
+    def start(self) -> None:
+        self.cluster.start_node(self.port)
+
+
+def master_of(cluster: RedisClusterServers, client: Client, sid: str) -> int:
+    """The port of the master holding session `sid`'s keys."""
+    prefix = client.layer.keys.group_for(sid).prefix
+    return cluster.master_of(key_slot(prefix[prefix.index("{") + 1:prefix.index("}")]))
+
+
+class Commits(threading.Thread):
+    """Polls every session's list length, node by node, and keeps the times it grew (the
+    commits seen)."""
+
+    def __init__(self, where: dict[str, tuple[int, str]]) -> None:
+        """`where`: per session id, the port of the Redis holding it and its state key."""
         super().__init__(daemon=True)
-        self.redis = redis.Redis(port=server.port, socket_timeout=1, socket_connect_timeout=1)
-        self.state_keys = state_keys
-        self.lengths = dict.fromkeys(state_keys, 0)
-        self.grew: dict[str, list[float]] = {sid: [] for sid in state_keys}
+        self.nodes = {port: redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+                      for port, _ in where.values()}
+        self.where = where
+        self.lengths = dict.fromkeys(where, 0)
+        self.grew: dict[str, list[float]] = {sid: [] for sid in where}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.01):
-            pipe = self.redis.pipeline(transaction=False)
-            for key in self.state_keys.values():
-                pipe.hget(key, "items")
-            try:
-                values = pipe.execute()
-            except redis.RedisError:  # Redis is restarting
-                continue
-            now = time.monotonic()
-            for sid, raw in zip(self.state_keys, values, strict=True):
-                length = len(json.loads(raw)) if raw else 0
-                if length > self.lengths[sid]:
-                    self.lengths[sid] = length
-                    self.grew[sid].append(now)
-        self.redis.close()
+            for port, node in self.nodes.items():
+                sids = [sid for sid, (p, _) in self.where.items() if p == port]
+                pipe = node.pipeline(transaction=False)
+                for sid in sids:
+                    pipe.hget(self.where[sid][1], "items")
+                try:
+                    values = pipe.execute()
+                except redis.RedisError:  # this Redis is restarting
+                    continue
+                now = time.monotonic()
+                for sid, raw in zip(sids, values, strict=True):
+                    length = len(json.loads(raw)) if raw else 0
+                    if length > self.lengths[sid]:
+                        self.lengths[sid] = length
+                        self.grew[sid].append(now)
+        for node in self.nodes.values():
+            node.close()
 
     def next_after(self, sid: str, moment: float) -> float | None:
         """When the session's list next grew after `moment` (None: it never did)."""
@@ -72,7 +119,7 @@ class Chaos(threading.Thread):
     down, and start it again on the same port and data."""
 
     def __init__(self, group: WorkerGroup, period: float, seed: int,
-                 server: RedisServer | None = None, restart_after: int = 3) -> None:
+                 server: Restartable | None = None, restart_after: int = 3) -> None:
         super().__init__(daemon=True)
         self.group, self.period = group, period
         self.rng = random.Random(seed)
@@ -112,7 +159,7 @@ class Chaos(threading.Thread):
                 self.group.start(1, wait=False)
                 self.exited += 1
 
-    def restart_redis(self, server: RedisServer) -> None:
+    def restart_redis(self, server: Restartable) -> None:
         down = time.monotonic()
         server.shutdown()
         self.stop.wait(self.period)
@@ -141,7 +188,10 @@ class Chaos(threading.Thread):
             return
         held = self.holders() if leases is None else leases
         index = self.rng.choice(alive)
-        if self.rng.random() < 0.15 and len(alive) > 1:
+        # About one strike in seven takes a whole worker, and the fifth does if none has yet.
+        whole = self.rng.random() < 0.15 or (self.kills["worker"] == 0
+                                             and self.kills["process"] >= 4)
+        if whole and len(alive) > 1:
             pids = self.group.child_pids(self.group.procs[index])
             self.replaced.add(index)
             self.group.kill(index)
@@ -181,16 +231,26 @@ def send(group: WorkerGroup, sid: str, value: int, seconds: float) -> ActionHand
             time.sleep(0.05)
 
 
-def run_chaos(workers: Workers, server: RedisServer, figures: Figures, sessions: int,
-              per_session: int, period: float, seed: int) -> None:
+def run_chaos(workers: Workers, target: Restartable, figures: Figures, sessions: int,
+              per_session: int, period: float, seed: int, **overrides: Any) -> None:
+    """`target`: the Redis restarted among the kills (a `RedisServer` holding everything, or
+    a `ClusterMaster` of the cluster the workers' settings name); `overrides`: more settings
+    for the workers."""
     # Every record is kept, so that every handle can be checked.
-    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50, redis_url=server.url,
-                    keep_results=max(100, per_session))
+    group = workers(3, concurrency=2, lease_ttl=0.5, max_attempts=50,
+                    keep_results=max(100, per_session), **overrides)
+    assert isinstance(target, ClusterMaster) == group.settings.redis_cluster
     c = group.client
     sids = [c.create_session().id for _ in range(sessions)]
-    commits = Commits(server, {sid: c.layer.keys.session(sid).state for sid in sids})
+    if isinstance(target, ClusterMaster):  # restart the master holding the most sessions
+        ports = {sid: master_of(target.cluster, c, sid) for sid in sids}
+        target.port = Counter(ports.values()).most_common(1)[0][0]
+    else:
+        assert isinstance(target, RedisServer)
+        ports = dict.fromkeys(sids, target.port)
+    commits = Commits({sid: (ports[sid], c.layer.keys.session(sid).state) for sid in sids})
     commits.start()
-    chaos = Chaos(group, period, seed, server)
+    chaos = Chaos(group, period, seed, target)
     chaos.sessions = sids
     chaos.start()
     handles: dict[str, list[ActionHandle]] = {sid: [] for sid in sids}
@@ -214,7 +274,7 @@ def run_chaos(workers: Workers, server: RedisServer, figures: Figures, sessions:
         commits.stop.set()
         commits.join(5)
     assert chaos.errors == []
-    assert chaos.kills["process"] + chaos.kills["worker"] > 0
+    assert chaos.kills["process"] > 0 and chaos.kills["worker"] > 0, chaos.kills
     assert chaos.restart is not None
     for sid in sids:
         items = c.get_state(sid)["items"]
@@ -225,12 +285,16 @@ def run_chaos(workers: Workers, server: RedisServer, figures: Figures, sessions:
         assert results[sid] == list(range(1, per_session + 1)), sid  # every handle resolved
         sk = c.layer.keys.session(sid)
         assert c.layer.redis.llen(sk.mailbox) == 0
-    report(figures, chaos, commits, sessions * per_session)
+    restarted = [sid for sid in sids if ports[sid] == target.port]
+    report(figures, chaos, commits, sessions * per_session, restarted,
+           "a cluster master" if isinstance(target, ClusterMaster) else "Redis")
 
 
-def report(figures: Figures, chaos: Chaos, commits: Commits, actions: int) -> None:
+def report(figures: Figures, chaos: Chaos, commits: Commits, actions: int,
+           restarted: list[str], what: str) -> None:
     """The recovery times: per kill (until every session the killed processes held commits
-    again), and after the Redis restart."""
+    again), and after the restart of `what` (for the `restarted` sessions: those it held;
+    the others' commits while it was down are counted)."""
     assert chaos.restart is not None
     down, up = chaos.restart
     recoveries: dict[str, list[float]] = {"process": [], "worker": []}
@@ -249,12 +313,18 @@ def report(figures: Figures, chaos: Chaos, commits: Commits, actions: int) -> No
             figures(f"chaos: a killed {kind}'s sessions commit again after: median "
                     f"{statistics.median(times):.2f} s, max {max(times):.2f} s "
                     f"({len(times)} kills of a lease holder with work pending)")
-    resumed = [commits.next_after(sid, up) for sid in commits.grew]
+    resumed = [commits.next_after(sid, up) for sid in restarted]
     after = [t - up for t in resumed if t is not None]
-    assert after, "no commit after the Redis restart"
-    figures(f"chaos: Redis restart (SHUTDOWN, AOF fsync always) while killing: down "
-            f"{up - down:.2f} s; after it answered again, first commit {min(after):.2f} s, "
-            f"every session committing again {max(after):.2f} s ({len(after)} sessions)")
+    assert after, f"no commit after the restart of {what}"
+    others = [sid for sid in commits.grew if sid not in restarted]
+    meanwhile = sum(1 for sid in others for t in commits.grew[sid] if down <= t <= up)
+    figures(f"chaos: {what} restart (SHUTDOWN, AOF fsync always) while killing: down "
+            f"{up - down:.2f} s (until it served again); after that, first commit "
+            f"{min(after):.2f} s, every session it held committing again {max(after):.2f} s "
+            f"({len(after)} sessions)"
+            + (f"; the {len(others)} sessions on the other masters committed {meanwhile} "
+               "times while it was down (their queued work: the sender, sending round-robin, "
+               "waited on a session of the down master)" if others else ""))
 
 
 @pytest.fixture
@@ -271,11 +341,56 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_chaos_short(workers: Workers, aof_redis: RedisServer, figures: Figures) -> None:
     """Short chaos: 8 sessions x 40 actions while processes are killed every 0.4 s, and Redis
     restarted once among the kills."""
-    run_chaos(workers, aof_redis, figures, sessions=8, per_session=40, period=0.4, seed=1)
+    run_chaos(workers, aof_redis, figures, sessions=8, per_session=40, period=0.4, seed=1,
+              redis_url=aof_redis.url)
+
+
+@pytest.fixture
+def aof_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster of the test's own with AOF on, fsync always."""
+    cluster = RedisClusterServers(tmp_path / "cluster", aof=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_workers(aof_cluster: RedisClusterServers, redis_server: RedisServer,
+                    tmp_path: Path) -> Iterator[Workers]:
+    """Like `workers`, with the registry on `aof_cluster` and the broker and results on the
+    run's single Redis (Celery's Redis transport does not speak Cluster)."""
+    groups: list[WorkerGroup] = []
+
+    def start(n: int = 1, concurrency: int = 1, wait: bool = True,
+              **overrides: Any) -> WorkerGroup:
+        logdir = tmp_path / f"workers{len(groups)}"
+        logdir.mkdir()
+        values = {"redis_cluster": True, "broker_url": redis_server.url,
+                  "result_backend": redis_server.url, **overrides}
+        group = WorkerGroup(make_settings(aof_cluster.url, **values), logdir)
+        groups.append(group)
+        group.start(n, concurrency, wait)
+        return group
+
+    yield start
+    for group in groups:
+        group.stop()
+
+
+def test_chaos_short_cluster(cluster_workers: Workers, aof_cluster: RedisClusterServers,
+                             figures: Figures) -> None:
+    """Short chaos with the registry on a Redis Cluster (the broker and results on the single
+    Redis): 8 sessions x 40 actions while processes are killed every 0.4 s, and the master
+    holding the most sessions restarted once among the kills. On the Redis broker only."""
+    run_chaos(cluster_workers, ClusterMaster(aof_cluster), figures, sessions=8,
+              per_session=40, period=0.4, seed=3)
 
 
 @pytest.mark.soak
 def test_chaos_soak(workers: Workers, aof_redis: RedisServer, figures: Figures) -> None:
     """Long chaos (--soak): 40 sessions x 250 actions, a kill every 0.25 s, one Redis
     restart."""
-    run_chaos(workers, aof_redis, figures, sessions=40, per_session=250, period=0.25, seed=2)
+    run_chaos(workers, aof_redis, figures, sessions=40, per_session=250, period=0.25, seed=2,
+              redis_url=aof_redis.url)

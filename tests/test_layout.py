@@ -3,6 +3,8 @@ before groups (written by the real previous version, taken from git)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -14,12 +16,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from jido_tasks import Client, SessionStatus, Settings
+from jido_tasks import AsyncClient, Client, RedisUnavailable, SessionStatus, Settings
 from jido_tasks.errors import LayoutMismatch
 from jido_tasks.layout import migrate
 from jido_tasks.monitoring import read_counters
-from jido_tasks.store.keys import CLUSTER_SLOTS, KeySchema, group_tag, key_slot
-from tests.conftest import ROOT, WorkerGroup, burst, worker_env
+from jido_tasks.store.keys import CLUSTER_SLOTS, KeySchema, LegacyKeys, group_tag, key_slot
+from tests.conftest import ROOT, RedisServer, WorkerGroup, burst, make_settings, worker_env
 
 V1_COMMIT = "2c2ca8a59f9d830d633cc5c6f271f65b3fcfb836"
 """The last commit whose keys have no slot groups (`ns:s:{sid}`, global `ns:idx:*`)."""
@@ -150,3 +152,95 @@ def test_a_worker_refuses_another_index_shards(settings: Settings, tmp_path: Pat
         assert "the settings ask for layout version 2 with index_shards=64" in group.logs()
     finally:
         group.stop()
+
+
+def test_async_client_refuses_another_index_shards(settings: Settings,
+                                                   raw_redis: redis.Redis) -> None:
+    """The `AsyncClient` checks the stored layout like `Client`: at `connect`, at `async with`
+    or at its first call, another `index_shards` is `LayoutMismatch`, and nothing is written."""
+    Client(settings).close()  # records index_shards=256
+    other = settings.model_copy(update={"index_shards": 64})
+
+    async def main() -> None:
+        c = AsyncClient(other)
+        with pytest.raises(LayoutMismatch) as err:
+            await c.connect()
+        assert err.value.wanted == "layout version 2 with index_shards=64"
+        assert "index_shards=256" in err.value.stored
+        with pytest.raises(LayoutMismatch):  # not marked checked: refused again
+            await c.create_session()
+        with pytest.raises(LayoutMismatch):
+            await c.list_sessions()
+        with pytest.raises(LayoutMismatch):
+            _ = [e async for e in c.events()]
+        await c.close()
+        with pytest.raises(LayoutMismatch):
+            async with AsyncClient(other):
+                pass
+    asyncio.run(main())
+    assert {k for k in raw_redis.scan_iter(f"{settings.namespace}:*")} == {
+        f"{settings.namespace}:layout"}
+
+
+def test_async_client_refuses_the_old_layout(settings: Settings,
+                                             raw_redis: redis.Redis) -> None:
+    """Data of the layout before slot groups (an old global index) and no layout marker: the
+    `AsyncClient`'s first call raises `LayoutMismatch` naming `jido-tasks migrate`, and
+    records no layout."""
+    old_index = LegacyKeys(settings.namespace).index("expiry")
+    raw_redis.zadd(old_index, {"session_" + "0" * 32: 1.0})
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            with pytest.raises(LayoutMismatch) as err:
+                await stack.enter_async_context(AsyncClient(settings))
+            assert "jido-tasks migrate" in err.value.remedy
+            c = AsyncClient(settings)
+            stack.push_async_callback(c.close)
+            with pytest.raises(LayoutMismatch):
+                await c.create_session()
+            assert not c.layout_checked
+    asyncio.run(main())
+    assert raw_redis.exists(KeySchema(settings.namespace, settings.index_shards).layout) == 0
+
+
+def test_async_client_records_the_layout_of_a_clean_namespace(settings: Settings,
+                                                              raw_redis: redis.Redis) -> None:
+    """A clean namespace: the first call records the layout and works; a `Client` and a
+    second `AsyncClient` with the same settings then work too."""
+    async def main() -> str:
+        async with AsyncClient(settings) as c:
+            assert c.layout_checked  # checked at `async with`
+            sid = (await c.create_session()).id
+            assert (await c.get_session(sid)).id == sid
+        c2 = AsyncClient(settings)
+        assert not c2.layout_checked
+        assert (await c2.get_session(sid)).id == sid  # checked at the first call
+        assert c2.layout_checked
+        await c2.close()
+        return sid
+    sid = asyncio.run(main())
+    stored = json.loads(raw_redis.get(KeySchema(settings.namespace, 256).layout) or "{}")
+    assert stored == {"version": 2, "index_shards": settings.index_shards}
+    with Client(settings) as c:
+        assert c.get_session(sid).id == sid
+
+
+def test_async_client_checks_the_layout_once_redis_answers(own_redis: RedisServer) -> None:
+    """Redis down at the first call: the call raises `RedisUnavailable` (not a layout
+    error), the layout is left unchecked, and the first call once Redis is back checks it
+    (another `index_shards` is then refused)."""
+    settings = make_settings(own_redis.url)
+    own_redis.shutdown()
+
+    async def main() -> None:
+        c = AsyncClient(settings.model_copy(update={"index_shards": 64}))
+        with pytest.raises(RedisUnavailable):
+            await c.create_session()
+        assert not c.layout_checked
+        own_redis.start()  # empty (no AOF): a client of index_shards=256 records it
+        Client(settings).close()
+        with pytest.raises(LayoutMismatch):
+            await c.create_session()
+        await c.close()
+    asyncio.run(main())
