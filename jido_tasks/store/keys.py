@@ -8,7 +8,8 @@ Layout, for namespace `ns` and session id `sid` (the `{sid}` hash tag keeps one 
 in one Redis Cluster slot):
 
     ns:s:{sid}            hash    registry row (SessionEntry fields) and runtime fields: timeout,
-                                  fence, scheduled, head, head_attempts
+                                  fence, scheduled, head, head_attempts, republished (drains
+                                  recovery published since the last claim)
     ns:s:{sid}:state      hash    the session's JSON state in parts: top-level key -> its JSON
                                   (a string of the whole JSON in sessions written before parts)
     ns:s:{sid}:mailbox    list    pending action ids, oldest first
@@ -37,7 +38,9 @@ in one Redis Cluster slot):
     ns:idx:expiry         zset    live sessions by idle deadline (last activity + timeout);
                                   the only index entry of an idle session
     ns:idx:terminated     zset    terminated sessions by termination time (purge candidates)
-    ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:idx:scheduled      zset    sessions with a drain scheduled, by when (recovery candidates):
+                                  the flag's time, plus the republish backoff once recovery
+                                  published drains that no claim followed yet
     ns:idx:undelivered    zset    sessions whose `replies` list is not empty, by when the oldest
                                   was queued (the sweep stores what a dead worker left)
     ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live

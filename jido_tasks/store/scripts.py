@@ -55,6 +55,9 @@ UNPACK_CHUNK = 1000
 """Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
 TRIM_CHUNK = 200
 """Most records one script drops by age (the rest go in later calls, or with the key TTL)."""
+REPUBLISH_MAX = 600.0
+"""Seconds: the longest wait between two drains recovery publishes for a session that no
+drain claimed meanwhile (the backoff doubles from `stale_after` up to this)."""
 PROGRESS_SUFFIX = "#p"
 """`<action id>#p` in the `pending` hash: a running action's Outcome with its progress."""
 
@@ -291,6 +294,7 @@ def prelude() -> str:
         f"local ALLOWED_FROM = {_lua_table(allowed)}",
         f"local CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}, "
         f"{TRIM_CHUNK}",
+        f"local REPUBLISH_MAX = {REPUBLISH_MAX!r}",
         f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
         f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
         + ", ".join(_lua_str(_stored_name(Outcome, name)) for name in _OUTCOME_FIELDS),
@@ -357,7 +361,7 @@ CANCEL_PENDING = Script("cancel_pending", ("keep",))
 SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
-RECOVER_DEAD = Script("recover_dead", ("expected",))
+RECOVER_DEAD = Script("recover_dead", ("expected", "stale_after"))
 COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last",
                            "n_count", "n_sum"), variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
@@ -474,11 +478,13 @@ def takeover(session_id: str, *, worker: str, lease_ms: int, batch_size: int, al
                expected=expected)
 
 
-def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None) -> Op[Tag]:
+def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None,
+                 stale_after: float) -> Op[Tag]:
     """Light recovery of a session whose holder is dead: `Tag.RECOVER` (publish a drain),
     `UNSCHEDULED`, `LIVE` or `GONE`. `expected`: the lease value read ('' if none)."""
     keys = (holder_alive_key,) if holder_alive_key else ()
-    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected)
+    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected,
+               stale_after=stale_after)
 
 
 def commit(session_id: str, *, token: str, changes: dict[str, str | None], migrate: bool,

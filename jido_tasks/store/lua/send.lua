@@ -5,7 +5,8 @@
 -- KEYS: the session keys (see _lib.lua).
 -- ARGV: action_id, request (JSON), digest (of the action name and params; '' for none),
 -- stale_after (seconds after which a flag with no live lease is stale: its drain message was
--- lost, and a new drain must be published).
+-- lost, and a new drain must be published; longer once drains were republished with no claim
+-- since, see republish_after()).
 -- Returns {'ok', publish (0/1)}, {'exists', record JSON or '' while pending} (the same send again),
 -- {'changed'} (the id is taken by another action), {'missing'} or {'inactive', status}.
 -- An id is known while its request is pending or its record is kept (see _lib.lua).
@@ -25,18 +26,23 @@ if known then
   end
   return {'changed'}
 end
-local f = fields({'status', 'scheduled'})
+local f = fields({'status', 'scheduled', 'republished'})
 if not f.status then return {'missing'} end
 if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end
 local ts = now()
 redis.call('HSET', KEYS[K_PENDING], action_id, request)
 redis.call('RPUSH', KEYS[K_MAILBOX], action_id)
 local publish = 0
-if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
-                       and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
+if not f.scheduled then
   publish = 1
   redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
   touch(ts, {'scheduled', fmt(ts)}, f.status)
+elseif ts - tonumber(f.scheduled) > republish_after(tonumber(stale_after),
+                                                    tonumber(f.republished or 0))
+       and redis.call('EXISTS', KEYS[K_LEASE]) == 0 then
+  publish = 1
+  republished(ts, tonumber(stale_after))
+  touch(ts, nil, f.status)
 else
   touch(ts, nil, f.status)
 end
