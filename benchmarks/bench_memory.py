@@ -45,7 +45,7 @@ def usage(r: redis.Redis, key: str) -> int:
 def used_memory(c: Client) -> int:
     """`used_memory` without the shared structures that are not per-session costs."""
     r = c.layer.redis
-    r.delete(c.layer.keys.events, c.settings.queue)
+    r.delete(*(group.events for group in c.layer.keys.groups()), c.settings.queue)
     return int(r.info("memory")["used_memory"])
 
 
@@ -53,7 +53,10 @@ def idle_sessions(c: Client, n: int) -> None:
     """`n` idle sessions with no state, made by create.lua then transition.lua (pipelined)."""
     k, r = c.layer.keys, c.layer.redis
     before = used_memory(c)
-    idx_before = {name: usage(r, getattr(k, name)) for name in ("activity", "active", "expiry")}
+    def index_usage(name: str) -> int:  # the index over every slot group
+        return sum(usage(r, getattr(group, name)) for group in k.groups())
+
+    idx_before = {name: index_usage(name) for name in ("activity", "active", "expiry")}
     t0 = time.perf_counter()
     for start in range(0, n, 1000):
         ids = [c.create_session().id for _ in range(min(1000, n - start))]
@@ -68,7 +71,7 @@ def idle_sessions(c: Client, n: int) -> None:
     print(f"  registry row (MEMORY USAGE, one session): {usage(r, sk.entry)} B, "
           f"{r.object('encoding', sk.entry)}; other keys of an idle session: {left or 'none'}")
     for name, was in idx_before.items():
-        print(f"  index {name:8}: {(usage(r, getattr(k, name)) - was) / n:6.1f} B per session "
+        print(f"  index {name:8}: {(index_usage(name) - was) / n:6.1f} B per session "
               f"(MEMORY USAGE growth)")
     print(f"Redis bytes for {n:,} idle sessions: {grew:,} B ({grew / 2**20:.1f} MiB)")
 
@@ -117,11 +120,14 @@ def events_and_snapshots(c: Client) -> None:
     parts = r.hgetall(state_key)  # the state is stored in parts (one field per top-level key)
     print(f"state hash of a one-message history ({sum(map(len, parts.values()))} B JSON in "
           f"{len(parts)} part): {usage(r, state_key)} B")
-    before = usage(r, c.layer.keys.snapshots)
+    def snapshot_index() -> int:  # over every slot group
+        return sum(usage(r, group.snapshots) for group in c.layer.keys.groups())
+
+    before = snapshot_index()
     saved = [c.create_session().id for _ in range(200)]
     for s in saved:
         c.save_session(s)
-    per = (usage(r, c.layer.keys.snapshots) - before) / len(saved)
+    per = (snapshot_index() - before) / len(saved)
     one = usage(r, c.layer.keys.snapshot(saved[0]))
     print(f"snapshot index: {per:.0f} B per entry; one snapshot of an empty session {one} B")
 

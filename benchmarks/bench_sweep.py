@@ -50,11 +50,15 @@ def fill(layer: RedisLayer, n: int, last_activity: float) -> list[str]:
     for start in range(0, n, CHUNK):
         chunk = [new_session_id() for _ in range(min(CHUNK, n - start))]
         pipe = layer.redis.pipeline(transaction=False)
+        by_group: dict[int, list[str]] = {}
         for sid in chunk:
             pipe.hset(keys.session(sid).entry, mapping={**template, "id": sid})
-        pipe.zadd(keys.activity, dict.fromkeys(chunk, last_activity))
-        pipe.zadd(keys.active, dict.fromkeys(chunk, last_activity))
-        pipe.zadd(keys.expiry, dict.fromkeys(chunk, deadline))
+            by_group.setdefault(keys.group_of(sid), []).append(sid)
+        for g, members in by_group.items():
+            group = keys.group(g)
+            pipe.zadd(group.activity, dict.fromkeys(members, last_activity))
+            pipe.zadd(group.active, dict.fromkeys(members, last_activity))
+            pipe.zadd(group.expiry, dict.fromkeys(members, deadline))
         pipe.execute()
         ids += chunk
     return ids

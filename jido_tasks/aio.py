@@ -29,9 +29,8 @@ from jido_tasks import telemetry
 from jido_tasks.actions import load_action_modules
 from jido_tasks.dispatch import publish_drains
 from jido_tasks.errors import ActionTimeout
-from jido_tasks.events import event_stream, events_plan
+from jido_tasks.events import Pause, Step, reader_plan
 from jido_tasks.mailbox import (
-    WITHDRAW_REASON,
     SendItem,
     cancel_op,
     check_timeout,
@@ -39,8 +38,8 @@ from jido_tasks.mailbox import (
     prepare,
     record_op,
     result_of,
+    send_many_op,
     send_op,
-    settle_many,
 )
 from jido_tasks.models import (
     ActionRecord,
@@ -73,7 +72,7 @@ from jido_tasks.sessions import (
 from jido_tasks.settings import Settings, load_settings
 from jido_tasks.store import scripts
 from jido_tasks.store.aio import DEFAULT_MAX_CONNECTIONS, AsyncRedisLayer
-from jido_tasks.store.connection import Read, RedisLayer, redis_errors, typed_redis_error
+from jido_tasks.store.connection import RedisLayer, redis_errors, typed_redis_error
 from jido_tasks.sweep import SweepReport, run_sweep
 from jido_tasks.waiting import Wait, WaitHub
 
@@ -253,20 +252,12 @@ class AsyncClient:
                     for name, params, aid in normalize(actions, session_id)]
         if not prepared:
             return []
-        ops = [send_op(self.settings, session_id, action_id, request)
-               for action_id, request in prepared]
         async with self._sending:
-            replies = await self.layer.call_many(ops, transaction=True)
-            error, withdraw, publish = settle_many(prepared, replies)
-            if error is not None:
-                for action_id in withdraw:
-                    await self.layer.call(cancel_op(self.settings, session_id, action_id,
-                                                    WITHDRAW_REASON))
-                raise error
-        if publish:
+            many = await self.layer.call(send_many_op(self.settings, session_id, prepared))
+        if many.publish:
             await self._publish(session_id)
-        for (action_id, request), reply in zip(prepared, replies, strict=True):
-            if isinstance(reply, scripts.Sent) and not reply.duplicate:
+        for (action_id, request), sent in zip(prepared, many.sent, strict=True):
+            if not sent.duplicate:
                 telemetry.dispatch.action_sent(session_id, action_id, request.action)
         return [AsyncActionHandle(self, session_id, action_id, request.action,
                                   request.to_json()) for action_id, request in prepared]
@@ -407,11 +398,9 @@ class AsyncClient:
                block: float | None = None) -> AsyncIterator[Event]:
         """Events of one session (or all) after stream id `after`, as an async iterator
         (`async for`); resumable by id, like `Client.events`. Bad arguments raise here."""
-        plan = events_plan(event_stream(self.layer, session_id, after), after, block)
-        return self._events(plan)
+        return self._events(reader_plan(self.layer, session_id, after, block))
 
-    async def _events(self, plan: Generator[Read[Any] | Event, Any, None],
-                      ) -> AsyncIterator[Event]:
+    async def _events(self, plan: Generator[Step, Any, None]) -> AsyncIterator[Event]:
         reply: Any = None
         try:
             while True:
@@ -422,6 +411,9 @@ class AsyncClient:
                 if isinstance(step, Event):
                     reply = None
                     yield step
+                elif isinstance(step, Pause):
+                    reply = None
+                    await asyncio.sleep(step.seconds)
                 else:
                     reply = await self.layer.read(step)
         except redis.RedisError as exc:

@@ -10,12 +10,16 @@ Eviction: with `maxmemory` 0 Redis never evicts, so any policy is fine. With a l
 `allkeys-*` policy may evict any key and a `volatile-*` one any key with a TTL (leases, a
 terminated session's stream): session work could be lost or doubled, so warn, or stop the
 worker at start with the `eviction_fatal` setting.
+
+A worker stopped at start exits with `EX_CONFIG` (78): a configuration error that starting it
+again cannot fix, which `jido-tasks up` and `jido-tasks worker --restart` do not restart.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import redis
 from kombu.exceptions import ChannelError
@@ -24,6 +28,7 @@ from jido_tasks.errors import ConfigError, RedisAuthFailed
 from jido_tasks.settings import ENV_PREFIX, Settings, safe_url
 
 log = logging.getLogger(__name__)
+EX_CONFIG = 78  # sysexits.h: a configuration error (systemd: RestartPreventExitStatus=78)
 
 
 def eviction_warning(client: Any) -> str | None:
@@ -52,14 +57,21 @@ def check_eviction_policy(client: Any, fatal: bool = False) -> str | None:
     return warning
 
 
+def stop_worker(exc: Exception) -> NoReturn:
+    """Stop a starting worker for a configuration error: log it, print `error: <exc>` on
+    stderr and exit `EX_CONFIG` (SystemExit: Celery's signal dispatch logs and swallows
+    ordinary exceptions)."""
+    log.critical("%s", exc)
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG) from exc
+
+
 def enforce_eviction_policy(client: Any, fatal: bool) -> None:
-    """At worker start: warn, or with `fatal` stop the worker (SystemExit: Celery's signal
-    dispatch logs and swallows ordinary exceptions)."""
+    """At worker start: warn, or with `fatal` stop the worker (`stop_worker`)."""
     try:
         check_eviction_policy(client, fatal)
     except ConfigError as exc:
-        log.critical("%s", exc)
-        raise SystemExit(f"error: {exc}") from exc
+        stop_worker(exc)
 
 
 def check_credentials(client: Any, settings: Settings) -> None:
@@ -74,13 +86,12 @@ def check_credentials(client: Any, settings: Settings) -> None:
 
 
 def enforce_start_checks(client: Any, settings: Settings) -> None:
-    """At worker start: stop (SystemExit, see `enforce_eviction_policy`) if Redis refuses the
-    credentials, then check the eviction policy."""
+    """At worker start: stop (`stop_worker`) if Redis refuses the credentials, then check
+    the eviction policy."""
     try:
         check_credentials(client, settings)
     except RedisAuthFailed as exc:
-        log.critical("%s", exc)
-        raise SystemExit(f"error: {exc}") from exc
+        stop_worker(exc)
     enforce_eviction_policy(client, settings.eviction_fatal)
 
 

@@ -7,7 +7,9 @@ A jido-tasks error prints `error: <message>` on stderr and exits 2; unreachable 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import re
 import sys
 import time
@@ -29,16 +31,19 @@ from jido_tasks.launch import (
     flower_command,
     worker_argv,
 )
+from jido_tasks.layout import migrate as migrate_layout
 from jido_tasks.logs import configure_cli
 from jido_tasks.mailbox import ActionHandle
 from jido_tasks.models import JsonObject, SessionStatus
 from jido_tasks.settings import load_settings, safe_url
-from jido_tasks.store.connection import typed_redis_error
+from jido_tasks.store.connection import RedisLayer, typed_redis_error
+from jido_tasks.supervise import Supervisor, run_supervised
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _JSON_HELP = "a JSON object, or @path of a file holding one."
 PROGRESS_EVERY = 0.25  # seconds between progress reads of `send --wait`
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+log = logging.getLogger("jido_tasks.supervise")
 
 
 def print_json(value: Any) -> None:
@@ -132,12 +137,20 @@ def cli() -> None:
 @click.option("--beat", is_flag=True, help="Also run beat in this worker (only one per site).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("--restart", is_flag=True, help="Start the worker again when it exits, with "
+              "backoff (1 s doubling to 30 s), unless it exits with 2 or 78 (configuration "
+              "errors); for running without compose or systemd.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(beat: bool, concurrency: int | None, loglevel: str,
+def worker(beat: bool, concurrency: int | None, loglevel: str, restart: bool,
            celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker on the jido-tasks queue (extra args go to celery)."""
-    exec_argv(worker_argv(load_settings(), beat=beat, concurrency=concurrency,
-                          loglevel=loglevel, extra=celery_args))
+    argv = worker_argv(load_settings(), beat=beat, concurrency=concurrency, loglevel=loglevel,
+                       extra=celery_args)
+    if not restart:
+        exec_argv(argv)
+    supervisor = Supervisor(out=lambda line: log.warning("%s", line))
+    sys.exit(run_supervised(supervisor, lambda: supervisor.spawn(
+        "worker", argv, dict(os.environ), prefixed=False)))
 
 
 @cli.command(context_settings=_PASSTHROUGH)
@@ -195,6 +208,14 @@ def check(ping_workers: bool) -> None:
     if ping_workers and not report["workers"]:
         click.echo("error: no worker answered", err=True)
         sys.exit(1)
+
+
+@cli.command()
+def migrate() -> None:
+    """Move data of the key layout before slot groups into groups (stop workers and clients
+    first; safe to run again); print what moved."""
+    layer = RedisLayer(load_settings())
+    print_json(migrate_layout(layer).model_dump())
 
 
 # -- sessions --------------------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Any
 
+import redis
+
 from jido_tasks.actions import load_action_modules
 from jido_tasks.events import iter_events
+from jido_tasks.layout import check_layout
 from jido_tasks.mailbox import ActionHandle, Mailbox, SendItem
 from jido_tasks.models import (
     ActionRecord,
@@ -32,6 +36,8 @@ from jido_tasks.settings import Settings, load_settings
 from jido_tasks.store.connection import RedisLayer, redis_errors
 from jido_tasks.sweep import SweepReport, run_sweep
 
+log = logging.getLogger(__name__)
+
 
 class Client:
     """Entry point for apps: `Client()` reads settings from the environment."""
@@ -41,6 +47,12 @@ class Client:
         `settings` on first use)."""
         self.settings = settings or load_settings()
         self.layer = RedisLayer(self.settings)
+        try:
+            check_layout(self.layer)
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis is not up yet: workers
+            log.debug("key layout not checked: Redis unreachable", exc_info=True)  # check it
+        except redis.RedisError as exc:  # e.g. full (OOM): workers check it at start
+            log.warning("key layout not checked: %s", exc)
         self.sessions = SessionService(self.layer)
         self._celery: Any = celery
         self._mailbox: Mailbox | None = None

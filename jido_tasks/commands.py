@@ -40,7 +40,7 @@ def metrics(port: int, address: str, no_auth: bool) -> None:
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
 def up(flower_port: int, port: int, demo: bool, concurrency: int | None) -> None:
     """Run the whole system here: Redis, a worker, beat, Flower and the metrics/sessions
-    server, until Ctrl-C."""
+    server, until Ctrl-C; one that exits is started again, with backoff."""
     from jido_tasks.stack import Stack, run
 
     stack = Stack(load_settings(), flower_port=flower_port, port=port, concurrency=concurrency,

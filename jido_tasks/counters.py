@@ -1,4 +1,4 @@
-"""The counters the scripts keep in the metrics hash (see `KeySchema.metrics`): their names,
+"""The counters the scripts keep in the metrics hash (see `GroupKeys.metrics`): their names,
 the histogram's buckets, and the increments a commit adds (the runtime's side; the readers
 are in `jido_tasks.monitoring`)."""
 
@@ -17,7 +17,7 @@ _BOUNDS = tuple((le, float(le)) for le in DURATION_BUCKETS)  # float("+Inf") is 
 
 def action_counts(finished: Sequence[tuple[str, str, float | None]],
                   ) -> tuple[dict[str, int], dict[str, float]]:
-    """The metrics-hash increments (see `KeySchema.metrics`) for finished actions, each as
+    """The metrics-hash increments (see `GroupKeys.metrics`) for finished actions, each as
     (action name, outcome, run time or None if it did not run): integer increments by field,
     and the float ones (run-time sums). Same fields are added up, so a commit of a group of
     one action costs a few HINCRBYs whatever its size."""

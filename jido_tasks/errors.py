@@ -261,6 +261,20 @@ class RedisUnavailable(JidoTasksError):
         self.problem = problem
 
 
+class LayoutMismatch(JidoTasksError):
+    """The namespace's data in Redis is stored in another key layout than the settings ask for
+    (`stored` and `wanted` describe both): run `jido-tasks migrate` (data of the layout before
+    slot groups), or set `index_shards` back to the stored number."""
+
+    def __init__(self, namespace: str, stored: str, wanted: str, remedy: str) -> None:
+        super().__init__(f"namespace {namespace!r} in Redis is stored as {stored}, the settings "
+                         f"ask for {wanted}: {remedy}")
+        self.namespace = namespace
+        self.stored = stored
+        self.wanted = wanted
+        self.remedy = remedy
+
+
 class RedisAuthFailed(RedisUnavailable):
     """Redis refused the URL's credentials (a wrong user or password, or none given to a
     Redis that requires one): retrying cannot help, the URL must change. `where` is the URL

@@ -1,7 +1,8 @@
 """Reading the event streams (events are appended atomically by the Lua scripts).
 
-Each session has a stream and all events also go to a global one, both bounded in length.
-A subscriber resumes from the last id it saw by passing it as `after`.
+Each session has a stream and every event also goes to its slot group's stream, both bounded
+in length; the global stream is the merge of the groups' (`merged_plan`). A subscriber resumes
+from the last id it saw by passing it as `after`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -19,19 +21,52 @@ from jido_tasks.store.connection import Layer, Read, RedisLayer, typed_redis_err
 
 _PAGE = 500
 _STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+_GLOBAL_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20})(?:-(\d{1,10}))?)?")
+MERGE_POLL = 0.1
+"""Seconds between reads of the groups' streams while a global subscriber waits."""
+CLOCK_MARGIN_MS = 10
+"""How far the masters' clocks may disagree (a cluster's nodes run NTP): the global merge
+reads the groups' streams this long after it read the time up to which it delivers."""
 
 
-def event_stream(layer: Layer, session_id: str | None, after: str) -> str:
-    """The stream to read (a session's or the global one), after checking the arguments:
-    a malformed `session_id` or `after` raises here, before anything is read."""
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A step of a reading plan: wait this many seconds, then send None."""
+
+    seconds: float
+
+
+Step = Read[Any] | Event | Pause
+
+
+def reader_plan(layer: Layer, session_id: str | None, after: str, block: float | None,
+                ) -> Generator[Step, Any, None]:
+    """The plan reading a session's events (or all, merged over the slot groups) after
+    `after`; bad arguments raise here, before anything is read."""
+    if session_id is not None:
+        return events_plan(event_stream(layer, session_id, after), after, block)
+    if not isinstance(after, str) or not (found := _GLOBAL_ID.fullmatch(after)):
+        raise InvalidArgument("events", "after",
+                              f"{after!r} is not an event id of the global stream (a "
+                              "stream id like '1700000000000-0', or '1700000000000-0-17')")
+    ms, seq, group = found.groups()
+    cursor = (int(ms), int(seq or 0), int(group) if group is not None else _LAST)
+    return merged_plan(layer, None if after == "0" else cursor, block)
+
+
+_LAST = 1 << 40
+"""The group of a cursor without one (a stream id): after that id in every group."""
+
+
+def event_stream(layer: Layer, session_id: str, after: str) -> str:
+    """A session's stream, after checking the arguments: a malformed `session_id` or `after`
+    raises here, before anything is read."""
     if not isinstance(after, str) or not _STREAM_ID.fullmatch(after):
         raise InvalidArgument("events", "after",
                               f"{after!r} is not a stream id like '1700000000000-0'",
                               session_id=session_id)
-    if session_id is not None:
-        validate_session_id(session_id)
-        return layer.keys.session(session_id).events
-    return layer.keys.events
+    validate_session_id(session_id)
+    return layer.keys.session(session_id).events
 
 
 def events_plan(stream: str, after: str, block: float | None,
@@ -69,19 +104,81 @@ def _xread(replies: list[Any]) -> Entries:
     return list(replies[0][0][1]) if replies[0] else []
 
 
+Key = tuple[int, int, int]
+"""An event's place in the merged stream: (ms, seq, group)."""
+
+
+def _key(stream_id: str, group: int) -> Key:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0), group
+
+
+def merged_plan(layer: Layer, after: Key | None, block: float | None,
+                ) -> Generator[Step, Any, None]:
+    """The events of every group after `after`, in (ms, seq, group) order; each `Event.id`
+    is `ms-seq-group`, a cursor from which `after` resumes exactly.
+
+    A round reads Redis TIME, waits `CLOCK_MARGIN_MS`, then reads each group's next page (one
+    pipeline) and delivers the events up to that time only (and, of a group whose page was
+    full, only up to its page's end): any later write gets a later id, so no event is ever
+    passed over, and a resumed reader misses none."""
+    streams = [group.events for group in layer.keys.groups()]
+    starts = ["-"] * len(streams)
+    if after is not None:
+        ms, seq, last_group = after
+        starts = [f"({ms}-{seq}" if g <= last_group else f"{ms}-{seq}"
+                  for g in range(len(streams))]
+    quiet_since = time.monotonic()
+    while True:
+        now = yield Read([("TIME",)], _first)
+        upto: Key = (int(now[0]) * 1000 + int(now[1]) // 1000, _LAST, _LAST)
+        yield Pause(CLOCK_MARGIN_MS / 1000)
+        pages = yield Read([("XRANGE", stream, start, "+", "COUNT", _PAGE)
+                            for stream, start in zip(streams, starts, strict=True)], _all)
+        found: list[tuple[Key, str, dict[str, str]]] = []
+        full = False
+        for g, page in enumerate(pages):
+            if len(page) == _PAGE:
+                full = True
+                upto = min(upto, _key(page[-1][0], g))
+            found += [(_key(sid, g), sid, fields) for sid, fields in page]
+        found.sort(key=lambda item: item[0])
+        delivered = 0
+        for key, sid, fields in found:
+            if key > upto:
+                break
+            starts[key[2]] = f"({sid}"
+            delivered += 1
+            yield Event.from_stream(f"{sid}-{key[2]}", fields)
+        if delivered:
+            quiet_since = time.monotonic()
+        elif not full:
+            if block is None or time.monotonic() - quiet_since >= block:
+                return
+            yield Pause(MERGE_POLL)
+
+
+def _first(replies: list[Any]) -> Any:
+    return replies[0]
+
+
+def _all(replies: list[Any]) -> list[Any]:
+    return replies
+
+
 def iter_events(layer: RedisLayer, session_id: str | None = None, after: str = "0",
                 block: float | None = None) -> Iterator[Event]:
-    """Events after stream id `after`, oldest first.
+    """Events after `after` (a stream id of the session's stream, or an event id of the
+    global one), oldest first.
 
     With `block=None` the iterator ends once it has caught up; with `block=seconds` it waits for
     new events and ends when none arrives within that many seconds of the last one.
     A malformed `session_id` raises `InvalidSessionId` here, at the call, not at the first read.
     """
-    return _read(layer, events_plan(event_stream(layer, session_id, after), after, block))
+    return _read(layer, reader_plan(layer, session_id, after, block))
 
 
-def _read(layer: RedisLayer, plan: Generator[Read[Entries] | Event, Any, None],
-          ) -> Iterator[Event]:
+def _read(layer: RedisLayer, plan: Generator[Step, Any, None]) -> Iterator[Event]:
     reply: Any = None
     try:
         while True:
@@ -92,6 +189,9 @@ def _read(layer: RedisLayer, plan: Generator[Read[Entries] | Event, Any, None],
             if isinstance(step, Event):
                 reply = None
                 yield step
+            elif isinstance(step, Pause):
+                reply = None
+                time.sleep(step.seconds)
             else:
                 reply = layer.read(step)
     except redis.RedisError as exc:

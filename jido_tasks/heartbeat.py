@@ -5,10 +5,10 @@ thread renews each one every third of `lease_ttl` with the `renew` script, which
 the drain flag fresh. A renewal that finds the token stale marks the lease lost, and the drain
 stops before its next commit (which the token check would refuse anyway).
 
-The same thread renews the process's liveness key (set by the claim) four times per
-`liveness_ttl` while it holds a lease: when the process dies the key is gone within
-`liveness_ttl`, and other workers take its sessions over (`takeover`, `recover_dead`) without
-waiting for the lease to expire.
+The same thread renews the process's liveness keys (one per slot group it holds sessions of,
+set by the claim) four times per `liveness_ttl` while it holds a lease there: when the process
+dies the keys are gone within `liveness_ttl`, and other workers take its sessions over
+(`takeover`, `recover_dead`) without waiting for the lease to expire.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Heartbeat:
         self.period = layer.settings.lease_ttl / 3
         self.due = time.monotonic() + self.period
         self.lost = threading.Event()
-        self.alive_key = layer.keys.alive(worker) if worker else None
+        self.alive_key = layer.keys.alive(worker, session_id) if worker else None
         self.alive_period = layer.settings.liveness_ms / 4000
         self.alive_due = time.monotonic() + self.alive_period
 

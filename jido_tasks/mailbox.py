@@ -23,7 +23,6 @@ from jido_tasks.errors import (
     ActionCancelled,
     ActionExpired,
     ActionFailed,
-    ActionIdConflict,
     ActionNotFound,
     ActionTimeout,
     InvalidArgument,
@@ -99,30 +98,21 @@ def prepare(settings: Settings, session_id: str, action: str, params: Any,
 
 def send_op(settings: Settings, session_id: str, action_id: str,
             request: ActionRequest, request_json: str | None = None,
-            ) -> scripts.Op[scripts.Sent]:
+            claim_for: scripts.ClaimFor | None = None) -> scripts.Op[scripts.Sent]:
     """The send script call (its reply says whether to publish a drain, and duplicates);
-    `request_json` is `request.to_json()` when the caller has it already."""
+    `request_json` is `request.to_json()` when the caller has it already; `claim_for`: see
+    `scripts.send`."""
     return scripts.send(session_id, action_id=action_id, action=request.action,
                         request=request_json or request.to_json(), digest=request.digest or "",
-                        stale_after=settings.stale_after)
+                        stale_after=settings.stale_after, claim_for=claim_for)
 
 
-def settle_many(prepared: list[tuple[str, ActionRequest]],
-                replies: list[scripts.Sent | Exception],
-                ) -> tuple[Exception | None, list[str], bool]:
-    """What a `send_many` transaction's replies mean: the error to raise (if any), the ids
-    it queued that must be withdrawn (a taken id must not leave the others in), and whether
-    to publish a drain."""
-    errors = [r for r in replies if isinstance(r, Exception)]
-    queued = [aid for (aid, _), r in zip(prepared, replies, strict=True)
-              if isinstance(r, scripts.Sent) and not r.duplicate]
-    if errors:
-        conflict = any(isinstance(r, ActionIdConflict) for r in errors)
-        return errors[0], queued if conflict else [], False
-    return None, [], any(r.publish for r in replies if isinstance(r, scripts.Sent))
-
-
-WITHDRAW_REASON = "send_many refused: an action id is taken"
+def send_many_op(settings: Settings, session_id: str,
+                 prepared: list[tuple[str, ActionRequest]]) -> scripts.Op[scripts.SentMany]:
+    """The send_many script call for prepared actions (all or none, ids checked first)."""
+    return scripts.send_many(session_id, actions=[
+        (action_id, request.action, request.to_json(), request.digest or "")
+        for action_id, request in prepared], stale_after=settings.stale_after)
 
 
 def check_timeout(operation: str, timeout: float | None, session_id: str) -> None:
@@ -212,13 +202,16 @@ class Mailbox:
 
     def accept(self, session_id: str, action: str, params: Any = None,
                action_id: str | None = None, reply_to: ReplyTo | None = None,
-               publish: bool = True) -> tuple[ActionHandle, scripts.Sent]:
+               publish: bool = True, claim_for: scripts.ClaimFor | None = None,
+               ) -> tuple[ActionHandle, scripts.Sent]:
         """`send`, also returning what the send script did (the by-name task needs to know a
         duplicate and its outcome). Without `publish`, a drain the send asks for
-        (`Sent.publish`) is the caller's to run or publish."""
+        (`Sent.publish`) is the caller's to run or publish; with `claim_for` (a worker), the
+        send claims the lease for that drain when it is free (`Sent.claimed`)."""
         action_id, request = prepare(self.settings, session_id, action, params, action_id,
                                      reply_to)
-        sent = self.layer.call(send_op(self.settings, session_id, action_id, request))
+        sent = self.layer.call(send_op(self.settings, session_id, action_id, request,
+                                       claim_for=claim_for))
         if sent.publish and publish:
             publish_drain(self.celery, self.settings, session_id)
         if not sent.duplicate:
@@ -230,29 +223,22 @@ class Mailbox:
         """Accept several actions, in order, all or none, in one round trip.
 
         Items are `(name, params)`, `(name, params, action_id)` or a bare name. Every item is
-        validated first; then one MULTI/EXEC runs the send script for each, so no other
-        client's action lands between them and a session that is not active refuses them all.
-        An item whose id was accepted before (a retried `send_many`) is not sent again; one
-        whose id names other content raises `ActionIdConflict` and nothing is sent.
+        validated first; then one script call checks every id, then queues them all, so no
+        other client's action lands between them and a session that is not active refuses
+        them all. An item whose id was accepted before (a retried `send_many`) is not sent
+        again; one whose id names other content raises `ActionIdConflict` and nothing is
+        queued.
         """
         validate_session_id(session_id)
         prepared = [prepare(self.settings, session_id, name, params, aid)
                     for name, params, aid in normalize(actions, session_id)]
         if not prepared:
             return []
-        replies = self.layer.call_many(
-            [send_op(self.settings, session_id, action_id, request)
-             for action_id, request in prepared], transaction=True)
-        error, withdraw, publish = settle_many(prepared, replies)
-        if error is not None:
-            for action_id in withdraw:
-                self.layer.call(cancel_op(self.settings, session_id, action_id,
-                                          WITHDRAW_REASON))
-            raise error
-        if publish:
+        many = self.layer.call(send_many_op(self.settings, session_id, prepared))
+        if many.publish:
             publish_drain(self.celery, self.settings, session_id)
-        for (action_id, request), reply in zip(prepared, replies, strict=True):
-            if isinstance(reply, scripts.Sent) and not reply.duplicate:
+        for (action_id, request), sent in zip(prepared, many.sent, strict=True):
+            if not sent.duplicate:
                 telemetry.dispatch.action_sent(session_id, action_id, request.action)
         return [ActionHandle(self, session_id, action_id, request.action, request.to_json())
                 for action_id, request in prepared]
@@ -404,7 +390,14 @@ class _Listener:
     """One thread's pub/sub connection, subscribed to one done channel at a time."""
 
     def __init__(self, client: Any) -> None:
+        self.client = client
         self.pubsub = client.pubsub()
+
+    def _renew(self) -> None:
+        """Drop the connection and its subscriptions for a new pub/sub object (a cluster's
+        stays bound to the node it chose first, which a failover may have taken away)."""
+        self.pubsub.reset()
+        self.pubsub = self.client.pubsub()
 
     def subscribe(self, channel: str, confirm: bool = True) -> None:
         """Subscribe; with `confirm`, wait for Redis to confirm, so no later finish can be
@@ -413,7 +406,7 @@ class _Listener:
         try:
             self.pubsub.subscribe(channel)
         except _LOST:
-            self.pubsub.reset()
+            self._renew()
             self.pubsub.subscribe(channel)
         if not confirm:
             return
@@ -429,11 +422,11 @@ class _Listener:
         try:
             self.pubsub.unsubscribe(channel)
         except Exception:  # a broken connection: start afresh next time
-            self.pubsub.reset()
+            self._renew()
 
     def reset(self) -> None:
         """Drop the connection and every subscription (the next subscribe connects anew)."""
-        self.pubsub.reset()
+        self._renew()
 
     def next_outcome(self, action_id: str, timeout: float) -> Outcome | None:
         """The outcome if `action_id` finishes within `timeout`, else None."""

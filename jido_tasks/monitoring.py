@@ -6,7 +6,8 @@ Every read is bounded and uses the key schema (no SCAN, no key formatting here):
 - pending work is read only for sessions in the `scheduled` index (a session with pending
   actions always holds the drain flag), at most `max_sessions` of them, oldest flag first, in
   two pipelined round trips; past that bound `truncated` is set and the sums are lower bounds;
-- counters come from the one `metrics` hash, kept by the scripts (see `KeySchema.metrics`).
+- counters come from the groups' `metrics` hashes, kept by the scripts (see
+  `GroupKeys.metrics`), summed.
 """
 
 from __future__ import annotations
@@ -81,19 +82,27 @@ class SessionRow:
 def read_gauges(layer: RedisLayer, max_sessions: int = 1000) -> Gauges:
     """Session counts by status, and pending work of at most `max_sessions` scheduled sessions."""
     k = layer.keys
+    names = ("activity", "active", "expiry", "terminated", "scheduled")
+    per_group = -(-max_sessions // k.shards)  # the oldest of each group, about max_sessions
     pipe = layer.redis.pipeline(transaction=False)
-    for index in (k.activity, k.active, k.expiry, k.terminated, k.scheduled):
-        pipe.zcard(index)
-    pipe.zrange(k.scheduled, 0, max_sessions - 1)
+    for group in k.groups():
+        for name in names:
+            pipe.zcard(getattr(group, name))
+        pipe.zrange(group.scheduled, 0, per_group - 1)
     pipe.time()
-    live, active, with_deadline, terminated, scheduled, ids, now = pipe.execute()
+    replies = pipe.execute()
+    now = replies.pop()
+    step = len(names) + 1
+    live, active, with_deadline, terminated, scheduled = (
+        sum(int(r) for r in replies[i::step]) for i in range(len(names)))
+    ids = [sid for found in replies[len(names)::step] for sid in found][:max_sessions]
     # `activity` holds active and terminating sessions, `expiry` active and idle ones (an idle
     # session has no other index entry), `active` the active ones.
     gauges = Gauges(
         sessions={"active": active, "idle": max(0, with_deadline - active),
                   "terminating": max(0, live - active), "terminated": terminated},
         pending_sessions=scheduled, truncated=scheduled > max_sessions)
-    ids = [sid for sid in ids if is_index_member(k.scheduled, sid)]
+    ids = [sid for sid in ids if is_index_member("scheduled", sid)]
     if ids:
         _read_pending(layer, ids, float(now[0]) + float(now[1]) / 1e6, gauges)
     return gauges
@@ -127,14 +136,26 @@ def _read_pending(layer: RedisLayer, ids: list[str], now: float, gauges: Gauges)
         gauges.oldest_pending_seconds = max(0.0, now - oldest)
 
 
+def _summed_counters(layer: RedisLayer) -> dict[str, float]:
+    """Every group's counters, field by field, summed (one pipeline)."""
+    pipe = layer.redis.pipeline(transaction=False)
+    for group in layer.keys.groups():
+        pipe.hgetall(group.metrics)
+    totals: dict[str, float] = {}
+    for fields in pipe.execute():
+        for name, raw in fields.items():
+            try:
+                totals[name] = totals.get(name, 0.0) + float(raw)
+            except ValueError:
+                continue
+    return totals
+
+
 def read_counters(layer: RedisLayer) -> Counters:
-    """Parse the `metrics` hash (unknown fields are ignored, so scripts may add more)."""
+    """Parse the groups' `metrics` hashes, summed (unknown fields are ignored, so scripts may
+    add more)."""
     out = Counters()
-    for name, raw in layer.redis.hgetall(layer.keys.metrics).items():
-        try:
-            value = float(raw)
-        except ValueError:
-            continue
+    for name, value in _summed_counters(layer).items():
         kind, _, rest = name.partition(":")
         if kind == "actions":
             outcome, _, action = rest.partition(":")

@@ -2,11 +2,12 @@
 
 - An action that came as a `jido_tasks.send` message (its request says `reply_to: celery`) has
   its outcome stored in the Celery result backend under its id, the message's task id, so
-  `AsyncResult(id).get()` in any Celery client returns its result or raises its error. The
-  results of one commit are written in one pipeline (`store_outcomes`); finishing a by-name
-  action also queued its id in the session's `replies` list (`_lib.lua`), acknowledged after
-  the write (`deliver`), so leftovers of a dead worker or of a cancel are stored by the next
-  by-name commit, the cancelling client or the sweep.
+  `AsyncResult(id).get()` in any Celery client returns its result or raises its error.
+  Finishing a by-name action also queued its id in the session's `replies` list (`_lib.lua`),
+  acknowledged with the write (`deliver`): the results of one commit and their
+  acknowledgement go in one MULTI/EXEC when the backend is the session's Redis (else a
+  pipeline, then the acknowledgement), so leftovers of a dead worker or of a cancel are stored
+  by the next by-name commit, the cancelling client or the sweep.
 - With the `action_events` setting (default on), every committed action is announced with the
   task events Flower builds its rows from (received, started, succeeded or failed; task id =
   action id, name `jido_tasks.action.<name>`, args `[session_id]`, kwargs = params), all the
@@ -24,8 +25,10 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import time
 from typing import Any
 
+import redis
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.utils.saferepr import saferepr
@@ -75,35 +78,48 @@ def celery_result(outcome: Outcome) -> tuple[Any, str]:
              "exc_module": exc_module(err_type)}, states.FAILURE)
 
 
-def store_outcomes(backend: Any, items: list[tuple[str, Outcome]]) -> None:
-    """Store by-name actions' outcomes in the Celery result backend under their ids.
+def result_writes(backend: Any, items: list[tuple[str, Outcome]],
+                  ) -> list[tuple[Any, ...]] | None:
+    """What Celery's Redis backend writes for by-name actions' outcomes (SET with the backend's
+    expiry + PUBLISH each, exactly what `RedisBackend.set` writes, with the meta of
+    `_store_result`), as commands for one pipeline; None for other backends.
 
-    With Celery's Redis backend, all of them in one pipeline (SET with the backend's expiry +
-    PUBLISH each, exactly what `RedisBackend.set` writes, with the meta of `_store_result`),
-    without its GET-before-SET: an action's outcome is committed once and never changes, so a
-    second write (a redelivered send, the sweep's leftovers) writes the same meta. Other
-    backends get `store_result` per item.
+    Without its GET-before-SET: an action's outcome is committed once and never changes, so a
+    second write (a redelivered send, the sweep's leftovers) writes the same meta.
     """
+    if not isinstance(backend, RedisBackend) or getattr(backend, "client", None) is None:
+        return None
+    rb: Any = backend  # Celery's RedisBackend: typed too loosely for strict mypy
+    writes: list[tuple[Any, ...]] = []
+    for action_id, outcome in items:
+        result, state = celery_result(outcome)
+        meta = rb._get_result_meta(result=rb.encode_result(result, state), state=state,
+                                   traceback=None, request=None)
+        meta["task_id"] = action_id
+        value = rb.encode(meta)
+        key = rb.get_key_for_task(action_id)
+        expires = rb.failure_expires if state == states.FAILURE else rb.expires
+        writes.append(("SET", key, value, "EX", int(expires)) if expires
+                      else ("SET", key, value))
+        writes.append(("PUBLISH", key, value))
+    return writes
+
+
+def store_outcomes(backend: Any, items: list[tuple[str, Outcome]]) -> None:
+    """Store by-name actions' outcomes in the Celery result backend under their ids: with
+    Celery's Redis backend all of them in one pipeline (`result_writes`), other backends get
+    `store_result` per item."""
     if not items:
         return
-    client = getattr(backend, "client", None)
-    if not isinstance(backend, RedisBackend) or client is None:
+    writes = result_writes(backend, items)
+    if writes is None:
         for action_id, outcome in items:
             result, state = celery_result(outcome)
             backend.store_result(action_id, result, state)
         return
-    rb: Any = backend  # Celery's RedisBackend: typed too loosely for strict mypy
-    with client.pipeline(transaction=False) as pipe:
-        for action_id, outcome in items:
-            result, state = celery_result(outcome)
-            meta = rb._get_result_meta(result=rb.encode_result(result, state), state=state,
-                                       traceback=None, request=None)
-            meta["task_id"] = action_id
-            value = rb.encode(meta)
-            key = rb.get_key_for_task(action_id)
-            expires = rb.failure_expires if state == states.FAILURE else rb.expires
-            pipe.set(key, value, ex=expires or None)
-            pipe.publish(key, value)
+    with backend.client.pipeline(transaction=False) as pipe:
+        for command in writes:
+            pipe.execute_command(*command)
         pipe.execute()
 
 
@@ -126,14 +142,47 @@ def deliver(layer: RedisLayer, backend: Any, session_id: str,
     stored = 0
     acks = [action_id for action_id, _ in items]
     for _ in range(DELIVER_ROUNDS):
-        store_outcomes(backend, items)
+        left = _store_and_ack(layer, backend, session_id, items, acks)
         stored += len(items)
-        left = layer.call(scripts.delivered(session_id, action_ids=acks, limit=DELIVER_CHUNK))
         if not left:
             break
         items = [(action_id, outcome) for action_id, outcome in left if outcome is not None]
         acks = [action_id for action_id, _ in left]
     return stored
+
+
+def _store_and_ack(layer: RedisLayer, backend: Any, session_id: str,
+                   items: list[tuple[str, Outcome]], acks: list[str],
+                   ) -> list[tuple[str, Outcome | None]]:
+    """Store `items`' results, then acknowledge `acks`; the leftovers `delivered` hands back.
+
+    When the result backend is the session's own Redis (the default), one MULTI/EXEC does
+    both, in one round trip: Redis refuses a transaction a command of which it refused
+    (out of memory), so no id is acknowledged without its result. Elsewhere, two round trips.
+    """
+    ack = scripts.delivered(session_id, action_ids=acks, limit=DELIVER_CHUNK)
+    writes = result_writes(backend, items) if items else []
+    if writes is None or not same_redis(layer, backend):
+        store_outcomes(backend, items)
+        return layer.call(ack)
+    pipe = layer.redis.pipeline(transaction=True)
+    for command in writes:
+        pipe.execute_command(*command)
+    pipe.execute_command(*ack.evalsha(layer))
+    reply = pipe.execute(raise_on_error=False)[-1]
+    if isinstance(reply, redis.exceptions.NoScriptError):  # the results are stored
+        return layer.call(ack)
+    if isinstance(reply, Exception):
+        raise reply
+    return ack.decode(reply)
+
+
+def same_redis(layer: RedisLayer, backend: Any) -> bool:
+    """True if Celery's result backend writes to the database `layer` uses."""
+    theirs = getattr(backend, "connparams", None) or {}
+    ours = getattr(getattr(layer.redis, "connection_pool", None), "connection_kwargs", {})
+    return bool(theirs) and all(theirs.get(k) == ours.get(k)
+                                for k in ("host", "port", "db", "path"))
 
 
 def deliver_quietly(layer: RedisLayer, backend: Any, session_id: str) -> None:
@@ -182,6 +231,24 @@ class CeleryReporter(CommitListener):
             except Exception:
                 log.warning("could not send task events for session %s", session_id,
                             exc_info=True)
+
+    def refused(self, task_id: str, name: str, args: Any, kwargs: Any, error_type: str,
+                message: str) -> None:
+        """Announce a task that refused its input (received, then failed), so Flower shows
+        it; never raises (a lost announcement is logged)."""
+        if not self.events:
+            return
+        try:
+            d = self.dispatcher()
+            now = time.time()
+            d.send("task-received", uuid=task_id, timestamp=now, name=name,
+                   args=saferepr(list(args)), kwargs=saferepr(kwargs), retries=0, eta=None,
+                   expires=None, root_id=task_id, parent_id=None)
+            d.send("task-failed", uuid=task_id, timestamp=now, traceback=None,
+                   exception=f"{error_type}({message!r})")
+            d.flush(errors=False, groups=True)
+        except Exception:
+            log.warning("could not announce refused task %s", task_id, exc_info=True)
 
     def send_events(self, session_id: str, finished: list[Finished]) -> None:
         """Buffer received/started/succeeded|failed for each action; publish them at once."""

@@ -37,6 +37,7 @@ from jido_tasks.models import (
     ReplyTo,
     SessionEntry,
     dumps,
+    validate_session_id,
 )
 from jido_tasks.state import ActionState, Changes, Parts
 from jido_tasks.store import scripts
@@ -210,15 +211,16 @@ class Drainer:
         self.listener = listener
         self._elsewhere: dict[str, bool] = {}  # action name -> a live worker has it
 
-    def drain(self) -> DrainReport:
+    def drain(self, claimed: scripts.Claimed | None = None) -> DrainReport:
+        """Claim the session (unless `claimed`: the lease is ours already) and drain it."""
         started = time.perf_counter()
-        report = self._drain()
+        report = self._drain(claimed)
         telemetry.dispatch.drain_finished(self.session_id, report.outcome, report.applied,
                                           report.failed, time.perf_counter() - started)
         return report
 
-    def _drain(self) -> DrainReport:
-        claimed = self._claim()
+    def _drain(self, held: scripts.Claimed | None) -> DrainReport:
+        claimed = held or self._claim()
         if isinstance(claimed, scripts.Busy):
             return DrainReport(session_id=self.session_id, outcome="busy",
                                retry_after=claimed.retry_after)
@@ -231,7 +233,8 @@ class Drainer:
                 self.entry = SessionEntry.from_redis(
                     self.session_id, self.layer.keys.session(self.session_id).entry,
                     claimed.row)
-                parts = Parts(self.layer, self.session_id, claimed.legacy_state)
+                parts = Parts(self.layer, self.session_id, claimed.legacy_state,
+                              claimed.parts)
                 self._run(claimed.batch, parts, report, beat)
             except Exception:
                 # A bug or a Redis failure: give the lease up now rather than let it expire
@@ -245,7 +248,7 @@ class Drainer:
         """Claim the session; if a worker holds it, take it over when that worker's liveness
         key is gone (it died: its lease would otherwise block the session until it expires)."""
         s, keys = self.settings, self.layer.keys
-        alive = keys.alive(self.worker)
+        alive = keys.alive(self.worker, self.session_id)
         claimed = self.layer.call(scripts.claim(
             self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
             alive_key=alive, alive_ms=s.liveness_ms))
@@ -254,7 +257,7 @@ class Drainer:
         return self.layer.call(scripts.takeover(
             self.session_id, worker=self.worker, lease_ms=s.lease_ms, batch_size=s.batch_size,
             alive_key=alive, alive_ms=s.liveness_ms, expected=claimed.lease,
-            holder_alive_key=keys.alive(claimed.holder)))
+            holder_alive_key=keys.alive(claimed.holder, self.session_id)))
 
     def _run(self, batch: scripts.Batch, parts: Parts, report: DrainReport,
              beat: Heartbeat) -> None:
@@ -495,6 +498,18 @@ def _request(pending: scripts.PendingAction) -> ActionRequest:
 
 
 def drain(layer: RedisLayer, session_id: str, worker: str | None = None,
-          listener: CommitListener | None = None) -> DrainReport:
-    """Apply the session's pending actions (the body of the Celery drain task)."""
-    return Drainer(layer, session_id, worker, listener).drain()
+          listener: CommitListener | None = None,
+          claimed: scripts.Claimed | None = None) -> DrainReport:
+    """Apply the session's pending actions (the body of the Celery drain task); `claimed`:
+    the lease was taken already (by the send this worker accepted), with this first batch."""
+    return Drainer(layer, session_id, worker, listener).drain(claimed)
+
+
+def claim_for(layer: RedisLayer, session_id: str, worker: str | None = None,
+              ) -> scripts.ClaimFor:
+    """What a send to `session_id` needs to claim its lease for this worker (see
+    `scripts.send`); the liveness key is the one of the session's slot group."""
+    s, worker = layer.settings, worker or worker_id()
+    validate_session_id(session_id)
+    return scripts.ClaimFor(worker, s.lease_ms, s.batch_size,
+                            layer.keys.alive(worker, session_id), s.liveness_ms)

@@ -9,6 +9,7 @@ import builtins
 import json
 import logging
 import time
+from operator import attrgetter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +35,7 @@ from jido_tasks.settings import Settings
 from jido_tasks.state import document_plan, encode_parts
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import Layer, Plan, Read, RedisLayer
+from jido_tasks.store.groups import NewestFirst
 
 log = logging.getLogger(__name__)
 _PAGE = 500  # index entries read per round trip when listing
@@ -146,23 +148,21 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
                               f"{', '.join(s.value for s in SessionStatus)})") from None
     if offset < 0 or (limit is not None and limit < 0):
         raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
-    k = layer.keys
     if wanted is SessionStatus.TERMINATED:  # the index holds only them: paged exactly
-        return (yield from _page_plan(layer, k.terminated, offset, limit))
+        return (yield from _page_plan(layer, "terminated", offset, limit))
     sources: list[tuple[str, set[SessionStatus]]] = []
     if wanted is not SessionStatus.IDLE:
-        sources.append((k.activity, {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
+        sources.append(("activity", {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
                         if wanted is None else {wanted}))
     if wanted in (None, SessionStatus.IDLE):
-        sources.append((k.expiry, {SessionStatus.IDLE}))
+        sources.append(("expiry", {SessionStatus.IDLE}))
     out: list[SessionEntry] = []
     skip = offset
     page = max(limit or 0, _PAGE)
     for index, statuses in sources:
-        start = 0
+        merged = NewestFirst(layer, attrgetter(index), offset + page)
         while limit is None or len(out) < limit:
-            ids: list[str] = yield Read([("ZREVRANGE", index, start, start + page - 1)],
-                                        _first)
+            ids = yield from merged.take(page)
             rows = yield _rows_read(layer, index, ids)
             for entry in rows:
                 if entry.status in statuses:
@@ -172,7 +172,6 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
                         out.append(entry)
             if len(ids) < page:
                 break
-            start += page
     return out if limit is None else out[:limit]
 
 
@@ -181,13 +180,18 @@ def _page_plan(layer: Layer, index: str, offset: int, limit: int | None,
     """Sessions of an index holding only the wanted ones, newest first, paged exactly."""
     out: list[SessionEntry] = []
     page = limit or _PAGE
-    start = offset
+    merged = NewestFirst(layer, attrgetter(index), offset + page)
+    skip = offset
+    while skip:  # ids only: their rows are not read
+        skipped = yield from merged.take(min(skip, _PAGE))
+        if not skipped:
+            return out
+        skip -= len(skipped)
     while limit is None or len(out) < limit:
-        ids: list[str] = yield Read([("ZREVRANGE", index, start, start + page - 1)], _first)
+        ids = yield from merged.take(page)
         out += yield _rows_read(layer, index, ids)
         if len(ids) < page:
             break
-        start += page
     return out if limit is None else out[:limit]
 
 

@@ -45,6 +45,8 @@ MAX_SNAPSHOT_DEPTH = 250
 """Upper bound of `max_snapshot_depth`: pydantic writes JSON nested at most about 255 deep."""
 MAX_BATCH_SIZE = 1000
 """Upper bound of `batch_size`: a claim hands out at most this many actions in one reply."""
+MAX_INDEX_SHARDS = 1024
+"""Upper bound of `index_shards` (each group's hash tag is searched for its own slot range)."""
 # Never echoed in errors: they may hold passwords.
 _SECRET_FIELDS = frozenset({"redis_url", "broker_url", "result_backend", "flower_basic_auth"})
 
@@ -92,6 +94,15 @@ class Settings(BaseSettings):
     """Private key (PEM) of `redis_ssl_certfile`."""
     namespace: str = "jido"
     """Prefix of every Redis key, so several deployments can share one Redis."""
+    redis_cluster: bool = False
+    """`redis_url` names a node of a Redis Cluster (the session data is spread over its
+    masters through redis-py's cluster client); the Celery broker and result backend stay on
+    their own URLs (a single Redis or RabbitMQ: Celery's Redis transport does not speak
+    Cluster)."""
+    index_shards: int = Field(256, ge=1, le=MAX_INDEX_SHARDS)
+    """Slot groups: each session belongs to one (by its id) and shares its group's hash tag
+    with the group's indexes, event stream and counters. Fixed for the life of the data (the
+    number is stored in Redis and checked at start)."""
     queue: str = "jido_tasks"
     """Celery queue for session work and sweeps (workers consume it by default)."""
     idle_after: Seconds = 300.0
@@ -155,7 +166,9 @@ class Settings(BaseSettings):
     """How long a terminated session keeps its own event stream (the global one keeps its
     events); the registry row stays for `retention`."""
     global_event_maxlen: int = Field(100_000, ge=1)
-    """Approximate length bound of the global event stream."""
+    """Approximate length bound of the global event stream: each slot group's stream keeps
+    about this divided by `index_shards` (Redis trims whole nodes of 100 entries, so each
+    keeps at least about 100)."""
     sweep_batch: int = Field(500, ge=1)
     """Candidates a sweep reads from an index per round trip."""
     result_expires: Seconds = 3600.0

@@ -4,8 +4,9 @@ that key's value as JSON.
 An action's cost follows what it reads and changes, not the size of the whole state:
 - `Parts` is a drain's view of the committed parts. A part is read from Redis the first time
   an action of the drain asks for it (one HGET), then kept, decoded JSON text, for the rest of
-  the drain: while the drain holds the lease no one else can write the state (commits are
-  fenced), so the cache stays true.
+  the drain (a small state, see `scripts.PRELOAD_PARTS`, comes whole with the claim): while
+  the drain holds the lease no one else can write the state (commits are fenced), so the
+  cache stays true.
 - `ActionState` is what an action sees as `ctx.state`: a mapping whose parts are decoded on
   first access, each into the action's own copy (copy on access), so a failed action changes
   nothing. When the action returns, only the parts it touched are encoded again and compared;
@@ -49,7 +50,8 @@ def decode_parts(parts: dict[str, str]) -> JsonObject:
 class Parts:
     """One drain's view of a session's committed parts (loaded lazily, kept for the drain)."""
 
-    def __init__(self, layer: RedisLayer, session_id: str, legacy: str | None = None) -> None:
+    def __init__(self, layer: RedisLayer, session_id: str, legacy: str | None = None,
+                 whole: dict[str, str] | None = None) -> None:
         self._redis = layer.redis
         self._key = layer.keys.session(session_id).state
         self._raw: dict[str, str | None] = {}
@@ -58,7 +60,9 @@ class Parts:
         self.migrate = legacy is not None
         """The state is still one JSON string: the next commit writes every part."""
         if legacy is not None:
-            self._raw = dict(encode_parts(json.loads(legacy) if legacy else {}))
+            whole = encode_parts(json.loads(legacy) if legacy else {})
+        if whole is not None:  # every part is known: none is read from Redis
+            self._raw = dict(whole)
             self._names = set(self._raw)
 
     def get(self, name: str) -> str | None:

@@ -108,12 +108,12 @@ class Sweeper:
         try:
             sec, usec = self.layer.redis.time()
             now = sec + usec / 1e6
-            s, k = self.settings, self.layer.keys
-            self._scan(k.scheduled, now - s.stale_after, self._recover)
-            self._scan(k.expiry, now, self._expire)
-            self._scan(k.active, now - s.idle_after, self._idle)
-            self._scan(k.terminated, now - s.retention, self._purge)
-            self._scan(k.undelivered, now - s.stale_after, self._deliver)
+            s = self.settings
+            self._scan("scheduled", now - s.stale_after, self._recover)
+            self._scan("expiry", now, self._expire)
+            self._scan("active", now - s.idle_after, self._idle)
+            self._scan("terminated", now - s.retention, self._purge)
+            self._scan("undelivered", now - s.stale_after, self._deliver)
             self._remove_stale_temp()
         finally:
             self.lock.release()
@@ -122,33 +122,43 @@ class Sweeper:
         telemetry.dispatch.sweep_finished(self.report.model_dump())
         return self.report
 
-    def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
-        """Members of `index` scored up to `cutoff`, one batch from `offset`."""
-        ids: Any = self.layer.redis.zrangebyscore(
-            index, "-inf", repr(cutoff), start=offset, num=self.settings.sweep_batch)
-        return [str(sid) for sid in ids]
+    def candidates(self, index: str, cutoff: float, offsets: dict[int, int],
+                   ) -> dict[int, list[str]]:
+        """Members of index `index` (a `GroupKeys` name) scored up to `cutoff`: one batch of
+        each group in `offsets` (group -> offset), all in one pipeline."""
+        groups = list(offsets)
+        keys = self.layer.keys
+        pipe = self.layer.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.zrangebyscore(getattr(keys.group(g), index), "-inf", repr(cutoff),
+                               start=offsets[g], num=self.settings.sweep_batch)
+        return {g: [str(sid) for sid in ids]
+                for g, ids in zip(groups, pipe.execute(), strict=True)}
 
-    def _scan(self, index: str, cutoff: float, step: Callable[[list[str]], int]) -> None:
-        """Feed due members of `index` to `step` a batch at a time. `step` returns how many of
-        its sessions stay due (left for a later sweep): paging skips over those."""
-        offset, seen = 0, set()
-        while True:
-            ids = self.candidates(index, cutoff, offset)
-            fresh = []
-            for sid in ids:
-                if sid in seen:
-                    offset += 1
-                    continue
-                seen.add(sid)
-                if is_index_member(index, sid):
-                    fresh.append(sid)
-                else:
-                    offset += 1
-            if fresh:
-                offset += step(fresh)
-            if len(ids) < self.settings.sweep_batch:
-                return
-            self.lock.extend()
+    def _scan(self, index: str, cutoff: float, step: Callable[[list[str]], set[str]]) -> None:
+        """Feed due members of index `index` of every group to `step`, `sweep_batch` at a
+        time. `step` returns its sessions that stay due (left for a later sweep): each group's
+        paging skips over those. Work: the due members, plus one read per group."""
+        offsets = dict.fromkeys(range(self.layer.keys.shards), 0)
+        seen: set[str] = set()
+        while offsets:
+            fresh: list[tuple[int, str]] = []
+            for g, ids in self.candidates(index, cutoff, offsets).items():
+                for sid in ids:
+                    if sid in seen or not is_index_member(index, sid):
+                        offsets[g] += 1
+                        continue
+                    seen.add(sid)
+                    fresh.append((g, sid))
+                if len(ids) < self.settings.sweep_batch:
+                    del offsets[g]
+            for first in range(0, len(fresh), self.settings.sweep_batch):
+                chunk = fresh[first:first + self.settings.sweep_batch]
+                stay = step([sid for _, sid in chunk])
+                for g, sid in chunk:
+                    if sid in stay and g in offsets:
+                        offsets[g] += 1
+                self.lock.extend()
 
     def _batch(self, ops: list[Op[T]]) -> list[T | Exception]:
         """Run the script calls in one pipeline. A failure comes back as an exception in the
@@ -161,8 +171,8 @@ class Sweeper:
                           op.session_id, res)
         return results
 
-    def _recover(self, ids: list[str]) -> int:
-        stay = 0
+    def _recover(self, ids: list[str]) -> set[str]:
+        stay: set[str] = set()
         s = self.settings
         results = self._batch([scripts.recover(sid, stale_after=s.stale_after,
                                                keep=s.keep_results) for sid in ids])
@@ -174,14 +184,14 @@ class Sweeper:
             elif res is Tag.UNSCHEDULED:
                 self.report.unscheduled += 1
             elif res in (Tag.LEASED, Tag.CANCELLING) or isinstance(res, Exception):
-                stay += 1
+                stay.add(sid)
         return stay
 
-    def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> int:
+    def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> set[str]:
         """Expire verified candidates. A session with persistence enabled is answered
         'snapshot' first: its snapshot is saved, then it expires only if it saw no activity
         since (`seen_activity`)."""
-        stay = 0
+        stay: set[str] = set()
         lasts = seen_activity or [""] * len(ids)
         results = self._batch([scripts.expire(sid, reason=EXPIRE_REASON, snapshot_last=last)
                                for sid, last in zip(ids, lasts, strict=True)])
@@ -196,11 +206,11 @@ class Sweeper:
                 snap_lasts.append(res.last_activity)
             elif tag in (Tag.BUSY, Tag.SNAPSHOT, None):  # still due: paging steps over it
                 self.report.rechecked += 1
-                stay += 1
+                stay.add(sid)
             elif tag in (Tag.FRESH, Tag.CHANGED):  # touched: no longer due
                 self.report.rechecked += 1
         if snap_ids:
-            stay += self._expire(snap_ids, snap_lasts)
+            stay |= self._expire(snap_ids, snap_lasts)
         return stay
 
     def _snapshot(self, session_id: str) -> bool:
@@ -225,27 +235,29 @@ class Sweeper:
             self.report.errors += 1
             log.exception("sweep: cleaning the snapshot store's temporary files failed")
 
-    def _idle(self, ids: list[str]) -> int:
+    def _idle(self, ids: list[str]) -> set[str]:
         results = self._batch([scripts.mark_idle(sid, idle_after=self.settings.idle_after)
                                for sid in ids])
         self.report.idled += sum(1 for res in results if res is Tag.IDLED)
-        return sum(1 for res in results if res is Tag.BUSY or isinstance(res, Exception))
+        return {sid for sid, res in zip(ids, results, strict=True)
+                if res is Tag.BUSY or isinstance(res, Exception)}
 
-    def _purge(self, ids: list[str]) -> int:
+    def _purge(self, ids: list[str]) -> set[str]:
         results = self._batch([scripts.purge(sid, retention=self.settings.retention)
                                for sid in ids])
         self.report.purged += sum(1 for res in results if res is Tag.PURGED)
-        return sum(1 for res in results if isinstance(res, Exception))
+        return {sid for sid, res in zip(ids, results, strict=True)
+                if isinstance(res, Exception)}
 
 
-    def _deliver(self, ids: list[str]) -> int:
-        stay = 0
+    def _deliver(self, ids: list[str]) -> set[str]:
+        stay: set[str] = set()
         for sid in ids:
             try:
                 self.report.delivered += deliver(self.layer, self.celery.backend, sid, [])
             except Exception:  # the result backend is down: looked at again later
                 self.report.errors += 1
-                stay += 1
+                stay.add(sid)
                 log.exception("sweep: storing the by-name results of session %s failed", sid)
         return stay
 
@@ -253,10 +265,6 @@ class Sweeper:
 def run_sweep(layer: RedisLayer, celery: Any, force: bool = False) -> SweepReport:
     """One sweep (the body of the beat task, `Client.sweep()` and `jido-tasks sweep`)."""
     return Sweeper(layer, celery).run(force=force)
-
-
-RECOVER_PAGES = 10
-"""Most pages (of `sweep_batch` candidates) one light recovery looks at."""
 
 
 def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
@@ -274,11 +282,14 @@ def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
         return 0
     sec, usec = layer.redis.time()
     cutoff = sec + usec / 1e6 - (s.lease_ttl / 3 + s.liveness_ttl)
+    pipe = layer.redis.pipeline(transaction=False)
+    for group in k.groups():  # one page of each group
+        pipe.zrangebyscore(group.scheduled, "-inf", repr(cutoff), start=0, num=s.sweep_batch)
+    found = [str(sid) for ids in pipe.execute() for sid in ids]
     recovered = 0
-    for page in range(RECOVER_PAGES):
-        ids = [str(sid) for sid in layer.redis.zrangebyscore(
-            k.scheduled, "-inf", repr(cutoff), start=page * s.sweep_batch, num=s.sweep_batch)]
-        valid = [sid for sid in ids if is_index_member(k.scheduled, sid)]
+    for first in range(0, len(found), s.sweep_batch):
+        valid = [sid for sid in found[first:first + s.sweep_batch]
+                 if is_index_member("scheduled", sid)]
         pipe = layer.redis.pipeline(transaction=False)
         for sid in valid:
             pipe.get(k.session(sid).lease)
@@ -286,9 +297,10 @@ def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
         ops: list[Op[Tag]] = []
         for sid, lease in zip(valid, leases, strict=True):
             holder = str(lease).partition("|")[2] if lease else ""
-            ops.append(scripts.recover_dead(sid, expected=str(lease or ""),
-                                            holder_alive_key=k.alive(holder) if lease else None,
-                                            stale_after=s.stale_after))
+            ops.append(scripts.recover_dead(
+                sid, expected=str(lease or ""),
+                holder_alive_key=k.alive(holder, sid) if lease else None,
+                stale_after=s.stale_after))
         results = layer.call_many(ops)
         for sid, res in zip(valid, results, strict=True):
             if res is Tag.RECOVER:
@@ -297,6 +309,4 @@ def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
                 log.info("session %s: its lease holder is dead; drain re-published", sid)
             elif isinstance(res, Exception):
                 log.error("recover_dead failed for session %s: %s", sid, res)
-        if len(ids) < s.sweep_batch:
-            break
     return recovered

@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import is_registered
-from jido_tasks.checks import enforce_start_checks
+from jido_tasks.checks import enforce_start_checks, stop_worker
 from jido_tasks.client import Client
 from jido_tasks.dispatch import (
     CREATE_SESSION_TASK,
@@ -34,12 +34,14 @@ from jido_tasks.dispatch import (
     TERMINATE_SESSION_TASK,
     publish_drain,
 )
-from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
+from jido_tasks.errors import ActionIdConflict, JidoTasksError, LayoutMismatch, UnknownAction
+from jido_tasks.layout import check_layout
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
 from jido_tasks.reporting import CeleryReporter, remote_error, store_outcome
-from jido_tasks.runtime import Finished
+from jido_tasks.runtime import Finished, claim_for
 from jido_tasks.runtime import drain as drain_session
 from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.scripts import Claimed
 from jido_tasks.sweep import run_sweep
 from jido_tasks.watch import Watch
 
@@ -110,10 +112,16 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
 @worker_init.connect
 def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
     """Before the pool consumes anything: stop if Redis refuses the credentials; warn (or
-    stop, with `eviction_fatal`) if Redis could evict session keys."""
+    stop, with `eviction_fatal`) if Redis could evict session keys; stop if the stored key
+    layout is not the settings' (`LayoutMismatch`)."""
     settings = getattr(getattr(sender, "app", None), "settings", None)
     if settings is not None:
-        enforce_start_checks(RedisLayer(settings).redis, settings)
+        layer = RedisLayer(settings)
+        enforce_start_checks(layer.redis, settings)
+        try:
+            check_layout(layer)
+        except LayoutMismatch as exc:
+            stop_worker(exc)
 
 
 @worker_ready.connect
@@ -178,21 +186,41 @@ def sweep(self: Task[Any, Any]) -> None:
 
 
 # -- the session API by name -----------------------------------------------------------------
-@shared_task(bind=True, name=SEND_TASK)
+# ignore_result: the send task's own return is never the action's result (the drain stores that
+# under the same id), so Celery must store nothing on return; a refusal (bad input) is still
+# stored (store_errors_even_if_ignored). send_events off: the id is the action's, whose Flower
+# row the drain's per-action events write; the worker's own events for the send would collide
+# with them (a task-succeeded with result None). A refusal is announced by `_announced`.
+def _announced(fn: Any) -> Any:
+    """A refused by-name send (bad input) still shows in Flower, as a failed `jido_tasks.send`
+    (the send task's own events are off: see `send`)."""
+    @functools.wraps(fn)
+    def wrapper(self: Task[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except JidoTasksError as exc:
+            reporter_for(self).refused(str(self.request.id), SEND_TASK, args, kwargs,
+                                       type(exc).__name__, exc.message)
+            raise
+    return wrapper
+
+
+@shared_task(bind=True, name=SEND_TASK, ignore_result=True, store_errors_even_if_ignored=True,
+             send_events=False)
 @_typed
+@_announced
 def send(self: Task[Any, Any], session_id: str, action: str,
-         params: JsonObject | None = None) -> Any:
+         params: JsonObject | None = None) -> None:
     """Accept an action whose id is this message's id; its own result comes later.
 
-    Accepting is one script call and never waits for another task: the task ends with
-    `Ignore`, so nothing is stored for it yet (when the session had no drain scheduled, this
-    task runs that drain itself: see `_drain_here`); once the session's drain commits the action,
-    the worker stores the action's result (or error) in the result backend under this id, and
-    `AsyncResult(id).get()` returns it. A second delivery of the message (broker redelivery, a
-    client retry with the same task id) is accepted once: it only delivers the outcome again
-    if the action has finished; a reused id with other content is logged and ignored, so the
-    first action's result stays. An action no live worker has registered fails at once with
-    `UnknownAction`.
+    Accepting is one script call and never waits for another task: the task ends storing
+    nothing (when the session had no drain scheduled, this task runs that drain itself: see
+    `_drain_here`); once the session's drain commits the action, the worker stores the action's
+    result (or error) in the result backend under this id, and `AsyncResult(id).get()` returns
+    it. A second delivery of the message (broker redelivery, a client retry with the same task
+    id) is accepted once: it only delivers the outcome again if the action has finished; a
+    reused id with other content is logged and ignored, so the first action's result stays. An
+    action no live worker has registered fails at once with `UnknownAction`.
     """
     action_id = validate_action_id(self.request.id)
     client = client_for(self)
@@ -201,16 +229,18 @@ def send(self: Task[Any, Any], session_id: str, action: str,
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
     try:
         _, sent = client.mailbox.accept(session_id, action, params, action_id, ReplyTo.CELERY,
-                                        publish=False)
+                                        publish=False,
+                                        claim_for=claim_for(client.layer, session_id))
     except ActionIdConflict:
         # The id is another action's: failing this task would overwrite that action's result
         # in the backend (the same task id). Say so in the log and store nothing.
         log.warning("jido_tasks.send %s refused: the id is taken by another action of "
                     "session %s (a reused task id with other content); nothing stored",
                     action_id, session_id)
-        raise Ignore() from None
-    if sent.publish:
-        _drain_here(self, session_id)
+        _end(self)
+        return
+    if sent.publish or sent.claimed is not None:
+        _drain_here(self, session_id, sent.claimed)
     elif sent.duplicate:
         if sent.outcome is not None and sent.outcome.status.finished:
             store_outcome(self.app.backend, Finished(action_id, action, params or {},
@@ -218,19 +248,31 @@ def send(self: Task[Any, Any], session_id: str, action: str,
                                                      ReplyTo.CELERY))
         else:  # a redelivery after its worker died, maybe mid-drain: resume at once
             publish_drain(self.app, self.app.settings, session_id)  # type: ignore[attr-defined]
-    raise Ignore()
+    _end(self)
 
 
-def _drain_here(task: Task[Any, Any], session_id: str) -> None:
+def _end(task: Task[Any, Any]) -> None:
+    """End a send storing nothing. The task ignores its result, unless the message asked for
+    it (`ignore_result=False` sent by the client): then only `Ignore` keeps Celery from
+    storing None over the action's result. Raising costs the pool a traceback walk and a
+    pickled one sent to the parent (about a third of a send's time), so only then."""
+    if vars(task.request).get("ignore_result") is False:
+        raise Ignore()
+
+
+def _drain_here(task: Task[Any, Any], session_id: str, claimed: Claimed | None) -> None:
     """Run the drain this send scheduled in this process, instead of publishing a drain
     message for another task to run: the same fenced, ordered, batched drain, one broker
-    round trip and task less per idle session's first action. What it cannot finish here (the
-    lease is busy, the session handed back, a failure) goes to a published drain task, which
-    retries as drains do; a worker lost mid-drain redelivers this send (acks_late), which
-    publishes a drain (see `send`), and the sweep recovers the flag in any case."""
+    round trip and task less per idle session's first action (and, when the send script
+    claimed the lease for it, `claimed`, no claim round trip either). What it cannot finish
+    here (the lease is busy, the session handed back, a failure) goes to a published drain
+    task, which retries as drains do; a worker lost mid-drain redelivers this send
+    (acks_late), which publishes a drain (see `send`), and the sweep or the light recovery
+    of dead holders (liveness keys) takes the session back in any case."""
     settings = task.app.settings  # type: ignore[attr-defined]
     try:
-        report = drain_session(layer_for(task), session_id, listener=reporter_for(task))
+        report = drain_session(layer_for(task), session_id, listener=reporter_for(task),
+                               claimed=claimed)
     except Exception:
         log.exception("session %s: drain in the accepting send failed; publishing a drain",
                       session_id)

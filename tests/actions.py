@@ -39,7 +39,8 @@ def _signal_started(ctx: ActionContext, params: dict[str, Any]) -> None:
     """Tell the test (through a Redis list it names) that the action started, and where."""
     key = params.get("started_key")
     if key:
-        connect(ctx.settings.redis_dsn).rpush(key, f"{os.getpid()}")
+        connect(ctx.settings.redis_dsn, cluster=ctx.settings.redis_cluster).rpush(
+            key, f"{os.getpid()}")
 
 
 @action("test.slow_append")
@@ -100,8 +101,8 @@ class RecordingTelemetry(telemetry.Telemetry):
         from jido_tasks.settings import load_settings
 
         settings = load_settings()
-        connect(settings.redis_dsn).rpush(f"{settings.namespace}:test:telemetry",
-                                          f"{action}|{status}|{error_type}")
+        connect(settings.redis_dsn, cluster=settings.redis_cluster).rpush(
+            f"{settings.namespace}:test:telemetry", f"{action}|{status}|{error_type}")
 
 
 @action("test.set_many")

@@ -29,9 +29,11 @@ from typing import Any
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from jido_tasks import Client, Settings, runtime
+from tests.cluster import RedisClusterServers
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -151,6 +153,37 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.kill()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One private three-master Redis Cluster for the whole run (started on first use)."""
+    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(params=["single"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """Where the session data lives: "single" (the private Redis) or "cluster" (the private
+    Redis Cluster). A module runs its tests on both by overriding this fixture with
+    `params=["single", "cluster"]`."""
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_settings(redis_backend: str, redis_server: RedisServer,
+                     request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for the backend: on the cluster the Celery broker and result
+    backend stay on the single Redis (Celery's Redis transport does not speak Cluster)."""
+    if redis_backend == "single":
+        return {}
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    return {"redis_url": cluster.url, "redis_cluster": True, "broker_url": redis_server.url,
+            "result_backend": redis_server.url}
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may kill and restart."""
@@ -216,9 +249,9 @@ def make_settings(url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer) -> Settings:
-    """Settings for a fresh namespace on the private Redis."""
-    return make_settings(redis_server.url)
+def settings(redis_server: RedisServer, backend_settings: dict[str, Any]) -> Settings:
+    """Settings for a fresh namespace on the private Redis (or cluster: `redis_backend`)."""
+    return make_settings(redis_server.url, **backend_settings)
 
 
 @pytest.fixture
@@ -229,8 +262,11 @@ def client(settings: Settings) -> Iterator[Client]:
 
 
 @pytest.fixture
-def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+def raw_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """A plain client of where the session data lives (a cluster client on the cluster)."""
+    r: Any = (RedisCluster.from_url(settings.redis_dsn, decode_responses=True)
+              if settings.redis_cluster else redis.Redis.from_url(settings.redis_dsn,
+                                                                  decode_responses=True))
     yield r
     r.close()
 
@@ -341,6 +377,7 @@ class WorkerGroup:
 
 @pytest.fixture
 def workers(redis_server: RedisServer, tmp_path: Path, broker_url: str | None,
+            backend_settings: dict[str, Any],
             ) -> Iterator[Callable[..., WorkerGroup]]:
     """Factory: `workers(n, **settings)` starts n worker processes on a fresh namespace/queue
     (and on the test's broker: see `broker`)."""
@@ -350,9 +387,11 @@ def workers(redis_server: RedisServer, tmp_path: Path, broker_url: str | None,
               **overrides: Any) -> WorkerGroup:
         logdir = tmp_path / f"workers{len(groups)}"
         logdir.mkdir()
+        values = dict(backend_settings)
         if broker_url is not None:
-            overrides.setdefault("broker_url", broker_url)
-        group = WorkerGroup(make_settings(redis_server.url, **overrides), logdir)
+            values["broker_url"] = broker_url
+        values.update(overrides)
+        group = WorkerGroup(make_settings(redis_server.url, **values), logdir)
         groups.append(group)
         group.start(n, concurrency, wait)
         return group

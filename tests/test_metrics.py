@@ -86,7 +86,7 @@ def test_counters_are_exact_across_two_workers(workers: Callable[..., WorkerGrou
     assert c.layer.call(scripts.send(recovered, action_id=aid, action="test.append",
                                      request=request, digest="",
                                      stale_after=c.settings.stale_after)).publish
-    flag = float(c.layer.redis.zscore(c.layer.keys.scheduled, recovered) or 0)
+    flag = float(c.layer.redis.zscore(c.layer.keys.group_for(recovered).scheduled, recovered) or 0)
     wait_for(lambda: redis_now(c) > flag + c.settings.stale_after + 0.05, 10, 0.05,
              "the drain flag to go stale")
     deadline = c.get_session(expired).last_activity.timestamp() + 0.6
@@ -156,8 +156,7 @@ def test_counters_are_exact_across_two_workers(workers: Callable[..., WorkerGrou
     assert hist("test.noop", "count") == -1
 
     # The event stream tells the same story: one action.succeeded per succeeded action.
-    events = c.layer.redis.xrange(c.layer.keys.events)
-    succeeded = [json.loads(f["data"]) for _, f in events if f["type"] == "action.succeeded"]
+    succeeded = [e.data for e in c.events() if e.type == "action.succeeded"]
     assert len(succeeded) == appends + 2
     assert sum(1 for e in succeeded if e["action"] == "test.append") == appends
 
@@ -169,7 +168,7 @@ def test_counters_off_write_nothing(settings: Settings, raw_redis: redis.Redis) 
         sid = c.create_session().id
         assert c.call(sid, "test.append", {"value": 1}) == 1
         c.terminate_session(sid)
-        assert not raw_redis.exists(c.layer.keys.metrics)
+        assert not any(raw_redis.exists(g.metrics) for g in c.layer.keys.groups())
     finally:
         c.close()
 
@@ -182,7 +181,7 @@ def test_commit_counts_each_action_and_its_bucket(burst_client: BurstClient) -> 
         c.send(sid, "test.append", {"value": i})
     c.send(sid, "test.fail")
     assert burst(c, sid) == 4
-    raw = c.layer.redis.hgetall(c.layer.keys.metrics)
+    raw = c.layer.redis.hgetall(c.layer.keys.group_for(sid).metrics)
     buckets = {k: v for k, v in raw.items() if k.startswith("duration_bucket:")}
     assert sum(int(v) for v in buckets.values()) == 4
     assert {k.rsplit(":", 1)[1] for k in buckets} == {"test.append", "test.fail"}
@@ -230,10 +229,11 @@ def test_terminate_is_idempotent(burst_client: BurstClient) -> None:
     done = c.create_session().id
     first = c.terminate_session(done)
     assert first.status is SessionStatus.TERMINATED
-    events = c.layer.redis.xlen(c.layer.keys.events)
+    stream = c.layer.keys.group_for(done).events
+    events = c.layer.redis.xlen(stream)
     again = c.terminate_session(done, reason="twice")
     assert again == first
-    assert c.layer.redis.xlen(c.layer.keys.events) == events
+    assert c.layer.redis.xlen(stream) == events
 
     busy = c.create_session().id
     c.send(busy, "test.append", {"value": 1})
@@ -243,8 +243,9 @@ def test_terminate_is_idempotent(burst_client: BurstClient) -> None:
     assert going.status is SessionStatus.TERMINATING
     assert c.terminate_session(busy, drain=True) == going
     assert c.layer.redis.llen(c.layer.keys.session(busy).mailbox) == 1  # the running head
-    assert c.layer.redis.hget(c.layer.keys.metrics, "sessions:terminated") == "1"
-    assert c.layer.redis.hget(c.layer.keys.metrics, "actions:cancelled:test.append") == "1"
+    counters = read_counters(c.layer)
+    assert counters.sessions["terminated"] == 1
+    assert counters.actions[("test.append", "cancelled")] == 1
 
 
 def test_async_terminate_is_idempotent(settings: Settings) -> None:
@@ -282,7 +283,7 @@ def test_cancel_counts_requests_not_written_by_python(settings: Settings,
                                   digest="", stale_after=60))
         c.send(sid, "test.append", {"value": 1})
         c.terminate_session(sid)
-        raw = raw_redis.hgetall(c.layer.keys.metrics)
+        raw = raw_redis.hgetall(c.layer.keys.group_for(sid).metrics)
         assert raw["actions:cancelled:other.lang"] == "1"
         assert raw["actions:cancelled:test.append"] == "1"
     finally:

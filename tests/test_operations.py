@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from jido_tasks import Client, Settings
-from jido_tasks.checks import eviction_warning
+from jido_tasks.checks import EX_CONFIG, eviction_warning
 from tests.conftest import ROOT, RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 from tests.test_cli import run_cli
 
@@ -71,7 +71,7 @@ def test_eviction_fatal_stops_the_worker_at_start(own_redis: RedisServer,
     group = WorkerGroup(make_settings(own_redis.url, eviction_fatal=True), tmp_path)
     try:
         group.start(1, wait=False)
-        assert group.procs[0].wait(60) != 0
+        assert group.procs[0].wait(60) == EX_CONFIG  # not restarted by `up`
         assert "JIDO_TASKS_EVICTION_FATAL" in group.logs()
     finally:
         group.stop()

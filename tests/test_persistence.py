@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from jido_tasks import Client, SessionStatus, Settings
 from jido_tasks.errors import (
@@ -32,6 +33,12 @@ from jido_tasks.persistence import SnapshotInfo, snapshot_store
 from jido_tasks.snapshot_stores.disk import DiskSnapshotStore
 from jido_tasks.snapshot_stores.redis import RedisSnapshotStore
 from tests.conftest import ROOT, RedisServer, WorkerGroup, make_settings, worker_env
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
 
 STORES = ["redis", "disk"]
 BAD_IDS = ["../etc/passwd", f"session_{'0' * 30}/..", f"../session_{'0' * 32}", "",
@@ -50,9 +57,10 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pclient(redis_server: RedisServer, tmp_path: Path, kind: str) -> Iterator[Client]:
+def pclient(redis_server: RedisServer, tmp_path: Path, kind: str,
+            backend_settings: dict[str, Any]) -> Iterator[Client]:
     """A client (no workers) whose snapshot store is `kind`."""
-    c = Client(make_settings(redis_server.url, **overrides(kind, tmp_path)))
+    c = Client(make_settings(redis_server.url, **backend_settings, **overrides(kind, tmp_path)))
     yield c
     c.close()
 
@@ -66,7 +74,8 @@ def stored(c: Client, saved_id: str) -> bytes:
     store = c.snapshot_store
     if isinstance(store, DiskSnapshotStore):
         return Path(store.where(saved_id)).read_bytes()
-    raw = redis.Redis.from_url(c.settings.redis_dsn)
+    raw: Any = (RedisCluster.from_url(c.settings.redis_dsn) if c.settings.redis_cluster
+                else redis.Redis.from_url(c.settings.redis_dsn))
     try:
         data = raw.get(store.where(saved_id))
     finally:
@@ -84,7 +93,7 @@ def put_raw(c: Client, saved_id: str, data: bytes) -> str:
         Path(where).write_bytes(data)
     else:
         c.layer.redis.set(where, data)
-        c.layer.redis.zadd(c.layer.keys.snapshots, {saved_id: time.time()})
+        c.layer.redis.zadd(c.layer.keys.group_for(saved_id).snapshots, {saved_id: time.time()})
     return where
 
 
@@ -236,7 +245,7 @@ def test_delete(pclient: Client, raw_redis: redis.Redis) -> None:
         c.delete_saved_session(sid)
     if c.settings.persistence == "redis":
         assert not raw_redis.exists(where)
-        assert raw_redis.zscore(c.layer.keys.snapshots, sid) is None
+        assert raw_redis.zscore(c.layer.keys.group_for(sid).snapshots, sid) is None
     else:
         assert not Path(where).exists()
 
@@ -267,16 +276,16 @@ def test_broken_state_is_never_saved(pclient: Client, raw_state: str) -> None:
     assert c.snapshot_store.load(sid).state == {"ok": True}  # the good snapshot is kept
 
 
-def test_redis_store_keys(redis_server: RedisServer, raw_redis: redis.Redis) -> None:
+def test_redis_store_keys(settings: Settings, raw_redis: redis.Redis) -> None:
     """The Redis store writes one key per snapshot and the index, nothing else."""
-    settings = make_settings(redis_server.url)
     c = Client(settings)
     sid = c.sessions.create(state={"a": 1}).id
     before = ns_keys(raw_redis, settings)
     info = c.save_session(sid)
     k = c.layer.keys
-    assert ns_keys(raw_redis, settings) - before == {k.snapshot(sid), k.snapshots}
-    assert raw_redis.zscore(k.snapshots, sid) == pytest.approx(info.saved_at.timestamp())
+    assert ns_keys(raw_redis, settings) - before == {k.snapshot(sid), k.group_for(sid).snapshots}
+    saved_at = info.saved_at.timestamp()
+    assert raw_redis.zscore(k.group_for(sid).snapshots, sid) == pytest.approx(saved_at)
     assert raw_redis.strlen(k.snapshot(sid)) == info.size
     c.close()
 
@@ -425,17 +434,17 @@ def test_document_of_another_session(pclient: Client) -> None:
     assert f"the document is of session {a}" in err.value.problem
 
 
-def test_redis_key_holding_garbage(redis_server: RedisServer, raw_redis: redis.Redis,
+def test_redis_key_holding_garbage(settings: Settings, raw_redis: redis.Redis,
                                    caplog: pytest.LogCaptureFixture) -> None:
-    settings = make_settings(redis_server.url)
     c = Client(settings)
     k = c.layer.keys
     good = saved_state(c, "g", {"n": 1})
     garbage, wrong_type, gone = new_session_id(), new_session_id(), new_session_id()
     raw_redis.set(k.snapshot(garbage), b"\x00\xffnot a snapshot")
     raw_redis.hset(k.snapshot(wrong_type), "a", "b")
-    raw_redis.zadd(k.snapshots, {garbage: 1, wrong_type: 2, gone: 3, "../../etc": 4,
-                                 "foreign": 5})
+    for i, member in enumerate((garbage, wrong_type, gone)):
+        raw_redis.zadd(k.group_for(member).snapshots, {member: i + 1})
+    raw_redis.zadd(k.group(0).snapshots, {"../../etc": 4, "foreign": 5})
     with pytest.raises(SnapshotCorrupt) as err:
         c.restore_session(garbage)
     assert (err.value.where, err.value.session_id) == (k.snapshot(garbage), garbage)

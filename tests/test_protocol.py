@@ -175,7 +175,9 @@ def test_terminate_cancels_a_backlog_in_bounded_chunks(own_redis: RedisServer) -
     """20,000 pending actions: the terminate script finishes at most CANCEL_CHUNK of them per
     call (before: all in one 190 ms script); every action still ends cancelled, with its event,
     and the session ends terminated."""
-    c = Client(make_settings(own_redis.url, keep_results=30_000, global_event_maxlen=100_000))
+    # each of the 256 slot groups' streams keeps its share of global_event_maxlen: 100,000
+    c = Client(make_settings(own_redis.url, keep_results=30_000,
+                             global_event_maxlen=256 * 100_000))
     n = 20_000
     sid = c.create_session().id
     handles = c.send_many(sid, [("test.append", {"value": i}) for i in range(n)])

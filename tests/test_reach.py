@@ -3,6 +3,7 @@ and every action visible in Flower (real workers, a real Flower with basic auth)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,12 +23,29 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from jido_tasks import ActionFailed, Client, InvalidParams, UnknownAction
+from jido_tasks import (
+    ActionFailed,
+    AsyncClient,
+    Client,
+    InvalidParams,
+    SessionNotActive,
+    UnknownAction,
+    reporting,
+    runtime,
+)
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
 from jido_tasks.models import ActionRequest, ReplyTo
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
-from tests.conftest import ROOT, WorkerGroup, burst, free_port, wait_for, worker_env
+from tests.conftest import (
+    ROOT,
+    BurstClient,
+    WorkerGroup,
+    burst,
+    free_port,
+    wait_for,
+    worker_env,
+)
 
 Workers = Callable[..., WorkerGroup]
 
@@ -118,6 +136,54 @@ def test_client_send_with_action_id_is_idempotent(burst_client: Client) -> None:
         c.send_many(sid, [("test.append", {"value": 9}), ("test.append", {"value": 5}, ids[0])])
     burst(c, sid)
     assert c.get_state(sid)["items"] == [1, 2, 3, 4]
+
+
+def test_send_many_with_a_taken_id_refuses_the_whole_batch_before_queueing(
+        settings: Settings) -> None:
+    """An item whose id is taken by other content refuses the batch in the one script call,
+    before anything is written: no action queued, no record, no event, no counter, and the
+    batch's other ids stay free (sent again without the bad item, they are new actions).
+    The async client behaves the same."""
+    c = BurstClient(settings)
+    try:
+        sid = c.create_session().id
+        r, sk = c.layer.redis, c.layer.keys.session(sid)
+        taken = f"act_{uuid.uuid4().hex}"
+        c.send(sid, "test.append", {"value": "first"}, action_id=taken)
+        fresh = f"act_{uuid.uuid4().hex}"
+
+        def stored() -> tuple[Any, ...]:
+            return (r.lrange(sk.mailbox, 0, -1), r.hgetall(sk.pending),
+                    r.lrange(sk.records, 0, -1), r.xlen(sk.events), r.hgetall(
+                        c.layer.keys.group_for(sid).metrics))
+        before = stored()
+        batch = [("test.append", {"value": "a"}), ("test.append", {"value": "b"}, fresh),
+                 ("test.append", {"value": "other"}, taken)]
+        with pytest.raises(ActionIdConflict) as refused:
+            c.send_many(sid, batch)
+        assert (refused.value.session_id, refused.value.action_id) == (sid, taken)
+        assert stored() == before
+
+        async def via_async() -> None:
+            async with AsyncClient(settings) as ac:
+                with pytest.raises(ActionIdConflict) as again:
+                    await ac.send_many(sid, batch)
+                assert again.value.action_id == taken
+        asyncio.run(via_async())
+        assert stored() == before
+        # The other ids were never taken: without the bad item the batch is new work.
+        handles = c.send_many(sid, batch[:2])
+        assert burst(c, sid) == 3
+        assert [h.get(timeout=5) for h in handles] == [2, 3]
+        assert c.get_state(sid)["items"] == ["first", "a", "b"]
+        # A refused batch is checked before the status: a retry of accepted ids is accepted
+        # again after the session ended, a batch with a new item is refused as inactive.
+        c.terminate_session(sid)
+        assert [h.id for h in c.send_many(sid, batch[1:2])] == [fresh]
+        with pytest.raises(SessionNotActive):
+            c.send_many(sid, batch[:2])
+    finally:
+        c.close()
 
 
 BARE_SENDER = """
@@ -275,7 +341,7 @@ def test_cancelled_by_name_actions_fail_in_celery(workers: Workers) -> None:
         assert tag is scripts.Tag.CANCELLED
         assert pending[0].state == "PENDING"
         assert r.lrange(sk.replies, 0, -1) == [pending[0].id]
-        assert r.zscore(c.layer.keys.undelivered, sid) is not None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is not None
         wait_for(lambda: c.sweep(force=True).delivered == 1, 30, interval=0.3,
                  message="the sweep to store the cancelled result")
         assert error_of(pending[0]) == ("ActionCancelled", "gone")
@@ -289,7 +355,7 @@ def test_cancelled_by_name_actions_fail_in_celery(workers: Workers) -> None:
         assert head.get(timeout=30) == 1  # the running head still finishes
         # Acknowledged right after the write: nothing left to deliver.
         wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
-        assert r.zscore(c.layer.keys.undelivered, sid) is None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
     finally:
         app.close()
 
@@ -318,7 +384,7 @@ def test_result_survives_a_worker_killed_between_commit_and_result_write(
         assert after.get(timeout=60) == 1
         assert doomed.get(timeout=5) == "committed"  # stored with the next commit's results
         wait_for(lambda: r.llen(sk.replies) == 0, 10, message="the replies to be acknowledged")
-        assert r.zscore(c.layer.keys.undelivered, sid) is None
+        assert r.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
     finally:
         app.close()
 
@@ -339,6 +405,87 @@ def test_reused_task_id_with_other_content_keeps_the_first_result(workers: Worke
                  message="the worker to refuse the reused id")
         assert app.AsyncResult(tid).get(timeout=5) == 1
         assert c.get_state(sid)["items"] == ["a"]
+    finally:
+        app.close()
+
+
+def test_send_claims_a_free_lease_for_the_drain_it_asks_for(client: Client) -> None:
+    """A worker accepting a by-name send claims the session's free lease in the same script
+    call (fenced like a claim), and drains from that claim; a send to a session whose drain
+    is already scheduled claims nothing."""
+    c = client
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    fence = int(c.layer.redis.hget(sk.entry, "fence") or 0)
+    first = c.mailbox.accept(sid, "test.append", {"value": 1}, claim_for=runtime.claim_for(
+        c.layer, sid, "w1"))[1]
+    assert first.claimed is not None and not first.publish
+    assert int(first.claimed.token) == fence + 1
+    assert [a.id for a in first.claimed.batch.actions] == c.layer.redis.lrange(sk.mailbox, 0, -1)
+    assert c.layer.redis.get(sk.lease) == f"{first.claimed.token}|w1"
+    assert c.layer.redis.get(c.layer.keys.alive("w1", sid)) == "1"
+    second = c.mailbox.accept(sid, "test.append", {"value": 2},
+                              claim_for=runtime.claim_for(c.layer, sid, "w2"))[1]
+    assert second == scripts.Sent(False, False)  # scheduled and leased: w1's drain takes it
+    report = runtime.drain(c.layer, sid, worker="w1", claimed=first.claimed)
+    assert (report.outcome, report.applied) == ("done", 2)
+    assert c.get_state(sid)["items"] == [1, 2]
+    assert not c.layer.redis.exists(sk.lease) and not c.layer.redis.hexists(sk.entry, "scheduled")
+    # Its stale claim is fenced off once another worker has claimed the session since.
+    again = c.mailbox.accept(sid, "test.append", {"value": 3},
+                             claim_for=runtime.claim_for(c.layer, sid, "w3"))[1]
+    assert again.claimed is not None
+    c.layer.redis.delete(sk.lease)  # as if w3's lease expired; w4 claims the session
+    assert runtime.drain(c.layer, sid, worker="w4").applied == 1
+    assert runtime.drain(c.layer, sid, worker="w3", claimed=again.claimed).outcome == "stale"
+    assert c.get_state(sid)["items"] == [1, 2, 3]
+
+
+def test_results_and_their_acknowledgement_go_in_one_transaction(client: Client) -> None:
+    """With the result backend on the session's Redis, `deliver` writes the Celery results and
+    acknowledges them together; it still works when Redis lost its scripts (NOSCRIPT in the
+    transaction: the results are stored, then the acknowledgement runs on its own)."""
+    c = client
+    sid = c.create_session().id
+    sk = c.layer.keys.session(sid)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for i, aid in enumerate(ids):
+        c.mailbox.accept(sid, "test.append", {"value": i}, aid, ReplyTo.CELERY)
+    assert runtime.drain(c.layer, sid, worker="w").applied == 3  # no listener: nothing stored
+    assert c.layer.redis.lrange(sk.replies, 0, -1) == ids
+    assert reporting.same_redis(c.layer, c.celery.backend)
+    c.layer.redis.execute_command("SCRIPT", "FLUSH")
+    assert reporting.deliver(c.layer, c.celery.backend, sid, []) == 3
+    assert [c.celery.AsyncResult(aid).get(timeout=5) for aid in ids] == [1, 2, 3]
+    assert c.layer.redis.llen(sk.replies) == 0
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None
+
+
+def test_by_name_results_when_the_message_asks_celery_to_store_results(
+        workers: Workers) -> None:
+    """A client that sends with `ignore_result=False` (Celery would store the send task's own
+    return) still gets the action's result or error: drained in place, failed, and left to
+    the drain of a busy session."""
+    group = workers(1, concurrency=2)
+    app = celery_client(group.settings)
+    c = group.client
+    r = c.layer.redis
+    sid = c.create_session().id
+    started = f"{group.settings.namespace}:test:started:{uuid.uuid4().hex}"
+
+    def by_name(action: str, params: dict[str, Any]) -> Any:
+        return app.send_task("jido_tasks.send", args=[sid, action, params],
+                             queue=group.settings.queue, ignore_result=False)
+    try:
+        assert by_name("test.append", {"value": "a"}).get(timeout=30) == 1
+        assert error_of(by_name("test.fail", {"message": "nope"})) == ("ValueError", "nope")
+        head = c.send(sid, "test.slow_append", {"seconds": 2, "value": "b",
+                                                "started_key": started})
+        wait_for(lambda: r.llen(started), 30, message="the head action to start")
+        queued = by_name("test.append", {"value": "c"})  # accepted while the head runs
+        assert queued.get(timeout=30) == 3
+        assert head.get(timeout=30) == 2
+        assert c.get_state(sid)["items"] == ["a", "b", "c"]
     finally:
         app.close()
 
@@ -402,6 +549,9 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
         by_name = app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": 9}],
                                 queue=group.settings.queue)
         assert by_name.get(timeout=30) == 6
+        refused = app.send_task("jido_tasks.send", args=["session_" + "0" * 32, "test.append"],
+                                queue=group.settings.queue)
+        assert error_of(refused)[0] == "SessionNotFound"
         app.close()
         # Flower's HTTP API is a Celery client too: the answered task id is the action id.
         posted = _get(f"{base}/api/task/async-apply/jido_tasks.send",
@@ -440,8 +590,11 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
             assert h.id in tasks
         assert final(via_http, "SUCCESS")["result"] == "7"
         assert _get(f"{base}/api/task/result/{via_http}")["result"] == 7
+        # A by-name send refused for its input shows as a failed jido_tasks.send.
+        shown = final(refused.id, "FAILURE")
+        assert shown["name"] == "jido_tasks.send" and "SessionNotFound" in shown["exception"]
         failed = _get(f"{base}/api/tasks?state=FAILURE&limit=1000")
-        assert list(failed) == [failing.id]
+        assert sorted(failed) == sorted([failing.id, refused.id])
         drains = _get(f"{base}/api/tasks?taskname=jido_tasks.drain&limit=1000")
         assert drains, "drains stay visible"
         metrics = _get(f"{base}/metrics")
@@ -481,9 +634,9 @@ def test_action_events_can_be_turned_off(workers: Workers) -> None:
     app.close()
     assert not [e for e in seen if e.get("uuid") == h.id]
     assert not [e for e in seen if str(e.get("name", "")).startswith("jido_tasks.action.")]
-    # The by-name send itself shows as received/started (the worker's own events), no more.
-    assert {e["type"] for e in seen if e.get("uuid") == r.id} <= {"task-received",
-                                                                  "task-started"}
+    # Nor does the by-name send itself: its id is the action's, whose row only the per-action
+    # events write (the worker's own events for the send are off).
+    assert not [e for e in seen if e.get("uuid") == r.id]
 
 
 def test_request_marks_by_name_sends() -> None:

@@ -15,6 +15,7 @@ import redis
 
 from jido_tasks import AsyncClient, Client
 from jido_tasks.celery_app import celery_config
+from jido_tasks.checks import EX_CONFIG
 from jido_tasks.errors import ConfigError, RedisAuthFailed, RedisUnavailable
 from jido_tasks.settings import load_settings
 from tests.conftest import (
@@ -118,7 +119,7 @@ def test_wrong_password_stops_the_cli_and_the_worker_at_start(acl_redis: RedisSe
     group = WorkerGroup(settings, tmp_path)
     try:
         group.start(1, wait=False)
-        assert group.procs[0].wait(60) != 0
+        assert group.procs[0].wait(60) == EX_CONFIG  # not restarted by `up`
         logs = group.logs()
         assert f"Redis at redis://{USER}:***@127.0.0.1:{acl_redis.port}/0 refused" in logs
         assert WRONG not in logs

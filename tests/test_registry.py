@@ -50,7 +50,7 @@ def all_keys(raw_redis: redis.Redis) -> set[str]:
 
 def index_membership(client: Client, raw_redis: redis.Redis, sid: str) -> dict[str, bool]:
     k = client.layer.keys
-    return {name: raw_redis.zscore(getattr(k, name), sid) is not None
+    return {name: raw_redis.zscore(getattr(k.group_for(sid), name), sid) is not None
             for name in ("activity", "active", "expiry", "terminated")}
 
 
@@ -93,9 +93,9 @@ def test_create_session_defaults(client: Client, raw_redis: redis.Redis) -> None
     assert client.get_session(entry.id) == entry
     assert index_membership(client, raw_redis, entry.id) == expected_membership(ACTIVE)
     k = client.layer.keys
-    assert raw_redis.zscore(k.activity, entry.id) == pytest.approx(
+    assert raw_redis.zscore(k.group_for(entry.id).activity, entry.id) == pytest.approx(
         entry.last_activity.timestamp(), abs=1e-3)
-    assert raw_redis.zscore(k.expiry, entry.id) == pytest.approx(
+    assert raw_redis.zscore(k.group_for(entry.id).expiry, entry.id) == pytest.approx(
         entry.last_activity.timestamp() + 30 * 60, abs=1e-3)
 
 
@@ -119,10 +119,10 @@ def test_session_timeout_sets_expiry(client: Client, raw_redis: redis.Redis,
     """The expiry index holds last activity + the session's timeout (or default_timeout)."""
     k = client.layer.keys
     short = client.create_session(config={"timeout_minutes": 2})
-    assert raw_redis.zscore(k.expiry, short.id) == pytest.approx(
+    assert raw_redis.zscore(k.group_for(short.id).expiry, short.id) == pytest.approx(
         short.last_activity.timestamp() + 120, abs=1e-3)
     dflt = client.create_session(config={"timeout_minutes": None})
-    assert raw_redis.zscore(k.expiry, dflt.id) == pytest.approx(
+    assert raw_redis.zscore(k.group_for(dflt.id).expiry, dflt.id) == pytest.approx(
         dflt.last_activity.timestamp() + settings.default_timeout, abs=1e-3)
 
 
@@ -160,7 +160,7 @@ def test_create_session_rejects_bad_input(client: Client, raw_redis: redis.Redis
     assert info.value.argument == next(iter(kwargs))
     assert info.value.problem
     assert info.value.session_id is None
-    assert ns_keys(raw_redis, settings) == set()
+    assert ns_keys(raw_redis, settings) == {client.layer.keys.layout}  # the client's own
     assert all_keys(raw_redis) <= before  # nothing added (other tests' keys may expire)
 
 
@@ -224,7 +224,7 @@ def test_terminate_session_without_pending_work(client: Client, raw_redis: redis
     assert entry.updated_at == entry.terminated_at
     assert client.get_session(sid) == entry
     assert index_membership(client, raw_redis, sid) == expected_membership(TERMINATED)
-    assert raw_redis.zscore(client.layer.keys.terminated, sid) == pytest.approx(
+    assert raw_redis.zscore(client.layer.keys.group_for(sid).terminated, sid) == pytest.approx(
         entry.terminated_at.timestamp(), abs=1e-3)
     assert sid not in {e.id for e in client.list_sessions()}
     assert sid in {e.id for e in client.list_sessions("terminated")}
@@ -258,10 +258,11 @@ def test_touch_active_session_records_activity(client: Client, raw_redis: redis.
     assert touched.last_activity >= entry.last_activity
     k = client.layer.keys
     last = touched.last_activity.timestamp()
-    assert raw_redis.zscore(k.activity, entry.id) == pytest.approx(last, abs=1e-6)
-    assert raw_redis.zscore(k.active, entry.id) == pytest.approx(
+    g = k.group_for(entry.id)
+    assert raw_redis.zscore(g.activity, entry.id) == pytest.approx(last, abs=1e-6)
+    assert raw_redis.zscore(k.group_for(entry.id).active, entry.id) == pytest.approx(
         entry.last_activity.timestamp(), abs=1e-6)
-    assert raw_redis.zscore(k.expiry, entry.id) == pytest.approx(
+    assert raw_redis.zscore(k.group_for(entry.id).expiry, entry.id) == pytest.approx(
         entry.last_activity.timestamp() + 1800, abs=1e-6)
 
 
@@ -273,7 +274,7 @@ def test_touch_idle_session_makes_it_active(client: Client, raw_redis: redis.Red
     assert entry.status is ACTIVE
     assert client.get_session(sid) == entry
     assert index_membership(client, raw_redis, sid) == expected_membership(ACTIVE)
-    assert raw_redis.zscore(client.layer.keys.active, sid) == pytest.approx(
+    assert raw_redis.zscore(client.layer.keys.group_for(sid).active, sid) == pytest.approx(
         entry.last_activity.timestamp(), abs=1e-3)
 
 
@@ -532,7 +533,7 @@ def test_listing_skips_a_corrupt_row_and_foreign_members(client: Client,
     good = client.create_session().id
     bad = client.create_session().id
     raw_redis.hset(client.layer.keys.session(bad).entry, "status", "bogus")
-    raw_redis.zadd(client.layer.keys.activity, {"../../etc": 1.0})
+    raw_redis.zadd(client.layer.keys.group(0).activity, {"../../etc": 1.0})
     with caplog.at_level("WARNING"):
         listed = [e.id for e in client.list_sessions()]
     assert listed == [good]
@@ -548,7 +549,7 @@ def test_initial_state_must_be_strict_json(client: Client) -> None:
     assert client.list_sessions() == before
 
 
-@pytest.mark.parametrize("after", ["garbage", "1-2-3", "", "$", "-1"])
+@pytest.mark.parametrize("after", ["garbage", "1-2-3-4", "", "$", "-1"])
 def test_events_refuse_a_malformed_after_id(client: Client, after: str) -> None:
     """events(after=...) that is not a stream id is a typed error, not a Redis error."""
     with pytest.raises(InvalidArgument) as err:

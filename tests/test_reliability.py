@@ -93,7 +93,7 @@ def test_a_drain_that_fails_unexpectedly_hands_its_lease_back(client: Client) ->
     r = client.layer.redis
     assert r.exists(sk.lease) == 0
     assert r.hget(sk.entry, "scheduled") is not None
-    assert r.zscore(client.layer.keys.scheduled, sid) is not None
+    assert r.zscore(client.layer.keys.group_for(sid).scheduled, sid) is not None
     assert runtime.drain(client.layer, sid, "good").applied == 1
     assert h.record().attempts == 2
     assert client.get_state(sid) == {"items": [1]}
@@ -208,43 +208,46 @@ def test_takeover_needs_the_same_holder_and_its_liveness_gone(client: Client) ->
     h = client.send(sid, "test.append", {"value": 1})
     layer, keys = client.layer, client.layer.keys
     first = layer.call(scripts.claim(sid, worker="host:1", lease_ms=60_000, batch_size=10,
-                                     alive_key=keys.alive("host:1"), alive_ms=60_000))
+                                     alive_key=keys.alive("host:1", sid), alive_ms=60_000))
     assert isinstance(first, scripts.Claimed)
     busy = layer.call(scripts.claim(sid, worker="host:2", lease_ms=60_000, batch_size=10,
-                                    alive_key=keys.alive("host:2"), alive_ms=60_000))
+                                    alive_key=keys.alive("host:2", sid), alive_ms=60_000))
     assert isinstance(busy, scripts.Busy) and busy.holder == "host:1"
 
     def takeover(expected: str) -> scripts.ClaimReply:
         return layer.call(scripts.takeover(
             sid, worker="host:2", lease_ms=60_000, batch_size=10,
-            alive_key=keys.alive("host:2"), alive_ms=60_000, expected=expected,
-            holder_alive_key=keys.alive("host:1")))
+            alive_key=keys.alive("host:2", sid), alive_ms=60_000, expected=expected,
+            holder_alive_key=keys.alive("host:1", sid)))
 
     alive = takeover(busy.lease)
     assert isinstance(alive, scripts.Busy) and 0 < alive.retry_after <= 60
-    layer.redis.delete(keys.alive("host:1"))
+    layer.redis.delete(keys.alive("host:1", sid))
     assert isinstance(takeover("999|host:1"), scripts.Busy)  # not the lease it read
     second = takeover(busy.lease)
     assert isinstance(second, scripts.Claimed)
     assert int(second.token) == int(first.token) + 1
     assert second.batch.attempts == 2  # the dead holder's hand-out counts
-    assert layer.redis.pttl(keys.alive("host:2")) > 0
+    assert layer.redis.pttl(keys.alive("host:2", sid)) > 0
     stale = layer.call(scripts.commit(sid, token=first.token, changes={}, migrate=False,
                                       events="[]", keep=10, last=True,
                                       outcomes=[(h.id, '{"s":"succeeded"}')]))
     assert stale is scripts.Tag.STALE
-    layer.redis.delete(keys.session(sid).lease, keys.alive("host:2"))  # leave no live lease
+    layer.redis.delete(keys.session(sid).lease, keys.alive("host:2", sid))  # leave no live lease
 
 
 def test_liveness_keys_escape_any_worker_id(client: Client) -> None:
     """A worker id read from a lease may hold anything: its key stays one well-formed key."""
     keys = client.layer.keys
     ns = client.settings.namespace
-    assert keys.alive("host-1.example:123") == f"{ns}:alive:{{host-1.example:123}}"
-    odd = keys.alive("a}{b c\n\u00e9")
-    assert odd.startswith(f"{ns}:alive:{{") and odd.count("{") == 1 and odd.count("}") == 1
+    sid = client.create_session().id
+    tagged = keys.group_for(sid).prefix  # the session's slot group: `ns:{g<n>.<k>}`
+    assert tagged.startswith(f"{ns}:{{g{keys.group_of(sid)}.")
+    assert keys.alive("host-1.example:123", sid) == f"{tagged}:alive:host-1.example:123"
+    odd = keys.alive("a}{b c\n\u00e9", sid)
+    assert odd.startswith(f"{tagged}:alive:") and odd.count("{") == 1 and odd.count("}") == 1
     assert "\n" not in odd and " " not in odd
-    assert len(keys.alive("x" * 5000)) < 100
+    assert len(keys.alive("x" * 5000, sid)) < 100
 
 
 def _started(c: Client, key: str, n: int = 1, timeout: float = 60) -> list[int]:

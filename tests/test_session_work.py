@@ -27,6 +27,12 @@ from jido_tasks.errors import ActionNotFound, InvalidSessionId
 from jido_tasks.store import scripts
 from tests.conftest import WorkerGroup, wait_for
 
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
+
 Workers = Callable[..., WorkerGroup]
 
 
@@ -255,7 +261,7 @@ def test_terminate_without_pending_work_is_immediate(client: Client) -> None:
     assert entry.status is SessionStatus.TERMINATED
     with pytest.raises(ActionCancelled):
         handle.get(timeout=1)
-    assert client.layer.redis.zscore(client.layer.keys.scheduled, sid) is None
+    assert client.layer.redis.zscore(client.layer.keys.group_for(sid).scheduled, sid) is None
 
 
 def test_send_and_apply_touch_activity(workers: Workers) -> None:
@@ -271,7 +277,7 @@ def test_send_and_apply_touch_activity(workers: Workers) -> None:
     handle.get(timeout=20)
     applied = c.get_session(sid).last_activity
     assert applied > sent.last_activity
-    score = c.layer.redis.zscore(c.layer.keys.activity, sid)
+    score = c.layer.redis.zscore(c.layer.keys.group_for(sid).activity, sid)
     assert score == pytest.approx(applied.timestamp(), abs=1e-3)
 
 

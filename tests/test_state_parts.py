@@ -30,6 +30,20 @@ def test_state_is_a_hash_of_top_level_parts(client: Client) -> None:
     assert client.get_state(sid) == {"a": [1, 2], "b": {"c": None}, "e": ""}
 
 
+def test_a_small_state_comes_whole_with_the_claim(client: Client) -> None:
+    """A state of a few small parts is handed out with the claim: the drain reads no part on
+    its own (every part is known before the action asks for one); one part over the size
+    bound and the parts are read as asked again."""
+    small = client.sessions.create(state={"a": 1, "b": [2], "c": {"d": "e"}}).id
+    read = client.send(small, "test.read", {"keys": ["a"]})
+    assert burst(client, small) == 1
+    assert read.get(timeout=1) == {"values": {"a": 1}, "loaded": ["a", "b", "c"]}
+    big = client.sessions.create(state={"a": 1, "b": "x" * scripts.PRELOAD_BYTES}).id
+    read = client.send(big, "test.read", {"keys": ["a"]})
+    assert burst(client, big) == 1
+    assert read.get(timeout=1) == {"values": {"a": 1}, "loaded": ["a"]}
+
+
 def test_an_action_loads_only_the_parts_it_touches(client: Client) -> None:
     """Appending to `items` never reads the cache or the file index, and writes one field."""
     sid = client.sessions.create(state=BIG).id

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
+from redis.cluster import RedisCluster
 
 from jido_tasks import ActionStatus, Client, SessionStatus, Settings
 from jido_tasks.celery_app import make_app
@@ -27,16 +28,23 @@ from jido_tasks.store.scripts import REPUBLISH_MAX
 from jido_tasks.sweep import Sweeper, SweepReport
 from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """This module's tests run on a single Redis and on the three-master Redis Cluster."""
+    return str(request.param)
+
 TINY = {"timeout_minutes": 0.01}  # 0.6 s
 
 
 @pytest.fixture
-def clients(redis_server: RedisServer) -> Iterator[Callable[..., Client]]:
+def clients(redis_server: RedisServer, backend_settings: dict[str, Any],
+            ) -> Iterator[Callable[..., Client]]:
     """Factory: a `Client` on a fresh namespace with settings overrides."""
     made: list[Client] = []
 
     def make(**overrides: Any) -> Client:
-        made.append(Client(make_settings(redis_server.url, **overrides)))
+        made.append(Client(make_settings(redis_server.url, **{**backend_settings, **overrides})))
         return made[-1]
 
     yield make
@@ -63,7 +71,7 @@ def event_types(c: Client, sid: str) -> list[str]:
 
 def index_scores(c: Client, sid: str) -> dict[str, float | None]:
     k = c.layer.keys
-    return {idx: c.layer.redis.zscore(idx, sid) for idx in k.indexes()}
+    return {idx: c.layer.redis.zscore(idx, sid) for idx in k.group_for(sid).indexes()}
 
 
 def counts(report: SweepReport) -> dict[str, int]:
@@ -86,7 +94,7 @@ def test_idle_after_inactivity_and_active_again_on_touch(clients: Callable[..., 
 
     assert counts(c.sweep()) == only(idled=1)
     assert c.get_session(sid).status is SessionStatus.IDLE
-    assert c.layer.redis.zscore(c.layer.keys.active, sid) is None
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).active, sid) is None
     assert counts(c.sweep()) == only()  # idempotent
     # The idle event is on the global stream; the session's own stream is dropped when idle.
     statuses = [e.data for e in c.events() if e.type == "session.status" and e.session_id == sid]
@@ -95,7 +103,7 @@ def test_idle_after_inactivity_and_active_again_on_touch(clients: Callable[..., 
 
     c.touch(sid)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert c.layer.redis.zscore(c.layer.keys.active, sid) is not None
+    assert c.layer.redis.zscore(c.layer.keys.group_for(sid).active, sid) is not None
 
 
 # -- expiry ----------------------------------------------------------------------------------
@@ -112,8 +120,8 @@ def test_expiry_after_timeout_with_events_and_indexes(clients: Callable[..., Cli
     assert event_types(c, sid)[-3:] == ["session.status", "session.status", "session.terminated"]
     assert [e.data for e in c.events(sid)][-1] == {"session_id": sid, "reason": "idle_timeout"}
     scores = index_scores(c, sid)
-    assert scores.pop(c.layer.keys.terminated) == pytest.approx(entry.terminated_at.timestamp()
-                                                                if entry.terminated_at else 0)
+    terminated_at = entry.terminated_at.timestamp() if entry.terminated_at else 0
+    assert scores.pop(c.layer.keys.group_for(sid).terminated) == pytest.approx(terminated_at)
     assert set(scores.values()) == {None}
     assert c.get_session(keep).status is SessionStatus.ACTIVE
     assert counts(c.sweep()) == only()
@@ -127,16 +135,17 @@ def test_touched_in_the_nick_of_time_is_not_expired(clients: Callable[..., Clien
     wait_expiry_due(c, sid)
 
     class TouchingSweeper(Sweeper):
-        def candidates(self, index: str, cutoff: float, offset: int) -> list[str]:
-            found = super().candidates(index, cutoff, offset)
-            if index == c.layer.keys.expiry and sid in found:
+        def candidates(self, index: str, cutoff: float, offsets: dict[int, int],
+                       ) -> dict[int, list[str]]:
+            found = super().candidates(index, cutoff, offsets)
+            if index == "expiry" and sid in found.get(c.layer.keys.group_of(sid), []):
                 c.touch(sid)
             return found
 
     report = TouchingSweeper(c.layer, c.celery).run()
     assert counts(report) == only(rechecked=1)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert float(c.layer.redis.zscore(c.layer.keys.expiry, sid) or 0) > redis_now(c)
+    assert float(c.layer.redis.zscore(c.layer.keys.group_for(sid).expiry, sid) or 0) > redis_now(c)
 
     wait_expiry_due(c, sid)
     assert counts(c.sweep()) == only(expired=1)
@@ -232,13 +241,13 @@ def test_lost_drain_message_is_republished(workers: Callable[..., WorkerGroup]) 
                                      digest="", stale_after=1.5)).publish
 
     assert counts(c.sweep()) == only()  # flag still fresh
-    flag = float(c.layer.redis.zscore(c.layer.keys.scheduled, sid) or 0)
+    flag = float(c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) or 0)
     wait_for(lambda: redis_now(c) > flag + 1.5, message="the flag to go stale")
     assert counts(c.sweep()) == only(recovered=1)
     recovered = [e for e in c.events(sid) if e.type == "session.recovered"]
     assert len(recovered) == 1 and recovered[0].data["pending"] == 1
     assert c.handle(sid, aid).get(timeout=10) == 1
-    wait_for(lambda: c.layer.redis.zscore(c.layer.keys.scheduled, sid) is None,
+    wait_for(lambda: c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) is None,
              message="release to drop the flag")
 
 
@@ -277,7 +286,7 @@ def test_a_drain_waiting_in_a_long_queue_is_not_republished_each_sweep(
         assert c.layer.redis.hget(entry, "republished") == str(recovered)
         flag = float(c.layer.redis.hget(entry, "scheduled") or 0)
         due = flag + min(stale * 2 ** recovered, REPUBLISH_MAX)  # when it is stale again
-        assert c.layer.redis.zscore(c.layer.keys.scheduled, sid) == pytest.approx(
+        assert c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) == pytest.approx(
             due - stale, abs=1e-5)  # the sweep's cutoff (now - stale) reaches it then
 
         group.start(1)
@@ -286,7 +295,7 @@ def test_a_drain_waiting_in_a_long_queue_is_not_republished_each_sweep(
                  message="the worker to take every queued drain")
         assert c.get_state(sid) == {"items": ["x"]}  # applied once
         assert handle.record().attempts == 1
-        wait_for(lambda: c.layer.redis.zscore(c.layer.keys.scheduled, sid) is None,
+        wait_for(lambda: c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) is None,
                  message="the drain to release the session")
         assert c.layer.redis.hget(entry, "republished") is None
         for _ in range(5):
@@ -318,11 +327,11 @@ def test_stale_flag_without_work_is_dropped(clients: Callable[..., Client]) -> N
         assert handle.cancel()
     assert c.get_session(ending).status is SessionStatus.TERMINATING
     wait_for(lambda: redis_now(c) > float(
-        max(c.layer.redis.zscore(c.layer.keys.scheduled, s) or 0 for s in (plain, ending)))
-        + 0.6, message="the flags to go stale")
+        max(c.layer.redis.zscore(c.layer.keys.group_for(s).scheduled, s) or 0
+            for s in (plain, ending))) + 0.6, message="the flags to go stale")
 
     assert counts(c.sweep()) == only(unscheduled=2)
-    assert c.layer.redis.zcard(c.layer.keys.scheduled) == 0
+    assert all(c.layer.redis.zcard(g.scheduled) == 0 for g in c.layer.keys.groups())
     assert c.layer.redis.hget(c.layer.keys.session(plain).entry, "scheduled") is None
     assert c.get_session(plain).status is SessionStatus.ACTIVE
     assert c.get_session(ending).status is SessionStatus.TERMINATED
@@ -339,8 +348,9 @@ def test_concurrent_sweeps_terminate_each_session_once(clients: Callable[..., Cl
     reports: list[SweepReport] = []
 
     def sweep() -> None:
-        layer = RedisLayer(c.settings, redis.Redis.from_url(c.settings.redis_dsn,
-                                                             decode_responses=True))
+        own: Any = (RedisCluster if c.settings.redis_cluster else redis.Redis).from_url(
+            c.settings.redis_dsn, decode_responses=True)  # a connection of its own
+        layer = RedisLayer(c.settings, own)
         sweeper = Sweeper(layer, c.celery)
         barrier.wait()
         reports.append(sweeper.run(force=True))
@@ -399,7 +409,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
                           sk.legacy_results, sk.legacy_finished}
     assert counts(c.sweep()) == only()  # not old enough yet
 
-    at = float(raw_redis.zscore(c.layer.keys.terminated, sid) or 0)
+    at = float(raw_redis.zscore(c.layer.keys.group_for(sid).terminated, sid) or 0)
     wait_for(lambda: redis_now(c) > at + 0.5, message="retention to pass")
     assert counts(c.sweep()) == only(purged=1)
 
@@ -410,7 +420,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
     assert counts(c.sweep()) == only()
 
     # A leftover index entry of a purged session is cleaned, idempotently.
-    raw_redis.zadd(c.layer.keys.terminated, {sid: 1.0})
+    raw_redis.zadd(c.layer.keys.group_for(sid).terminated, {sid: 1.0})
     assert c.layer.call(scripts.purge(sid, retention=0.5)) is scripts.Tag.GONE
     assert list(raw_redis.scan_iter(match=f"*{sid}*", count=1000)) == []
 
@@ -480,9 +490,10 @@ def test_stale_index_scores_are_rechecked_not_acted_on(clients: Callable[..., Cl
     wait_for(lambda: redis_now(c) > created + 0.7, message="both deadlines to pass")
     touched = c.touch(sid).last_activity.timestamp()
     k = c.layer.keys
-    assert float(c.layer.redis.zscore(k.expiry, sid)) < redis_now(c)
+    assert float(c.layer.redis.zscore(k.group_for(sid).expiry, sid)) < redis_now(c)
     report = c.sweep()
     assert (report.idled, report.expired) == (0, 0)
     assert c.get_session(sid).status is SessionStatus.ACTIVE
-    assert float(c.layer.redis.zscore(k.active, sid)) == pytest.approx(touched, abs=1e-6)
-    assert float(c.layer.redis.zscore(k.expiry, sid)) == pytest.approx(touched + 0.6, abs=1e-6)
+    g = k.group_for(sid)
+    assert float(c.layer.redis.zscore(g.active, sid)) == pytest.approx(touched, abs=1e-6)
+    assert float(c.layer.redis.zscore(g.expiry, sid)) == pytest.approx(touched + 0.6, abs=1e-6)

@@ -102,7 +102,7 @@ def test_container_health_probe(web: WebServer, monkeypatch: pytest.MonkeyPatch)
 def test_counters_are_read_from_the_metrics_hash(settings: Settings, web: WebServer,
                                                  raw_redis: redis.Redis) -> None:
     """Reader test: fields written directly (as the scripts will) show as counters/histogram."""
-    key = RedisLayer(settings).keys.metrics
+    key = RedisLayer(settings).keys.group(3).metrics  # the reader sums every group's
     raw_redis.hset(key, mapping={
         "actions:succeeded:test.append": 5, "actions:failed:test.fail": 2,
         "sessions:created": 3, "sessions:expired": 1, "snapshots:saved": 4,
@@ -164,6 +164,8 @@ def test_gauges_follow_a_real_workload(workers: Callable[..., WorkerGroup]) -> N
 def test_gauge_reads_are_bounded(settings: Settings, raw_redis: redis.Redis) -> None:
     """More scheduled sessions than `metrics_max_sessions`: only that many are read."""
     layer = RedisLayer(settings)
-    raw_redis.zadd(layer.keys.scheduled, {f"session_{i:032x}": i for i in range(5)})
+    for i in range(5):
+        sid = f"session_{i:032x}"
+        raw_redis.zadd(layer.keys.group_for(sid).scheduled, {sid: i})
     gauges = read_gauges(layer, max_sessions=2)
     assert (gauges.pending_sessions, gauges.truncated, gauges.pending_actions) == (5, True, 0)

@@ -1,5 +1,6 @@
-"""Redis snapshot store: `ns:snap:{id}` holds the document, `ns:idx:snapshots` indexes the ids
-by save time, so listing never scans the keyspace. Both change in one MULTI/EXEC."""
+"""Redis snapshot store: `ns:{g}:snap:id` holds the document, its slot group's
+`ns:{g}:idx:snapshots` indexes the ids by save time, so listing never scans the keyspace (it
+reads every group's index). Both change in one MULTI/EXEC (one slot)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class RedisSnapshotStore(SnapshotStore):
     def _write(self, saved_id: str, data: bytes, saved_at: datetime) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.keys.snapshot(saved_id), data)
-        pipe.zadd(self.keys.snapshots, {saved_id: saved_at.timestamp()})
+        pipe.zadd(self.keys.group_for(saved_id).snapshots, {saved_id: saved_at.timestamp()})
         pipe.execute()
 
     def _read(self, saved_id: str) -> str | bytes:
@@ -68,18 +69,24 @@ class RedisSnapshotStore(SnapshotStore):
         key = self.keys.snapshot(saved_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
-        pipe.zrem(self.keys.snapshots, saved_id)
+        pipe.zrem(self.keys.group_for(saved_id).snapshots, saved_id)
         deleted, unindexed = pipe.execute()
         if not deleted and not unindexed:
             raise SnapshotNotFound(saved_id, key)
 
     def _ids(self) -> list[str]:
         ids: list[str] = []
-        for member in self.redis.zrange(self.keys.snapshots, 0, -1):
-            try:
-                ids.append(validate_session_id(member))
-            except InvalidSessionId as exc:  # never build a key from a foreign member
-                log.warning("skipping snapshot index member of %s: %s", self.keys.snapshots, exc)
+        groups = self.keys.groups()
+        pipe = self.redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.zrange(group.snapshots, 0, -1)
+        for group, members in zip(groups, pipe.execute(), strict=True):
+            for member in members:
+                try:
+                    ids.append(validate_session_id(member))
+                except InvalidSessionId as exc:  # never build a key from a foreign member
+                    log.warning("skipping snapshot index member of %s: %s", group.snapshots,
+                                exc)
         return sorted(ids)
 
     def _read_many(self, ids: list[str]) -> Iterator[_Read]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
+import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import NoScriptError
 
 from jido_tasks.settings import Settings
 from jido_tasks.store.connection import Plan, Read, decode_many
@@ -33,7 +35,15 @@ class AsyncRedisLayer:
     def __init__(self, settings: Settings, *,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.settings = settings
-        self.keys = KeySchema(settings.namespace)
+        self.keys = KeySchema(settings.namespace, settings.index_shards)
+        self.cluster = settings.redis_cluster
+        self._loaded: dict[str, Any] = {}
+        self.pool: Any = None
+        if self.cluster:  # the cluster client keeps a pool per node
+            self.redis: Any = redis.asyncio.cluster.RedisCluster.from_url(
+                settings.redis_dsn, decode_responses=True, max_connections=max_connections,
+                client_name=CLIENT_NAME, **settings.redis_ssl(settings.redis_dsn))
+            return
         self.pool = redis.asyncio.BlockingConnectionPool.from_url(
             settings.redis_dsn, decode_responses=True, max_connections=max_connections,
             timeout=None, health_check_interval=30, client_name=CLIENT_NAME,
@@ -42,21 +52,23 @@ class AsyncRedisLayer:
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
             **settings.redis_ssl(settings.redis_dsn))
         # Any for the same reason as `RedisLayer.redis`: replies are typed by the decoders.
-        self.redis: Any = redis.asyncio.Redis(connection_pool=self.pool)
-        self._loaded: dict[str, Any] = {}
+        self.redis = redis.asyncio.Redis(connection_pool=self.pool)
 
-    def loaded(self, op: Op[Any]) -> Any:
-        """The registered script of `op` (an `AsyncScript`, loaded once, run by SHA)."""
+    async def loaded(self, op: Op[Any]) -> Any:
+        """The registered script of `op` (an `AsyncScript`, loaded once, run by SHA; on a
+        cluster loaded on every master first, as `RedisLayer.loaded`)."""
         found = self._loaded.get(op.script.name)
         if found is None:
             found = self.redis.register_script(op.script.source())
+            if self.cluster:
+                await self.redis.script_load(found.script)
             self._loaded[op.script.name] = found
         return found
 
     async def call(self, op: Op[T]) -> T:
         """Run one script call in one round trip and return its typed reply."""
         keys, args = op._keys_and_args(self)
-        return op.decode(await self.loaded(op)(keys=keys, args=args))
+        return op.decode(await (await self.loaded(op))(keys=keys, args=args))
 
     async def call_many(self, ops: list[Op[T]], *, transaction: bool = False,
                         ) -> list[T | Exception]:
@@ -66,8 +78,20 @@ class AsyncRedisLayer:
         pipe = self.redis.pipeline(transaction=transaction)
         for op in ops:
             keys, args = op._keys_and_args(self)
-            await self.loaded(op)(keys=keys, args=args, client=pipe)  # queued, not sent
-        return decode_many(self, ops, await pipe.execute(raise_on_error=False))
+            script = await self.loaded(op)
+            if self.cluster:  # a cluster pipeline routes a plain EVALSHA by its first key
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                await script(keys=keys, args=args, client=pipe)  # queued, not sent
+        replies = await pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # not run: run it alone (loads it first)
+                try:
+                    keys, args = ops[i]._keys_and_args(self)
+                    replies[i] = await (await self.loaded(ops[i]))(keys=keys, args=args)
+                except redis.RedisError as exc:
+                    replies[i] = exc
+        return decode_many(self, ops, replies)
 
     async def read(self, read: Read[T]) -> T:
         """Run plain commands in one pipeline (one round trip) and decode their replies."""
@@ -92,4 +116,5 @@ class AsyncRedisLayer:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
-        await self.pool.disconnect()
+        if self.pool is not None:
+            await self.pool.disconnect()

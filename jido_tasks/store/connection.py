@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterError, NoScriptError, RedisClusterException
 
 from jido_tasks.errors import RedisAuthFailed, RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
@@ -29,7 +31,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_pools: dict[tuple[int, str, tuple[tuple[str, str], ...]], redis.Redis] = {}
+_pools: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], Any] = {}
 _pools_lock = threading.Lock()
 
 
@@ -45,7 +47,8 @@ def typed_redis_error(exc: BaseException, settings: Settings | None,
     where = safe_url(settings.redis_dsn) if settings is not None else "?"
     if isinstance(exc, redis.AuthenticationError):
         return RedisAuthFailed(where, str(exc) or type(exc).__name__, session_id)
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ClusterError,
+                        RedisClusterException)):  # a cluster node down: its slots fail
         return RedisUnavailable(where, str(exc) or type(exc).__name__, session_id)
     if is_out_of_memory(exc):
         return RedisOutOfMemory(where, str(exc), session_id)
@@ -142,16 +145,22 @@ def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | 
     return out
 
 
-def connect(url: str, ssl: dict[str, str] | None = None) -> redis.Redis:
-    """A process-wide client for `url` (a fresh one after fork, so workers never share sockets);
+def connect(url: str, ssl: dict[str, str] | None = None, cluster: bool = False) -> Any:
+    """A process-wide client for `url` (a fresh one after fork, so workers never share
+    sockets): a `redis.Redis`, or with `cluster` a `redis.cluster.RedisCluster` that found the
+    cluster's nodes from the one `url` names (it follows MOVED/ASK redirections and failovers);
     `ssl`: redis-py's TLS arguments for a `rediss://` URL (`Settings.redis_ssl`)."""
     options = ssl or {}
-    key = (os.getpid(), url, tuple(sorted(options.items())))
+    key = (os.getpid(), url, tuple(sorted(options.items())), cluster)
     with _pools_lock:
         client = _pools.get(key)
         if client is None:
-            client = redis.Redis.from_url(url, decode_responses=True,
-                                          health_check_interval=30, **options)
+            if cluster:
+                client = RedisCluster.from_url(url, decode_responses=True,
+                                               health_check_interval=30, **options)
+            else:
+                client = redis.Redis.from_url(url, decode_responses=True,
+                                              health_check_interval=30, **options)
             _pools[key] = client
         return client
 
@@ -162,16 +171,23 @@ class RedisLayer:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         raw = client if client is not None else connect(settings.redis_dsn,
-                                                        settings.redis_ssl(settings.redis_dsn))
+                                                        settings.redis_ssl(settings.redis_dsn),
+                                                        settings.redis_cluster)
         self.redis: SyncRedis = cast(SyncRedis, raw)
-        self.keys = KeySchema(settings.namespace)
+        self.cluster = isinstance(raw, RedisCluster)
+        self.keys = KeySchema(settings.namespace, settings.index_shards)
         self._loaded: dict[str, Any] = {}
 
     def loaded(self, name: str, source: Callable[[], str]) -> Any:
-        """The registered script `name` (loaded once per layer, then run by SHA)."""
+        """The registered script `name` (loaded once per layer, then run by SHA). On a
+        cluster it is loaded on every master at once: a cluster pipeline does not load the
+        scripts it runs (a master that still lacks one, e.g. after a failover, is answered by
+        `call_many`)."""
         found = self._loaded.get(name)
         if found is None:
             found = self.redis.register_script(source())
+            if self.cluster:
+                self.redis.script_load(found.script)
             self._loaded[name] = found
         return found
 
@@ -189,7 +205,14 @@ class RedisLayer:
         pipe = self.redis.pipeline(transaction=transaction)
         for op in ops:
             op.queue(self, pipe)
-        return decode_many(self, ops, pipe.execute(raise_on_error=False))
+        replies = pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # not run: run it alone (loads it first)
+                try:
+                    replies[i] = ops[i].run_raw(self)
+                except redis.RedisError as exc:
+                    replies[i] = exc
+        return decode_many(self, ops, replies)
 
     def read(self, read: Read[T]) -> T:
         """Run plain commands in one pipeline (one round trip) and decode their replies."""

@@ -42,6 +42,7 @@ from jido_tasks.models import (
 from jido_tasks.store.keys import INDEX_KEYS, OWNED_KEYS, SCRIPT_KEYS
 
 if TYPE_CHECKING:
+    from jido_tasks.settings import Settings
     from jido_tasks.store.connection import Layer, RedisLayer
 
 T = TypeVar("T")
@@ -55,6 +56,10 @@ UNPACK_CHUNK = 1000
 """Most values one Lua `unpack` takes (its hard limit is about 8,000)."""
 TRIM_CHUNK = 200
 """Most records one script drops by age (the rest go in later calls, or with the key TTL)."""
+PRELOAD_PARTS = 16
+PRELOAD_BYTES = 8192
+"""A state of at most this many parts and bytes comes whole with a claim (no part read by the
+drain); a bigger one is read part by part, as its actions ask."""
 REPUBLISH_MAX = 600.0
 """Seconds: the longest wait between two drains recovery publishes for a session that no
 drain claimed meanwhile (the backoff doubles from `stale_after` up to this)."""
@@ -96,6 +101,7 @@ class Tag(StrEnum):
     HANDED = "handed"
     YIELDED = "yielded"
     UNCHANGED = "unchanged"
+    CLAIMED = "claimed"
 
 
 # -- typed replies -------------------------------------------------------------------------
@@ -118,11 +124,14 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What `send` did: `publish` (the caller must publish a drain), or found the same send
-    already accepted (`duplicate`, with its `outcome` if it has finished)."""
+    already accepted (`duplicate`, with its `outcome` if it has finished). `claimed`: the send
+    claimed the session's lease for the drain it asked for (see `ClaimFor`); the caller runs
+    that drain (`publish` is then False)."""
 
     publish: bool
     duplicate: bool
     outcome: Outcome | None = None
+    claimed: Claimed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,8 @@ class Claimed:
     legacy_state: str | None
     row: dict[str, str]
     batch: Batch
+    parts: dict[str, str] | None = None
+    """The whole state (part name -> JSON) when it is small (see PRELOAD_PARTS), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +202,18 @@ ClaimReply = Claimed | Busy | Tag
 """`Claimed`, `Busy`, `Tag.EMPTY` (nothing pending) or `Tag.MISSING`."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimFor:
+    """A worker that accepts a send and would drain the session itself: `send` then claims a
+    free lease in the same call (`claim`'s arguments)."""
+
+    worker: str
+    lease_ms: int
+    batch_size: int
+    alive_key: str
+    alive_ms: int
+
+
 # -- scripts and prepared calls ------------------------------------------------------------
 @dataclass(frozen=True)
 class Script:
@@ -227,13 +250,28 @@ class Op(Generic[T]):
                 [*_common_args(layer, self.session_id), *self.args])
 
     def run(self, layer: RedisLayer) -> T:
+        return self.decode(self.run_raw(layer))
+
+    def run_raw(self, layer: RedisLayer) -> Any:
+        """Run the call; its reply, not decoded."""
         keys, args = self._keys_and_args(layer)
-        return self.decode(layer.loaded(self.script.name, self.script.source)(keys=keys,
-                                                                              args=args))
+        return layer.loaded(self.script.name, self.script.source)(keys=keys, args=args)
 
     def queue(self, layer: RedisLayer, pipe: Any) -> None:
         keys, args = self._keys_and_args(layer)
-        layer.loaded(self.script.name, self.script.source)(keys=keys, args=args, client=pipe)
+        script = layer.loaded(self.script.name, self.script.source)
+        if layer.cluster:  # a cluster pipeline routes a plain EVALSHA by its first key
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        else:
+            script(keys=keys, args=args, client=pipe)
+
+    def evalsha(self, layer: RedisLayer) -> tuple[Any, ...]:
+        """The call as a raw EVALSHA command, to go in a pipeline beside other commands
+        without redis-py's script check (a round trip of its own); its reply is NOSCRIPT if
+        the script is not loaded: then `run` it."""
+        keys, args = self._keys_and_args(layer)
+        sha = layer.loaded(self.script.name, self.script.source).sha
+        return ("EVALSHA", sha, len(keys), *keys, *args)
 
     def decode(self, reply: Any) -> T:
         try:
@@ -244,9 +282,15 @@ class Op(Generic[T]):
             raise ProtocolError(self.script.name, reply, self.session_id) from exc
 
 
+def group_event_maxlen(settings: Settings) -> int:
+    """The length bound of one slot group's event stream: the groups' streams together (the
+    global stream) hold about `global_event_maxlen` events."""
+    return max(1, -(-settings.global_event_maxlen // settings.index_shards))
+
+
 def _common_args(layer: Layer, session_id: str) -> list[Any]:
     s = layer.settings
-    return [session_id, s.event_maxlen, s.global_event_maxlen,
+    return [session_id, s.event_maxlen, group_event_maxlen(s),
             layer.keys.session(session_id).done_channel, int(s.terminated_events_ttl * 1000),
             int(s.record_retention * 1000), "1" if s.metrics_counters else "0"]
 
@@ -294,6 +338,7 @@ def prelude() -> str:
         f"local ALLOWED_FROM = {_lua_table(allowed)}",
         f"local CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}, "
         f"{TRIM_CHUNK}",
+        f"local PRELOAD_PARTS, PRELOAD_BYTES = {PRELOAD_PARTS}, {PRELOAD_BYTES}",
         f"local REPUBLISH_MAX = {REPUBLISH_MAX!r}",
         f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
         f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
@@ -358,7 +403,9 @@ TRANSITION = Script("transition", ("target", "reason"))
 TOUCH = Script("touch")
 TERMINATE = Script("terminate", ("reason", "drain", "keep"))
 CANCEL_PENDING = Script("cancel_pending", ("keep",))
-SEND = Script("send", ("action_id", "request", "digest", "stale_after"))
+SEND = Script("send", ("action_id", "request", "digest", "stale_after", "worker", "lease_ms",
+                       "batch_size", "alive_ms"))
+SEND_MANY = Script("send_many", ("n", "stale_after"), variadic=True)
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
 RECOVER_DEAD = Script("recover_dead", ("expected", "stale_after"))
@@ -379,9 +426,9 @@ RECORD = Script("record", ("action_id",))
 DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
 EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
 RELEASE_LOCK = Script("release_lock", ("token",), session=False)
-ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, CLAIM, TAKEOVER,
-               COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE, RECOVER,
-               RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
+ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, SEND_MANY, CLAIM,
+               TAKEOVER, COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE,
+               RECOVER, RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
                RELEASE_LOCK)
 
 
@@ -430,19 +477,60 @@ def cancel_pending(session_id: str, *, keep: int) -> Op[int]:
 
 
 def send(session_id: str, *, action_id: str, action: str, request: str, digest: str,
-         stale_after: float) -> Op[Sent]:
+         stale_after: float, claim_for: ClaimFor | None = None) -> Op[Sent]:
     """Accept an action (`Sent`); a resend of an accepted id with the same `digest` is
-    `Sent(duplicate=True)`, with another digest `ActionIdConflict`."""
+    `Sent(duplicate=True)`, with another digest `ActionIdConflict`. With `claim_for`, a send
+    that asks for a drain takes the free lease for it (`Sent.claimed`)."""
     def decode(reply: list[Any]) -> Sent:
         tag = Tag(reply[0])
         if tag is Tag.EXISTS:
             return Sent(False, True, Outcome.model_validate_json(reply[1]) if reply[1] else None)
         if tag is Tag.CHANGED:
             raise ActionIdConflict(session_id, action_id, action)
+        if tag is Tag.CLAIMED:
+            claimed = _claim_reply([Tag.OK.value, *reply[1:]])
+            if not isinstance(claimed, Claimed):
+                raise ValueError("a claimed send without a claim")
+            return Sent(False, False, claimed=claimed)
         _refuse(reply, session_id)
         return Sent(bool(int(reply[1])), False)
-    return _op(SEND, session_id, decode, action_id=action_id, request=request, digest=digest,
-               stale_after=stale_after)
+    c = claim_for
+    return _op(SEND, session_id, decode, extra_keys=(c.alive_key,) if c else (),
+               action_id=action_id, request=request, digest=digest, stale_after=stale_after,
+               worker=c.worker if c else "", lease_ms=c.lease_ms if c else 0,
+               batch_size=c.batch_size if c else 0, alive_ms=c.alive_ms if c else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SentMany:
+    """What `send_many` did: `publish` (the caller must publish a drain) and, per action in
+    order, its `Sent` (a duplicate, with its outcome if finished, or newly queued)."""
+
+    publish: bool
+    sent: list[Sent]
+
+
+def send_many(session_id: str, *, actions: list[tuple[str, str, str, str]],
+              stale_after: float) -> Op[SentMany]:
+    """Accept `actions` (action id, name, request JSON, digest or '') all or none, in order,
+    in one call: every id is checked before anything is written, and one taken by other
+    content refuses them all (`ActionIdConflict` naming it); a resent id with the same
+    digest is a duplicate (`Sent(duplicate=True)`)."""
+    def decode(reply: list[Any]) -> SentMany:
+        tag = Tag(reply[0])
+        if tag is Tag.CHANGED:
+            action_id, action, _, _ = actions[int(reply[1]) - 1]
+            raise ActionIdConflict(session_id, action_id, action)
+        _refuse(reply, session_id)
+        sent = [Sent(False, True, Outcome.model_validate_json(reply[i + 1]) if reply[i + 1]
+                     else None) if reply[i] == Tag.EXISTS else Sent(False, False)
+                for i in range(2, len(reply), 2)]
+        if len(sent) != len(actions):
+            raise ValueError(f"{len(sent)} replies for {len(actions)} actions")
+        return SentMany(bool(int(reply[1])), sent)
+    flat = [value for action_id, _, request, digest in actions
+            for value in (action_id, request, digest)]
+    return _op(SEND_MANY, session_id, decode, *flat, n=len(actions), stale_after=stale_after)
 
 
 def _claim_reply(reply: list[Any]) -> ClaimReply:
@@ -455,9 +543,12 @@ def _claim_reply(reply: list[Any]) -> ClaimReply:
     if tag is not Tag.OK:
         return tag
     nrow = int(reply[4])
+    at = 5 + nrow
+    nparts = int(reply[at])
+    parts = _pairs(reply[at + 1:at + 1 + nparts]) if nparts >= 0 else None
     return Claimed(token=str(reply[1]), legacy_state=str(reply[2]) if reply[2] else None,
-                   row=_pairs(reply[5:5 + nrow]),
-                   batch=Batch(int(reply[3]), _actions(reply[5 + nrow:])))
+                   row=_pairs(reply[5:at]), parts=parts,
+                   batch=Batch(int(reply[3]), _actions(reply[at + 1 + max(nparts, 0):])))
 
 
 def claim(session_id: str, *, worker: str, lease_ms: int, batch_size: int,

@@ -382,6 +382,28 @@ local function batch(n, reclaim)
   return hand_out(ids, reclaim, nil)
 end
 
+-- The whole state (flat part name, JSON, ...) when it is small: at most PRELOAD_PARTS parts
+-- of at most PRELOAD_BYTES in all (sizes read first, so a big state is never copied), so a
+-- drain of a small session reads no part on its own; nil otherwise (the drain reads the parts
+-- its actions ask for). An empty state is small: {}.
+local function small_state()
+  local names = redis.call('HKEYS', KEYS[K_STATE])
+  if #names > PRELOAD_PARTS then return nil end
+  local size = 0
+  for _, name in ipairs(names) do
+    size = size + redis.call('HSTRLEN', KEYS[K_STATE], name)
+    if size > PRELOAD_BYTES then return nil end
+  end
+  if #names == 0 then return {} end
+  local values = redis.call('HMGET', KEYS[K_STATE], unpack(names))
+  local out = {}
+  for i, name in ipairs(names) do
+    out[#out + 1] = name
+    out[#out + 1] = values[i]
+  end
+  return out
+end
+
 -- Take the free lease (`flat`: the registry row, already read): a new fencing token, the
 -- claimer's liveness key (KEYS[K_EXTRA], if given) set, the first batch handed out. A reply of claim.
 local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
@@ -408,12 +430,50 @@ local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
   -- The state is not read here (a drain loads the parts it needs); only a state still stored
   -- as one JSON string (before parts) comes back whole, to be turned into parts by the next
   -- commit.
-  local legacy = ''
+  local legacy, parts = '', nil
   if redis.call('TYPE', KEYS[K_STATE]).ok == 'string' then
     legacy = redis.call('GET', KEYS[K_STATE])
+  else
+    parts = small_state()
   end
   local out = {'ok', token, legacy, attempts, #flat}
   for _, v in ipairs(flat) do out[#out + 1] = v end
+  out[#out + 1] = parts and #parts or -1
+  for _, v in ipairs(parts or {}) do out[#out + 1] = v end
   for _, v in ipairs(items) do out[#out + 1] = v end
   return out
+end
+
+-- What is stored of an accepted action id: its JSON (the pending request, or the kept record,
+-- which starts with the request's fields and so carries its digest `d`) and the record JSON
+-- when it has finished ('' while pending); nil when the id is unknown.
+local function known_action(aid)
+  local pending = redis.call('HGET', KEYS[K_PENDING], aid)
+  if pending then return pending, '' end
+  local pos = redis.call('LPOS', KEYS[K_RECORDS], aid, 'RANK', -1)
+  if not pos then return nil, '' end
+  local record = redis.call('LINDEX', KEYS[K_RECORDS], pos + 2)
+  return record, record
+end
+
+-- After actions were queued: touch activity and set the drain flag if it was not set, or was
+-- set longer ago than republish_after() with no lease (its drain message was lost, unless it
+-- waits in a long queue: then the backoff keeps the drains published for it few). `f`: the
+-- registry's {status, scheduled, republished}. Returns 1 when the caller must see to a drain,
+-- else 0.
+local function schedule(f, stale_after, ts)
+  if not f.scheduled then
+    redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+    touch(ts, {'scheduled', fmt(ts)}, f.status)
+    return 1
+  end
+  local stale = tonumber(stale_after)
+  if ts - tonumber(f.scheduled) > republish_after(stale, tonumber(f.republished or 0))
+     and redis.call('EXISTS', KEYS[K_LEASE]) == 0 then
+    republished(ts, stale)
+    touch(ts, nil, f.status)
+    return 1
+  end
+  touch(ts, nil, f.status)
+  return 0
 end

@@ -6,7 +6,8 @@
 -- The state is not read here (a drain loads the parts it needs); only a state still stored as
 -- one JSON string (before parts) comes back whole, to be turned into parts by the next commit.
 -- Returns {'ok', token, legacy state JSON or '', head_attempts, n, <n registry hash fields
--- and values>, id1, req1, ...}, {'busy', lease ms left, lease value "token|worker"},
+-- and values>, m, <m state part names and JSON: the whole state when small, see small_state;
+-- m = -1 when not sent>, id1, req1, ...}, {'busy', lease ms left, lease value "token|worker"},
 -- {'empty'} (nothing pending: the flag is dropped) or {'missing'}.
 local flat = row()
 if #flat == 0 then return {'missing'} end
