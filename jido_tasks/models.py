@@ -147,7 +147,7 @@ _DEFAULT_CONFIG_JSON = SessionConfig().model_dump_json()
 
 # Fields of the registry hash that are runtime bookkeeping, not part of SessionEntry.
 INTERNAL_FIELDS = frozenset({"fence", "scheduled", "timeout", "persist", "head",
-                             "head_attempts"})
+                             "head_attempts", "republished"})
 
 
 class SessionEntry(BaseModel):

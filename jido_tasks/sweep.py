@@ -299,7 +299,8 @@ def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
             holder = str(lease).partition("|")[2] if lease else ""
             ops.append(scripts.recover_dead(
                 sid, expected=str(lease or ""),
-                holder_alive_key=k.alive(holder, sid) if lease else None))
+                holder_alive_key=k.alive(holder, sid) if lease else None,
+                stale_after=s.stale_after))
         results = layer.call_many(ops)
         for sid, res in zip(valid, results, strict=True):
             if res is Tag.RECOVER:

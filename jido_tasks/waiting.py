@@ -8,7 +8,15 @@ the pub/sub connection and resolves the futures from the finish messages (decode
 `RECHECK_EVERY` seconds it re-reads, in one pipeline, the outcomes of the actions waited on
 for longer than that, so a finish message that never came (a reconnect) is never waited for in
 vain. When the pub/sub connection breaks (Redis restarted), the listener reconnects with a
-backoff, subscribes again to every channel in use and has all the outcomes re-read at once.
+backoff, subscribes again to every channel in use, waits until Redis has confirmed every
+subscription, and only then has all the outcomes re-read at once: a finish published while the
+connection was down is found by that read, one published after it arrives as a message.
+
+redis-py may reconnect a pub/sub connection by itself (its retry policy, or a read on a
+connection it had dropped) and resubscribe it silently: nothing raises, but the finish messages
+published meanwhile are gone. The hub watches its connection for any connect after the first
+(a connect callback) and treats it as a lost connection: a fresh one, subscriptions confirmed,
+outcomes re-read.
 """
 
 from __future__ import annotations
@@ -66,6 +74,13 @@ class WaitHub:
         self._listener: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
         self._recheck_all = asyncio.Event()
+        self.recheck_every = RECHECK_EVERY
+        """Seconds between two rounds of the safety net (read when a round starts)."""
+        self._watched: Any = None
+        """The connection of `_pubsub` whose reconnections `_on_connect` notices."""
+        self._reconnected_behind = False
+        """Set when redis-py reconnected `_watched` by itself (subscriptions may be gone and
+        finish messages missed): the listener then reconnects as after a failure."""
         self._chores: set[asyncio.Task[None]] = set()
         self._closed = False
         self.reconnects = 0
@@ -150,6 +165,7 @@ class WaitHub:
                     if self._pubsub is None:
                         self._pubsub = self.layer.pubsub()
                     await self._pubsub.subscribe(*channels)
+                    self._watch()
                     self._wire.update(channels)
                     if self._listener is None or self._listener.done():
                         self._listener = asyncio.create_task(self._listen(),
@@ -192,26 +208,31 @@ class WaitHub:
 
     # -- the listener ---------------------------------------------------------------------
     async def _listen(self) -> None:
-        """Read finish messages until closed; reconnect (and re-read outcomes) on failure."""
+        """Read finish messages until closed; reconnect (and re-read outcomes) on failure,
+        or when redis-py reconnected the connection by itself."""
         failures = 0
         while not self._closed:
+            lost: object = None
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
-                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection broke: Redis restarted or is gone
-                if self._closed:
-                    return
-                delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
-                failures += 1
-                log.warning("pub/sub connection lost (%s); reconnecting in %.2fs",
-                            exc, delay)
-                await asyncio.sleep(delay)
-                await self._reconnect()
-                continue
+                msg, lost = None, exc
             if msg is not None:
                 self._on_message(msg)
+            if lost is None and self._reconnected_behind:
+                lost = "reconnected and resubscribed by redis-py, messages may be missed"
+            if lost is None:
+                failures = 0
+                continue
+            if self._closed:
+                return
+            delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
+            failures += 1
+            log.warning("pub/sub connection lost (%s); reconnecting in %.2fs", lost, delay)
+            await asyncio.sleep(delay)
+            await self._reconnect()
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -227,35 +248,85 @@ class WaitHub:
                 return
             self.resolve(action_id, outcome)
 
+    def _watch(self) -> None:
+        """Notice any later reconnection of the current pub/sub connection (its first
+        connect happened in the pool, before this)."""
+        connection = self._pubsub.connection
+        if connection is not None and connection is not self._watched:
+            self._unwatch()
+            connection.register_connect_callback(self._on_connect)
+            self._watched = connection
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            self._watched.deregister_connect_callback(self._on_connect)
+            self._watched = None
+
+    def _on_connect(self, connection: Any) -> None:
+        """redis-py's connect callback (kept as a weak method): a connect of the watched
+        connection after its first one is a reconnection behind the hub's back."""
+        if connection is self._watched:
+            self._reconnected_behind = True
+
     async def _reconnect(self) -> None:
-        """A fresh pub/sub connection subscribed to every channel in use (best effort: on
-        failure the listener tries again), then every outcome is re-read."""
+        """A fresh pub/sub connection subscribed to every channel in use; once Redis has
+        confirmed every subscription, every outcome is re-read (a finish published before
+        that is found by the read, one published after it arrives as a message). Best
+        effort: on failure the listener tries again."""
         async with self._lock:
             old, self._pubsub = self._pubsub, self.layer.pubsub()
+            self._unwatch()
+            self._reconnected_behind = False
             with contextlib.suppress(Exception):
                 await old.aclose()
             self._wire.clear()
             channels = list(self._refs)
-            for channel in channels:
-                self._confirmed[channel] = asyncio.Event()
+            for channel in list(self._confirmed):  # nobody waits on it: no stale event
+                if channel not in self._refs and channel not in self._to_subscribe:
+                    del self._confirmed[channel]
             try:
                 if channels:
                     await self._pubsub.subscribe(*channels)
                 else:  # a connection to read from (and to notice the next failure)
                     await self._pubsub.connect()
-            except (redis.RedisError, OSError) as exc:
+                self._watch()
+                await self._confirm(channels)
+            except (redis.RedisError, OSError, TimeoutError) as exc:
                 log.warning("pub/sub reconnection failed: %s", exc)
                 return
             self._wire.update(channels)
+            for channel in channels:  # (a waiter may have put a fresh event meanwhile)
+                self._confirmed.setdefault(channel, asyncio.Event()).set()
+            gone = [c for c in channels if c not in self._refs]  # released meanwhile
+            if gone:
+                if not self._to_unsubscribe:
+                    self._chore(self._unsubscribe())
+                self._to_unsubscribe.update(gone)
             self.reconnects += 1
         log.info("pub/sub reconnected: %d channels", len(channels))
         self._recheck_all.set()
+
+    async def _confirm(self, channels: list[str]) -> None:
+        """Read the new connection until Redis has confirmed every channel (other messages
+        are handled as usual); `TimeoutError` after `CONFIRM_TIMEOUT` seconds."""
+        left = set(channels)
+        deadline = asyncio.get_running_loop().time() + CONFIRM_TIMEOUT
+        while left:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no confirmation of {len(left)} subscriptions")
+            msg = await self._pubsub.get_message(timeout=min(remaining, 1.0))
+            if msg is None:
+                continue
+            if msg.get("type") == "subscribe":
+                left.discard(str(msg["channel"]))
+            self._on_message(msg)
 
     # -- the safety net -------------------------------------------------------------------
     async def _check_loop(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recheck_all.wait(), RECHECK_EVERY)
+                await asyncio.wait_for(self._recheck_all.wait(), self.recheck_every)
             everyone = self._recheck_all.is_set()
             self._recheck_all.clear()
             try:
@@ -264,11 +335,14 @@ class WaitHub:
                 raise
             except Exception as exc:  # Redis away: the next round (or reconnect) retries
                 log.debug("re-reading outcomes failed: %s", exc)
+                if everyone:  # the read after a reconnect is owed to every waiter
+                    await asyncio.sleep(_BACKOFF[0])
+                    self._recheck_all.set()
 
     async def recheck(self, everyone: bool = False) -> int:
-        """Re-read the outcomes of the waits older than `RECHECK_EVERY` (all with
+        """Re-read the outcomes of the waits older than `recheck_every` (all with
         `everyone`), one pipeline per chunk; returns how many were finished."""
-        cutoff = time.monotonic() - RECHECK_EVERY
+        cutoff = time.monotonic() - self.recheck_every
         due = {(w.session_id, w.action_id) for waits in list(self._waits.values())
                for w in waits if everyone or w.since <= cutoff}
         pairs = sorted(due)
@@ -297,6 +371,7 @@ class WaitHub:
         for waits in list(self._waits.values()):
             for wait in waits:
                 wait.future.cancel()
+        self._unwatch()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

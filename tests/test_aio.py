@@ -31,9 +31,10 @@ from jido_tasks import (
     SessionStatus,
     Settings,
     UnknownAction,
+    runtime,
 )
 from jido_tasks.store.aio import CLIENT_NAME
-from tests.conftest import RedisServer, WorkerGroup, make_settings
+from tests.conftest import RedisServer, WorkerGroup, burst, make_settings
 
 Workers = Callable[..., WorkerGroup]
 
@@ -368,6 +369,47 @@ def test_waits_survive_a_redis_restart_mid_action(own_redis: RedisServer,
     finally:
         raw.close()
         group.stop()
+
+
+def test_a_finish_missed_while_pubsub_reconnects_is_re_read(own_redis: RedisServer) -> None:
+    """The hub's pub/sub connection is killed (CLIENT KILL) and the action committed before
+    the loop runs again, so its finish message reaches nobody. redis-py reconnects and
+    resubscribes that connection by itself, raising nothing (the flaky restart tests hung on
+    this: the hub never knew). With the safety net off, only the hub's own reconnection
+    (resubscribe, wait for the confirmations, then re-read every outcome) resolves the wait,
+    and a later finish still comes as a message."""
+    settings = make_settings(own_redis.url)
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    sync = Client(settings)
+
+    async def main() -> None:
+        async with AsyncClient(settings) as c:
+            c.hub.recheck_every = 3600.0  # no safety net: the reconnection must re-read
+            sid = (await c.create_session()).id
+            first = await c.send(sid, "test.append", {"value": 1})
+            wait = c.hub.register(sid, first.id)
+            await c.hub.subscribe(wait, confirm=True)  # confirmed: nothing missed from here
+            assert raw.pubsub_numsub(wait.channel) == [(wait.channel, 1)]
+            assert raw.client_kill_filter(_type="pubsub") == 1
+            # The loop is blocked: the commit's finish is published to no subscriber.
+            assert runtime.drain(sync.layer, sid, worker="test").applied == 1
+            assert sync.action(sid, first.id).status is ActionStatus.SUCCEEDED
+            outcome = await asyncio.wait_for(wait.future, 10)
+            assert outcome.result == 1 and c.hub.reconnects == 1
+            assert raw.pubsub_numsub(wait.channel) == [(wait.channel, 1)]
+            second = await c.send(sid, "test.append", {"value": 2})
+            later = c.hub.register(sid, second.id)
+            await c.hub.subscribe(later, confirm=True)
+            await asyncio.to_thread(burst, sync, sid)  # this finish comes as a message
+            assert (await asyncio.wait_for(later.future, 10)).result == 2
+            c.hub.release(wait)
+            c.hub.release(later)
+            assert c.hub.reconnects == 1 and c.hub.waiting == 0
+    try:
+        asyncio.run(main())
+    finally:
+        sync.close()
+        raw.close()
 
 
 def test_redis_down_is_a_typed_error(own_redis: RedisServer) -> None:

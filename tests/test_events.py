@@ -117,11 +117,20 @@ def test_lifecycle_events_on_global_stream(client: Client) -> None:
 
 
 def test_global_stream_interleaves_sessions(client: Client) -> None:
-    """Events of several sessions appear on the global stream in the order they happened."""
+    """Events of several sessions appear on the global stream in the order they happened, to
+    the millisecond: the merged groups' stream ids are Redis times in ms, so two sessions'
+    events within one millisecond may come in either order (each 2 ms apart here)."""
+    def step() -> None:
+        time.sleep(0.002)
+
     a = client.create_session().id
+    step()
     b = client.create_session().id
+    step()
     client.sessions.transition(a, SessionStatus.IDLE)
+    step()
     client.sessions.transition(b, SessionStatus.IDLE)
+    step()
     client.touch(a)
     got = [(e.session_id, e.type, e.data.get("status")) for e in client.events()]
     assert got == [(a, "session.created", None), (b, "session.created", None),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +20,11 @@ import redis
 from click.testing import CliRunner
 from redis.cluster import RedisCluster
 
-from jido_tasks import Client, SessionStatus, Settings
+from jido_tasks import ActionStatus, Client, SessionStatus, Settings
 from jido_tasks.celery_app import make_app
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.scripts import REPUBLISH_MAX
 from jido_tasks.sweep import Sweeper, SweepReport
 from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 
@@ -246,6 +249,71 @@ def test_lost_drain_message_is_republished(workers: Callable[..., WorkerGroup]) 
     assert c.handle(sid, aid).get(timeout=10) == 1
     wait_for(lambda: c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) is None,
              message="release to drop the flag")
+
+
+def test_a_drain_waiting_in_a_long_queue_is_not_republished_each_sweep(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """No worker takes from the queue, so the session's drain waits there past `stale_after`
+    (as behind a long queue): sweeps run by hand every 0.1 s republish it with a doubling
+    backoff (after stale_after, 2x, 4x... since the last claim), so the Celery queue holds a
+    few drains, not one more per `stale_after` (before: 5,820 queued in a chaos run). A worker
+    then applies the action once; the extra drains find nothing to do, and no sweep publishes
+    again. The count starts over once a drain claimed the session."""
+    settings = make_settings(redis_server.url, lease_ttl=0.2)  # stale_after 0.6 s
+    stale = settings.stale_after
+    c = Client(settings)
+    broker = redis.Redis.from_url(settings.broker, decode_responses=True)
+    group = WorkerGroup(settings, tmp_path)
+    try:
+        sid = c.create_session().id
+        handle = c.send(sid, "test.append", {"value": "x"})
+        sent = redis_now(c)
+        assert broker.llen(settings.queue) == 1  # the send's drain
+        sweeps, recovered, sizes = 0, 0, []
+        while redis_now(c) < sent + 8.0:
+            recovered += c.sweep(force=True).recovered
+            sweeps += 1
+            sizes.append(broker.llen(settings.queue))
+            time.sleep(0.1)
+        elapsed = redis_now(c) - sent
+        # the n-th republish comes at least stale * (2**n - 1) after the send
+        most = math.floor(math.log2(elapsed / stale + 1))
+        assert sweeps >= 40 and 3 <= recovered <= most  # 13 before (one per stale_after)
+        assert sizes == sorted(sizes) and sizes[-1] == 1 + recovered
+        events = [e.data for e in c.events(sid) if e.type == "session.recovered"]
+        assert [e["republished"] for e in events] == list(range(1, recovered + 1))
+        entry = c.layer.keys.session(sid).entry
+        assert c.layer.redis.hget(entry, "republished") == str(recovered)
+        flag = float(c.layer.redis.hget(entry, "scheduled") or 0)
+        due = flag + min(stale * 2 ** recovered, REPUBLISH_MAX)  # when it is stale again
+        assert c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) == pytest.approx(
+            due - stale, abs=1e-5)  # the sweep's cutoff (now - stale) reaches it then
+
+        group.start(1)
+        assert handle.get(timeout=30) == 1
+        wait_for(lambda: broker.llen(settings.queue) == 0, timeout=30,
+                 message="the worker to take every queued drain")
+        assert c.get_state(sid) == {"items": ["x"]}  # applied once
+        assert handle.record().attempts == 1
+        wait_for(lambda: c.layer.redis.zscore(c.layer.keys.group_for(sid).scheduled, sid) is None,
+                 message="the drain to release the session")
+        assert c.layer.redis.hget(entry, "republished") is None
+        for _ in range(5):
+            assert c.sweep(force=True).recovered == 0
+        assert broker.llen(settings.queue) == 0
+        assert len([e for e in c.events(sid) if e.type == "session.recovered"]) == recovered
+
+        group.stop()  # no worker again: a new drain waits; the backoff starts from the top
+        second = c.send(sid, "test.append", {"value": "y"})
+        wait_for(lambda: c.sweep(force=True).recovered == 1, timeout=10, interval=0.1,
+                 message="the new drain to be republished")
+        last = [e.data for e in c.events(sid) if e.type == "session.recovered"][-1]
+        assert last["republished"] == 1 and broker.llen(settings.queue) == 2
+        assert second.status() is ActionStatus.PENDING
+    finally:
+        group.stop()
+        broker.close()
+        c.close()
 
 
 def test_stale_flag_without_work_is_dropped(clients: Callable[..., Client]) -> None:

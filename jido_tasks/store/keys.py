@@ -18,7 +18,8 @@ Layout, for namespace `ns`, session id `sid` and its group's tag `{g}`:
     ns:layout             hash    version and index_shards of the stored layout (checked at
                                   start: see `jido_tasks.layout`)
     ns:{g}:s:sid          hash    registry row (SessionEntry fields) and runtime fields: timeout,
-                                  fence, scheduled, head, head_attempts
+                                  fence, scheduled, head, head_attempts, republished (drains
+                                  recovery published since the last claim)
     ns:{g}:s:sid:state    hash    the session's JSON state in parts: top-level key -> its JSON
                                   (a string of the whole JSON in sessions written before parts)
     ns:{g}:s:sid:mailbox  list    pending action ids, oldest first
@@ -48,7 +49,9 @@ Layout, for namespace `ns`, session id `sid` and its group's tag `{g}`:
     ns:{g}:idx:expiry     zset    live sessions by idle deadline (last activity + timeout);
                                   the only index entry of an idle session
     ns:{g}:idx:terminated zset    terminated sessions by termination time (purge candidates)
-    ns:{g}:idx:scheduled  zset    sessions with a drain scheduled, by when (recovery candidates)
+    ns:{g}:idx:scheduled  zset    sessions with a drain scheduled, by when (recovery candidates):
+                                  the flag's time, plus the republish backoff once recovery
+                                  published drains that no claim followed yet
     ns:{g}:idx:undelivered zset   sessions whose `replies` list is not empty, by when the oldest
                                   was queued (the sweep stores what a dead worker left)
     ns:{g}:metrics        hash    the group's counters and action-duration histogram (see

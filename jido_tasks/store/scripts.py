@@ -60,6 +60,9 @@ PRELOAD_PARTS = 16
 PRELOAD_BYTES = 8192
 """A state of at most this many parts and bytes comes whole with a claim (no part read by the
 drain); a bigger one is read part by part, as its actions ask."""
+REPUBLISH_MAX = 600.0
+"""Seconds: the longest wait between two drains recovery publishes for a session that no
+drain claimed meanwhile (the backoff doubles from `stale_after` up to this)."""
 PROGRESS_SUFFIX = "#p"
 """`<action id>#p` in the `pending` hash: a running action's Outcome with its progress."""
 
@@ -336,6 +339,7 @@ def prelude() -> str:
         f"local CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK = {CANCEL_CHUNK}, {UNPACK_CHUNK}, "
         f"{TRIM_CHUNK}",
         f"local PRELOAD_PARTS, PRELOAD_BYTES = {PRELOAD_PARTS}, {PRELOAD_BYTES}",
+        f"local REPUBLISH_MAX = {REPUBLISH_MAX!r}",
         f"local PROGRESS_SUFFIX = {_lua_str(PROGRESS_SUFFIX)}",
         f"local {', '.join(f'F_{name.upper()}' for name in _OUTCOME_FIELDS)} = "
         + ", ".join(_lua_str(_stored_name(Outcome, name)) for name in _OUTCOME_FIELDS),
@@ -404,7 +408,7 @@ SEND = Script("send", ("action_id", "request", "digest", "stale_after", "worker"
 SEND_MANY = Script("send_many", ("n", "stale_after"), variadic=True)
 CLAIM = Script("claim", ("worker", "lease_ms", "batch_size", "alive_ms"))
 TAKEOVER = Script("takeover", ("worker", "lease_ms", "batch_size", "alive_ms", "expected"))
-RECOVER_DEAD = Script("recover_dead", ("expected",))
+RECOVER_DEAD = Script("recover_dead", ("expected", "stale_after"))
 COMMIT = Script("commit", ("token", "n", "migrate", "n_set", "n_del", "events", "keep", "last",
                            "n_count", "n_sum"), variadic=True)
 RELEASE = Script("release", ("token", "batch_size", "lease_ms"))
@@ -565,11 +569,13 @@ def takeover(session_id: str, *, worker: str, lease_ms: int, batch_size: int, al
                expected=expected)
 
 
-def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None) -> Op[Tag]:
+def recover_dead(session_id: str, *, expected: str, holder_alive_key: str | None,
+                 stale_after: float) -> Op[Tag]:
     """Light recovery of a session whose holder is dead: `Tag.RECOVER` (publish a drain),
     `UNSCHEDULED`, `LIVE` or `GONE`. `expected`: the lease value read ('' if none)."""
     keys = (holder_alive_key,) if holder_alive_key else ()
-    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected)
+    return _op(RECOVER_DEAD, session_id, Tag, extra_keys=keys, expected=expected,
+               stale_after=stale_after)
 
 
 def commit(session_id: str, *, token: str, changes: dict[str, str | None], migrate: bool,

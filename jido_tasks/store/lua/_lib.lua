@@ -21,6 +21,7 @@
 --   PROGRESS_SUFFIX         `<id>` .. this: a running action's progress in the pending hash
 --   ACCEPTS_WORK[status], ALLOWED_FROM[target][status]   the lifecycle (jido_tasks.models)
 --   CANCEL_CHUNK, UNPACK_CHUNK, TRIM_CHUNK              bounds of the work of one call
+--   REPUBLISH_MAX           seconds: the longest wait between two drains recovery republishes
 -- and, after this file, the script's own ARGV as named locals (and REST, the position of its
 -- first variadic argument).
 
@@ -100,7 +101,7 @@ local function set_status(old, new, ts, reason)
   elseif new == 'terminated' then
     redis.call('HSET', e, 'terminated_at', fmt(ts))
     if reason and reason ~= '' then redis.call('HSET', e, 'reason', reason) end
-    redis.call('HDEL', e, 'scheduled', 'head', 'head_attempts')
+    redis.call('HDEL', e, 'scheduled', 'head', 'head_attempts', 'republished')
     redis.call('ZREM', KEYS[K_ACTIVITY], SID)
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
     redis.call('ZREM', KEYS[K_EXPIRY], SID)
@@ -270,7 +271,7 @@ end
 -- Drop the scheduled flag (the mailbox is empty: no head either); a terminating session with
 -- no work left becomes terminated. `status` (optional): the status if already read.
 local function unschedule(ts, status)
-  redis.call('HDEL', KEYS[K_ENTRY], 'scheduled', 'head', 'head_attempts')
+  redis.call('HDEL', KEYS[K_ENTRY], 'scheduled', 'head', 'head_attempts', 'republished')
   redis.call('ZREM', KEYS[K_SCHEDULED], SID)
   status = status or redis.call('HGET', KEYS[K_ENTRY], 'status')
   if status == 'terminating' then
@@ -298,19 +299,42 @@ local function cancel_chunk(keep, ts)
   return redis.call('LLEN', KEYS[K_CANCELLING])
 end
 
+-- Seconds a drain flag with no live lease may age before recovery publishes a drain again,
+-- after `n` drains published since the last claim (the registry's `republished`):
+-- `stale_after`, doubled for each of them (a drain merely waiting in a long queue is not lost,
+-- and publishing more only lengthens the queue), at most REPUBLISH_MAX (or `stale_after`).
+local function republish_after(stale_after, n)
+  return math.min(stale_after * 2 ^ n, math.max(REPUBLISH_MAX, stale_after))
+end
+
+-- The scheduled index's score of a flag set at `flag` after `n` republishes: the sweep takes
+-- the members scored up to now - stale_after, so it finds this one once it is due again.
+local function scheduled_score(flag, stale_after, n)
+  return flag + republish_after(stale_after, n) - stale_after
+end
+
+-- Mark a drain published for a session no drain claimed since (a recovery, or a send that
+-- found the flag stale): the flag is set to `ts`, `republished` counted and the index scored
+-- with the backoff. Returns the new count.
+local function republished(ts, stale_after)
+  local n = redis.call('HINCRBY', KEYS[K_ENTRY], 'republished', 1)
+  redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
+  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(scheduled_score(ts, stale_after, n)), SID)
+  return n
+end
+
 -- An abandoned session (no live holder) goes back to the queue: with pending actions its drain
--- flag is refreshed, session.recovered emitted (with `data`, which gets `pending` and
--- `abandoned_for` since `flag`), and 'recover' returned (the caller publishes a
--- drain); with none the flag is dropped and 'unscheduled' returned. Used by recover.lua (the
--- sweep) and recover_dead.lua (the light recovery).
-local function requeue_abandoned(ts, flag, data)
+-- flag is refreshed (see republished()), session.recovered emitted (with `data`, which gets
+-- `pending`, `abandoned_for` since `flag` and `republished`), and 'recover' returned (the
+-- caller publishes a drain); with none the flag is dropped and 'unscheduled' returned. Used by
+-- recover.lua (the sweep) and recover_dead.lua (the light recovery).
+local function requeue_abandoned(ts, flag, data, stale_after)
   local pending = redis.call('LLEN', KEYS[K_MAILBOX])
   if pending == 0 then
     unschedule(ts)
     return 'unscheduled'
   end
-  redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
-  redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+  data.republished = republished(ts, stale_after)
   data.session_id, data.pending, data.abandoned_for = SID, pending, ts - tonumber(flag)
   emit('session.recovered', cjson.encode(data), ts)
   return 'recover'
@@ -392,6 +416,14 @@ local function claim_free(flat, worker, lease_ms, batch_size, alive_ms)
   end
   local token = redis.call('HINCRBY', KEYS[K_ENTRY], 'fence', 1)
   -- The scheduled flag stays as it is: the live lease is what tells recovery to keep off.
+  -- Drains republished before this claim are done with: the backoff starts again, and the
+  -- flag is scored as a fresh one (so the light recovery finds this claimer if it dies).
+  if entry['republished'] then
+    local ts = now()
+    redis.call('HDEL', KEYS[K_ENTRY], 'republished')
+    redis.call('HSET', KEYS[K_ENTRY], 'scheduled', fmt(ts))
+    redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
+  end
   redis.call('SET', KEYS[K_LEASE], token .. '|' .. worker, 'PX', lease_ms)
   if KEYS[K_EXTRA] then redis.call('SET', KEYS[K_EXTRA], '1', 'PX', alive_ms) end
   local attempts, items = hand_out(ids, true, {entry['head'], entry['head_attempts']})
@@ -425,13 +457,21 @@ local function known_action(aid)
 end
 
 -- After actions were queued: touch activity and set the drain flag if it was not set, or was
--- set more than `stale_after` seconds ago with no lease (its drain message was lost). `f`: the
--- registry's {status, scheduled}. Returns 1 when the caller must see to a drain, else 0.
+-- set longer ago than republish_after() with no lease (its drain message was lost, unless it
+-- waits in a long queue: then the backoff keeps the drains published for it few). `f`: the
+-- registry's {status, scheduled, republished}. Returns 1 when the caller must see to a drain,
+-- else 0.
 local function schedule(f, stale_after, ts)
-  if not f.scheduled or (ts - tonumber(f.scheduled) > tonumber(stale_after)
-                         and redis.call('EXISTS', KEYS[K_LEASE]) == 0) then
+  if not f.scheduled then
     redis.call('ZADD', KEYS[K_SCHEDULED], fmt(ts), SID)
     touch(ts, {'scheduled', fmt(ts)}, f.status)
+    return 1
+  end
+  local stale = tonumber(stale_after)
+  if ts - tonumber(f.scheduled) > republish_after(stale, tonumber(f.republished or 0))
+     and redis.call('EXISTS', KEYS[K_LEASE]) == 0 then
+    republished(ts, stale)
+    touch(ts, nil, f.status)
     return 1
   end
   touch(ts, nil, f.status)

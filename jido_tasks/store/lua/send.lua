@@ -6,7 +6,8 @@
 --   With `worker` set (a worker accepting a by-name send), KEYS[K_EXTRA] is its liveness key.
 -- ARGV: action_id, request (JSON), digest (of the action name and params; '' for none),
 -- stale_after (seconds after which a flag with no live lease is stale: its drain message was
--- lost, and a new drain must be published); worker, lease_ms, batch_size, alive_ms: with a
+-- lost, and a new drain must be published; longer once drains were republished with no claim
+-- since, see republish_after()); worker, lease_ms, batch_size, alive_ms: with a
 -- worker ('' for none), a send that would ask for a drain claims the free lease for it
 -- instead, as claim.lua does, so the caller drains at once without another round trip.
 -- Returns {'ok', publish (0/1)}, {'claimed', <claim.lua's 'ok' reply after its tag>} (the
@@ -23,7 +24,7 @@ if known then
   end
   return {'changed'}
 end
-local f = fields({'status', 'scheduled'})
+local f = fields({'status', 'scheduled', 'republished'})
 if not f.status then return {'missing'} end
 if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end
 local ts = now()

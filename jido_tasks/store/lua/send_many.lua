@@ -26,7 +26,7 @@ for i = 0, count - 1 do
   end
 end
 if #new_ids == 0 then return out end  -- all sent before: accepted again whatever the status
-local f = fields({'status', 'scheduled'})
+local f = fields({'status', 'scheduled', 'republished'})
 if not f.status then return {'missing'} end
 if not ACCEPTS_WORK[f.status] then return {'inactive', f.status} end
 for first = 1, #new_pairs, UNPACK_CHUNK do  -- UNPACK_CHUNK is even: pairs stay whole
