@@ -15,8 +15,9 @@ fi
 if ! answers; then
   $SUDO rabbitmq-server -detached
 fi
-$SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
-for _ in $(seq 1 60); do
+# Not `rabbitmqctl await_startup` right away: it fails (exit 69) while the detached node has not
+# yet registered with epmd. The AMQP listener opens once the node has booted.
+for _ in $(seq 1 120); do
   if answers; then exit 0; fi
   sleep 1
 done
