@@ -36,7 +36,7 @@ import redis
 from jido_tasks import ActionHandle, Client, RedisUnavailable
 from jido_tasks.store.keys import key_slot
 from tests.cluster import RedisClusterServers
-from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for
+from tests.conftest import RedisServer, WorkerGroup, wait_for
 
 Workers = Callable[..., WorkerGroup]
 Figures = Callable[[str], None]
@@ -357,26 +357,17 @@ def aof_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
-def cluster_workers(aof_cluster: RedisClusterServers, redis_server: RedisServer,
-                    tmp_path: Path) -> Iterator[Workers]:
-    """Like `workers`, with the registry on `aof_cluster` and the broker and results on the
-    run's single Redis (Celery's Redis transport does not speak Cluster)."""
-    groups: list[WorkerGroup] = []
-
+def cluster_workers(workers: Workers, aof_cluster: RedisClusterServers,
+                    redis_server: RedisServer) -> Workers:
+    """`workers` with the registry on `aof_cluster` and the broker and results on the run's
+    single Redis (Celery's Redis transport does not speak Cluster)."""
     def start(n: int = 1, concurrency: int = 1, wait: bool = True,
               **overrides: Any) -> WorkerGroup:
-        logdir = tmp_path / f"workers{len(groups)}"
-        logdir.mkdir()
-        values = {"redis_cluster": True, "broker_url": redis_server.url,
-                  "result_backend": redis_server.url, **overrides}
-        group = WorkerGroup(make_settings(aof_cluster.url, **values), logdir)
-        groups.append(group)
-        group.start(n, concurrency, wait)
-        return group
+        return workers(n, concurrency, wait, redis_url=aof_cluster.url, redis_cluster=True,
+                       broker_url=redis_server.url, result_backend=redis_server.url,
+                       **overrides)
 
-    yield start
-    for group in groups:
-        group.stop()
+    return start
 
 
 def test_chaos_short_cluster(cluster_workers: Workers, aof_cluster: RedisClusterServers,
