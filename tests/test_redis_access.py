@@ -47,6 +47,17 @@ def acl_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+def apply_one_each_way(group: WorkerGroup) -> str:
+    """A new session gets one action through `Client.call` (registry and broker), then its
+    state by name (the result backend too); returns the session id."""
+    c = group.client
+    sid = c.create_session().id
+    assert c.call(sid, "test.append", {"value": 1}, timeout=30) == 1
+    result = c.celery.send_task("jido_tasks.get_state", args=[sid], queue=group.settings.queue)
+    assert result.get(timeout=30) == {"items": [1]}
+    return sid
+
+
 def url_of(server: RedisServer, user: str, password: str) -> str:
     return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
 
@@ -57,12 +68,7 @@ def test_acl_user_works_end_to_end(acl_redis: RedisServer, tmp_path: Path) -> No
     group = WorkerGroup(make_settings(url_of(acl_redis, USER, USER_PASSWORD)), tmp_path)
     try:
         group.start(1)
-        c = group.client
-        sid = c.create_session().id
-        assert c.call(sid, "test.append", {"value": 1}, timeout=30) == 1
-        result = c.celery.send_task("jido_tasks.get_state", args=[sid],
-                                    queue=group.settings.queue)
-        assert result.get(timeout=30) == {"items": [1]}  # by name: the result backend too
+        apply_one_each_way(group)
         admin = redis.Redis(port=acl_redis.port, password=PASSWORD, decode_responses=True)
         me = admin.client_id()
         users = {entry["user"] for entry in admin.client_list() if int(entry["id"]) != me}
@@ -195,12 +201,7 @@ def test_rediss_end_to_end(tls_redis: tuple[str, Path], tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     try:
         group.start(1)
-        c = group.client
-        sid = c.create_session().id
-        assert c.call(sid, "test.append", {"value": 1}, timeout=30) == 1
-        result = c.celery.send_task("jido_tasks.get_state", args=[sid],
-                                    queue=group.settings.queue)
-        assert result.get(timeout=30) == {"items": [1]}
+        sid = apply_one_each_way(group)
 
         async def async_call() -> object:
             async with AsyncClient(settings) as aclient:

@@ -185,11 +185,15 @@ def kill_worker_and_see_it_back(running: Running, settings: Settings) -> None:
         assert _worker_main(running.proc.pid) == new
 
 
-def test_up_restarts_a_worker_killed_by_sigkill(redis_server: RedisServer,
-                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["up", "worker --restart"])
+def test_a_worker_killed_by_sigkill_is_started_again(redis_server: RedisServer, tmp_path: Path,
+                                                     command: str) -> None:
+    """Under `up` and under `worker --restart`: a SIGKILLed worker main process comes back and
+    applies an action; SIGINT then stops everything."""
     settings = make_settings(redis_server.url)
-    running = Running(["up", "--port", str(free_port()), "--flower-port", str(free_port()),
-                       "-c", "1"], settings, tmp_path)
+    args = (["up", "--port", str(free_port()), "--flower-port", str(free_port()), "-c", "1"]
+            if command == "up" else ["worker", "--restart", "-c", "1"])
+    running = Running(args, settings, tmp_path)
     try:
         kill_worker_and_see_it_back(running, settings)
         children = _descendants(running.proc.pid)
@@ -197,20 +201,8 @@ def test_up_restarts_a_worker_killed_by_sigkill(redis_server: RedisServer,
         code = running.interrupt()
     assert code == 0, running.text()[-3000:]
     wait_for(lambda: not [p for p in children if _alive(p)], 5, message="no child left")
-    assert "all stopped" in running.text()
-
-
-def test_worker_restart_starts_a_killed_worker_again(redis_server: RedisServer,
-                                                     tmp_path: Path) -> None:
-    settings = make_settings(redis_server.url)
-    running = Running(["worker", "--restart", "-c", "1"], settings, tmp_path)
-    try:
-        kill_worker_and_see_it_back(running, settings)
-        children = _descendants(running.proc.pid)
-    finally:
-        code = running.interrupt()
-    assert code == 0, running.text()[-3000:]
-    wait_for(lambda: not [p for p in children if _alive(p)], 5, message="no child left")
+    if command == "up":
+        assert "all stopped" in running.text()
 
 
 def test_worker_restart_gives_up_on_a_worker_its_start_checks_stop(own_redis: RedisServer,
