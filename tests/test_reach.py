@@ -40,6 +40,7 @@ from jido_tasks.store import scripts
 from tests.conftest import (
     ROOT,
     BurstClient,
+    RedisServer,
     WorkerGroup,
     burst,
     free_port,
@@ -271,10 +272,16 @@ def test_unknown_everywhere_fails_once_no_live_worker_has_it(workers: Workers) -
 
 
 @pytest.mark.brokers
-def test_by_name_send_survives_a_sigkilled_worker(workers: Workers) -> None:
+def test_by_name_send_survives_a_sigkilled_worker(workers: Workers, broker: str,
+                                                  redis_server: RedisServer) -> None:
     """By-name sends while a worker is SIGKILLed: every action applied once, in each session's
-    send order, and every result readable through AsyncResult."""
-    group = workers(2, visibility_timeout=4.0)
+    send order, and every result readable through AsyncResult.
+
+    On the Redis broker the test uses a database of its own: kombu's unacked-message hash and
+    its restore mutex are per database, not per queue, so a worker another test SIGKILLed while
+    it held that mutex (expiring after 300 s) would hold back this test's redelivery."""
+    own_db = {"broker_url": redis_server.url.rsplit("/", 1)[0] + "/5"} if broker == "redis" else {}
+    group = workers(2, visibility_timeout=4.0, **own_db)
     app = celery_client(group.settings)
     c = group.client
     sids = [c.create_session().id for _ in range(3)]
