@@ -85,7 +85,8 @@ class Supervisor:
     backoff: Backoff = field(default_factory=Backoff)
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # output lines
+    _turn: threading.Lock = field(default_factory=threading.Lock)  # watch's checks vs stop
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], *,
               prefixed: bool = True) -> Child:
@@ -124,10 +125,13 @@ class Supervisor:
         """Start again each child that exits, until stopped (0) or a child exits with a code
         of `NO_RESTART` (that code)."""
         while not self.stopping.wait(POLL):
-            for child in self.children:
-                code = self._check(child, time.monotonic())
-                if code is not None:
-                    return code
+            with self._turn:  # stop() in another thread never misses a child started here
+                for child in self.children:
+                    if self.stopping.is_set():
+                        return 0
+                    code = self._check(child, time.monotonic())
+                    if code is not None:
+                        return code
         return 0
 
     def _check(self, child: Child, now: float) -> int | None:
@@ -162,6 +166,10 @@ class Supervisor:
         """SIGTERM every child's process group (those named in `last` after the others have
         gone), SIGKILL what is left after the grace period, and wait for all of them."""
         self.stopping.set()
+        with self._turn:
+            self._stop_all(last)
+
+    def _stop_all(self, last: Collection[str]) -> None:
         for group in ([c for c in self.children if c.name not in last],
                       [c for c in self.children if c.name in last]):
             for child in group:
