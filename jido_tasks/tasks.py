@@ -16,7 +16,13 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from jido_tasks import fleet, telemetry
 from jido_tasks.actions import is_registered
@@ -109,6 +115,14 @@ def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
     return found
 
 
+@worker_process_shutdown.connect
+def _flush_events(**_: Any) -> None:
+    """A pool process that exits publishes the task events it still buffers."""
+    for (pid, _hostname), reporter in list(_reporters.items()):
+        if pid == os.getpid():
+            reporter.flush()
+
+
 @worker_init.connect
 def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
     """Before the pool consumes anything: stop if Redis refuses the credentials; warn (or
@@ -138,6 +152,7 @@ def _register(sender: Any = None, **_: Any) -> None:
 
 @worker_shutdown.connect
 def _unregister(**_: Any) -> None:
+    _flush_events()  # a solo or threads pool runs its actions in this process
     if _registration is not None:
         _registration.stop()
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from jido_tasks import (
@@ -612,6 +613,45 @@ def test_flower_shows_every_action_as_a_task(workers: Workers) -> None:
                    for line in metrics.splitlines())
 
 
+def test_action_events_of_many_commits_go_out_together(workers: Workers) -> None:
+    """By-name sends commit one action each (their drains run in place), yet their Flower
+    events are published together: far fewer event messages than actions, and every action's
+    received, started and succeeded events among them, in that order."""
+    group = workers(1)
+    sid = group.client.create_session().id
+    broker = redis.Redis.from_url(group.settings.broker)
+    pubsub = broker.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("*celeryev*")
+    wait_for(lambda: broker.execute_command("PUBSUB", "NUMPAT") >= 1, 10,
+             message="the subscription")
+    app = celery_client(group.settings)
+    sent = [app.send_task("jido_tasks.send", args=[sid, "test.append", {"value": i}],
+                          queue=group.settings.queue) for i in range(60)]
+    for result in sent:
+        result.get(timeout=60)
+    app.close()
+    ids = {result.id for result in sent}
+    seen: dict[str, list[str]] = {}
+    messages = 0
+    deadline = time.monotonic() + 30
+    while any(len(seen.get(i, [])) < 3 for i in ids) and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message is None:
+            continue
+        envelope = json.loads(message["data"])
+        batch = json.loads(base64.b64decode(envelope["body"]))
+        ours = [e for e in (batch if isinstance(batch, list) else [batch])
+                if e.get("uuid") in ids]
+        messages += bool(ours)
+        for event in ours:
+            seen.setdefault(event["uuid"], []).append(event["type"])
+    pubsub.close()
+    broker.close()
+    assert {i: seen.get(i) for i in ids} == {
+        i: ["task-received", "task-started", "task-succeeded"] for i in ids}
+    assert messages <= len(sent) // 3, messages
+
+
 def test_action_events_can_be_turned_off(workers: Workers) -> None:
     """With `action_events` off the drain sends no per-action task event (nothing for Flower);
     by-name results still arrive."""
@@ -650,3 +690,16 @@ def test_request_marks_by_name_sends() -> None:
     req = ActionRequest(action="a.b", params={"x": 1}, reply_to=ReplyTo.CELERY, digest="d")
     assert ActionRequest.model_validate_json(req.to_json()) == req
     assert "reply_to" not in ActionRequest(action="a.b").to_json()
+
+
+def test_event_reprs_are_plain_when_small_and_cut_when_large() -> None:
+    """Flower's kwargs and result columns: `repr` of small flat values, Celery's `saferepr`
+    cut at 1 KiB otherwise (a large params dict never makes a large event)."""
+    assert reporting.brief({"value": 1, "name": "x"}) == "{'value': 1, 'name': 'x'}"
+    assert reporting.brief([1, None, True]) == "[1, None, True]"
+    assert reporting.brief(None) == "None" and reporting.brief("é") == "'é'"
+    nested = {"k": {"n": [1, 2]}}
+    assert reporting.brief(nested) == repr(nested)
+    for large in ({"blob": "x" * 100_000}, ["y" * 200] * 1_000, {str(i): i for i in range(5_000)}):
+        shown = reporting.brief(large)
+        assert len(shown) <= reporting.REPR_MAXSIZE + 16, len(shown)
