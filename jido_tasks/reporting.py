@@ -53,6 +53,8 @@ EVENT_FLUSH_INTERVAL = 0.2
 """Seconds between a commit's task events and their publication (with what came meanwhile)."""
 EVENT_BUFFER_LIMIT = 300
 """Buffered task events (100 actions) that are published at once, without waiting."""
+EVENT_BUFFER_KEEP = 3_000
+"""Most task events kept for a later try when publishing fails (more are dropped)."""
 REPR_MAXSIZE = 1024
 """Longest args, kwargs or result repr in an event (Celery's own `argsrepr_maxsize`)."""
 REMOTE_MODULE = "jido_tasks.remote"
@@ -292,8 +294,14 @@ class CeleryReporter(CommitListener):
         try:
             self._dispatcher.flush(errors=False, groups=True)
         except Exception:
-            log.warning("could not send task events (%s): Flower misses some actions",
-                        self.hostname, exc_info=True)
+            # Kept for the next flush, up to a bound: events are telemetry, never a leak.
+            buffered = getattr(self._dispatcher, "_group_buffer", {}).get("task")
+            dropped = 0
+            if isinstance(buffered, list) and len(buffered) > EVENT_BUFFER_KEEP:
+                dropped = len(buffered)
+                buffered.clear()
+            log.warning("could not send task events (%s): Flower misses some actions "
+                        "(%d dropped)", self.hostname, dropped, exc_info=True)
 
     def committed(self, session_id: str, finished: list[Finished]) -> None:
         replies = [(item.action_id, item.outcome) for item in finished
@@ -335,20 +343,22 @@ class CeleryReporter(CommitListener):
         (the dispatcher publishes at once when `EVENT_BUFFER_LIMIT` are buffered)."""
         d = self.dispatcher()
         args = repr([session_id])  # a session id is a short word (SESSION_ID_PATTERN)
-        for item in finished:
-            common = {"uuid": item.action_id}
-            started = item.started or item.outcome.finished_at or item.received
-            done = item.outcome.finished_at or started + item.runtime
-            d.send("task-received", timestamp=item.received, name=ACTION_TASK_PREFIX
-                   + item.action, args=args, kwargs=brief(item.params), retries=0,
-                   eta=None, expires=None, root_id=item.action_id, parent_id=None, **common)
-            d.send("task-started", timestamp=started, **common)
-            if item.outcome.status is ActionStatus.SUCCEEDED:
-                d.send("task-succeeded", timestamp=done, result=brief(item.outcome.result),
-                       runtime=item.runtime, **common)
-            else:
-                err = item.outcome.error
-                shown = f"{err.type}({err.message!r})" if err else "ActionFailed()"
-                d.send("task-failed", timestamp=done, exception=shown, traceback=None,
-                       **common)
-        self._waiting.set()
+        try:
+            for item in finished:
+                common = {"uuid": item.action_id}
+                started = item.started or item.outcome.finished_at or item.received
+                done = item.outcome.finished_at or started + item.runtime
+                d.send("task-received", timestamp=item.received, name=ACTION_TASK_PREFIX
+                       + item.action, args=args, kwargs=brief(item.params), retries=0,
+                       eta=None, expires=None, root_id=item.action_id, parent_id=None, **common)
+                d.send("task-started", timestamp=started, **common)
+                if item.outcome.status is ActionStatus.SUCCEEDED:
+                    d.send("task-succeeded", timestamp=done, result=brief(item.outcome.result),
+                           runtime=item.runtime, **common)
+                else:
+                    err = item.outcome.error
+                    shown = f"{err.type}({err.message!r})" if err else "ActionFailed()"
+                    d.send("task-failed", timestamp=done, exception=shown, traceback=None,
+                           **common)
+        finally:  # the flusher retries what a failed publish at EVENT_BUFFER_LIMIT kept
+            self._waiting.set()

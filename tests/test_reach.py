@@ -35,9 +35,10 @@ from jido_tasks import (
     runtime,
 )
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
-from jido_tasks.models import ActionRequest, ReplyTo
+from jido_tasks.models import ActionRequest, ActionStatus, Outcome, ReplyTo
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
 from tests.conftest import (
     ROOT,
     BurstClient,
@@ -45,6 +46,7 @@ from tests.conftest import (
     WorkerGroup,
     burst,
     free_port,
+    make_settings,
     wait_for,
     worker_env,
 )
@@ -650,6 +652,74 @@ def test_action_events_of_many_commits_go_out_together(workers: Workers) -> None
     assert {i: seen.get(i) for i in ids} == {
         i: ["task-received", "task-started", "task-succeeded"] for i in ids}
     assert messages <= len(sent) // 3, messages
+
+
+def test_action_events_kept_while_the_broker_is_down_up_to_a_bound(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events whose publish fails stay buffered for the next flush (delivered once the broker
+    is back), but never more than EVENT_BUFFER_KEEP of them: a broker that stays unreachable
+    costs a bounded buffer, never a leak."""
+    monkeypatch.setattr(reporting, "EVENT_BUFFER_LIMIT", 1_000_000)  # only explicit flushes
+    server = RedisServer(tmp_path)
+    server.start()
+    app = Celery(broker=server.url)
+    reporter = reporting.CeleryReporter(app, "probe@test", True,
+                                        RedisLayer(make_settings(server.url)),
+                                        flush_interval=3600)
+
+    def commit(n: int) -> list[str]:
+        now = time.time()
+        items = [runtime.Finished(f"act_{uuid.uuid4().hex}", "test.append", {"value": i},
+                                  Outcome(status=ActionStatus.SUCCEEDED, result=i,
+                                          finished_at=now), now, now, 0.001)
+                 for i in range(n)]
+        reporter.committed("session_" + "a" * 32, items)
+        return [item.action_id for item in items]
+
+    def published(ids: list[str]) -> set[str]:
+        """Flush, and the ids among `ids` whose events were published."""
+        client = redis.Redis(port=server.port)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe("*celeryev*")
+        wait_for(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, 10,
+                 message="the subscription")
+        reporter.flush()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 2
+        while len(seen) < len(ids) and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.2)  # None: nothing, or the subscription
+            if message is not None:
+                batch = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+                seen.update(e["uuid"] for e in batch if e.get("uuid") in ids)
+        pubsub.close()
+        client.close()
+        return seen
+
+    try:
+        first = commit(2)
+        assert published(first) == set(first)
+        server.shutdown()
+        kept = commit(10)
+        reporter.flush()  # fails: logged, the 30 events kept
+        server.start()
+        assert wait_for(lambda: published(kept) == set(kept), 30,
+                        message="the kept events after the restart")
+        server.shutdown()
+        lost = commit(reporting.EVENT_BUFFER_KEEP // 3 + 10)
+        reporter.flush()  # fails with more than EVENT_BUFFER_KEEP buffered: dropped
+        server.start()
+        after = commit(1)
+        seen: set[str] = set()
+
+        def after_seen() -> bool:
+            seen.update(published(after + lost))  # the flush that works publishes all
+            return set(after) <= seen
+
+        wait_for(after_seen, 30, message="events after the drop")
+        assert not seen & set(lost)
+    finally:
+        app.close()
+        server.shutdown()
 
 
 def test_action_events_can_be_turned_off(workers: Workers) -> None:
