@@ -15,6 +15,7 @@ from celery import Celery, current_app
 from celery.signals import after_setup_logger, after_setup_task_logger
 from kombu import Exchange, Queue
 
+from jido_tasks import reliable_redis
 from jido_tasks.actions import BUILTIN_MODULES
 from jido_tasks.dispatch import SWEEP_TASK
 from jido_tasks.logs import capture_warnings_as_json, use_json
@@ -39,6 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker,
         "result_backend": settings.backend,
         **tls_config(settings),
+
         # JSON only: pickle would let anyone who can write to the broker run code on workers.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -114,6 +116,9 @@ def make_app(settings: Settings | None = None) -> JidoCelery:
     celery = JidoCelery("jido_tasks")
     celery.settings = settings
     celery.conf.update(celery_config(settings))
+    if settings.reliable_fetch and settings.broker.startswith("redis://"):
+        # A fetch a SIGKILL cannot lose (kombu's BRPOP loses the message it was taking).
+        reliable_redis.install()
     return celery
 
 

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
     """How long Celery keeps task results (drain/sweep summaries)."""
     visibility_timeout: Seconds = 3600.0
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
+    reliable_fetch: bool = True
+    """On a `redis://` broker, workers take messages by moving them into a holding list of
+    their own (`jido_tasks.reliable_redis`), so a worker killed while taking one does not lose
+    it (kombu's BRPOP does). Needs Redis 6.2 (older: kombu's fetch). Process-wide: once an app
+    built with it on is made, every `redis://` kombu connection of the process uses it."""
     action_events: bool = True
     """Send a Celery task event for every action a drain runs (received, started, succeeded or
     failed, with the action's id as the task id), so Flower shows each action as a task. Turn

@@ -26,7 +26,6 @@ from celery import Celery
 
 from jido_tasks import (
     ActionFailed,
-    ActionNotFound,
     AsyncClient,
     Client,
     InvalidParams,
@@ -279,15 +278,13 @@ def test_unknown_everywhere_fails_once_no_live_worker_has_it(workers: Workers) -
 def test_by_name_send_survives_a_sigkilled_worker(workers: Workers, broker: str,
                                                   redis_server: RedisServer,
                                                   figures: Callable[[str], None]) -> None:
-    """By-name sends while a worker is SIGKILLed: every action applied at most once (a
-    redelivered message comes back after the others: the broker's order, not the sender's),
-    every result readable through AsyncResult, and nothing lost on RabbitMQ.
+    """By-name sends while a worker is SIGKILLed: every action applied once (a redelivered
+    message comes back after the others: the broker's order, not the sender's), and every
+    result readable through AsyncResult.
 
-    On the Redis broker a message can be lost before it reaches jido-tasks: BRPOP takes it off
-    the queue and kombu records it as unacknowledged only once the worker reads the reply, so a
-    worker SIGKILLed in between loses it (kombu #305; RabbitMQ keeps it until the ack). That
-    loss is bounded and told apart from one of ours: at most one message per killed worker
-    (BRPOP returns one), never accepted by any session, in no queue and not unacknowledged.
+    On the Redis broker this holds thanks to the workers' fetch (`reliable_redis`): with
+    kombu's BRPOP a worker killed between taking a message and recording it as unacknowledged
+    loses it (kombu #305; seen here in about one run in eight before that fetch).
 
     On the Redis broker the test uses a database of its own: kombu's unacked-message hash and
     its restore mutex are per database, not per queue, so a worker another test SIGKILLed while
@@ -310,31 +307,17 @@ def test_by_name_send_survives_a_sigkilled_worker(workers: Workers, broker: str,
                 group.start(1, wait=False)
         # On the Redis broker the messages the dead worker had prefetched come back after the
         # visibility timeout (4 s) at the next restore scan (every 10 s; it was 100 s)
-        began = time.monotonic()
-        while (waiting := sum(not r.ready() for _, _, r in sent)) and not (
-                time.monotonic() - began > (30 if waiting == 1 else 60)):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(r.ready() for _, _, r in sent):
             c.sweep(force=True)  # the beat's job: resume drains the dead worker held
             time.sleep(0.5)
-        lost: list[tuple[str, int, Any]] = []
         for sid in sids:
             items = c.get_state(sid)["items"]
-            trace = broker_trace(group.settings.broker, sid, sent, items, c)
-            assert len(items) == len(set(items)), f"doubled: {items}"
-            missing = [(s, v, r) for s, v, r in sent if s == sid and v not in items]
-            assert broker == "redis" or not missing, f"lost: {trace}"
-            for _, _, r in missing:  # lost in kombu's BRPOP window (see above), not by us
-                assert r.state == "PENDING", trace
-                with pytest.raises(ActionNotFound):
-                    c.action(sid, r.id)
-                assert "unacked [] queued []" in broker_trace(
-                    group.settings.broker, sid, [(sid, -1, r)], [], c), trace
-            lost += missing
-        assert len(lost) <= 1, f"more lost than the one killed worker could hold: {lost}"
-        figures(f"{len(sent)} by-name sends, a worker SIGKILLed: {len(lost)} lost in kombu's "
-                f"BRPOP window, none by jido-tasks, none applied twice")
+            assert sorted(items) == list(range(60)), (
+                f"lost or doubled: {broker_trace(group.settings.broker, sid, sent, items, c)}")
+        figures(f"{len(sent)} by-name sends on {broker}, a worker SIGKILLed: none lost, none "
+                f"applied twice")
         for sid, _, r in sent:
-            if (sid, _, r) in lost:
-                continue
             pos = r.get(timeout=5)
             assert c.get_state(sid)["items"][pos - 1] is not None
             assert c.action(sid, r.id).status == "succeeded"
