@@ -7,18 +7,20 @@ has read the reply: a worker killed in between loses the message for good (kombu
 
 Here a worker's channel takes a message by *moving* it, atomically, into a holding list of
 its own (`LMOVE` in a script over the queue's priority lists, or `BLMOVE` on the queue's main
-list while it waits), records it as unacknowledged as kombu does, then removes it from the
-holding list. While the channel lives it keeps a liveness key (`<holding>` with a TTL,
-refreshed by every fetch). kombu's periodic restore scan (`unacked_restore_interval`, under
-kombu's restore mutex) also moves the messages of every holding list whose liveness key has
-expired back to the list they came from. A message can come twice (a worker killed between
-recording it and removing it from its holding list): acks_late tasks are at-least-once
-anyway, and `jido_tasks.send` accepts an action id once.
+list while it waits), then records it as unacknowledged as kombu does and removes it from the
+holding list in the same MULTI/EXEC: no round trip more than kombu's fetch. While the channel
+lives it keeps a liveness key (with a TTL, refreshed by every fetch and every restore scan).
+kombu's periodic restore scan (`unacked_restore_interval`, under kombu's restore mutex) also
+moves the messages of every holding list whose liveness key has expired back to the list they
+came from. A message can come twice only if a worker's event loop stalls past that TTL
+while it holds one (another worker gives it back, then the first records it): acks_late tasks
+are at-least-once anyway, and `jido_tasks.send` accepts an action id once.
 
-Needs Redis 6.2 (LMOVE, BLMOVE): against an older server a channel fetches as kombu does.
-Waiting blocks on the first queue's main list (`BLMOVE`, up to `brpop_timeout`, 1 s); a
+Needs Redis 6.2 (LMOVE, BLMOVE): against an older server a channel fetches as kombu does, as
+it does with `global_keyprefix`. Waiting blocks on the first queue's main list (`BLMOVE`, up
+to `brpop_timeout`, 1 s, or `WAIT_OTHERS` when the channel consumes other lists too): a
 message that arrives meanwhile on another queue or priority list is taken by the next fetch,
-within that second. Not used with `global_keyprefix` (kombu's own fetch then).
+within `WAIT_OTHERS`.
 
 Publishing is kombu's: any Celery client sends to these workers unchanged. `install()` makes
 it kombu's transport for `redis://` URLs in this process (the URL keeps its scheme, so Flower,
@@ -31,12 +33,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import time
 import uuid
+from collections.abc import Iterator
 from queue import Empty
-from time import monotonic
 from typing import Any
 
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
 kombu_redis: Any = importlib.import_module("kombu.transport.redis")  # untyped
 kombu_transport: Any = importlib.import_module("kombu.transport")
@@ -52,18 +55,23 @@ HOLDING_TTL = 30
 """Seconds a channel's liveness key lives unrefreshed: every fetch refreshes it, and so does
 the restore scan's timer (every `unacked_restore_interval`, 10 s) while the prefetch is full."""
 
+WAIT_OTHERS = 0.2
+"""Longest a waiting worker blocks on its first queue's main list when it consumes other lists
+too (another queue, kombu's priority lists): how late a message there can be taken."""
+
 # KEYS: the liveness key, the registry, then the queue lists in kombu's priority order.
 # ARGV: TTL, then one holding list per queue list. The first message found is moved into its
-# holding list: {queue list, message}; nil if every list is empty. The first list's holding
-# list is registered in any case: a BLMOVE into it follows an empty fetch.
+# holding list: {queue list, message}; nil if every list is empty. Every holding list is
+# registered in any case: a BLMOVE into one of them may follow an empty fetch.
 FETCH = """
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
-redis.call('HSET', KEYS[2], ARGV[2], KEYS[3])
+for i = 3, #KEYS do
+    redis.call('HSET', KEYS[2], ARGV[i - 1], KEYS[i])
+end
 for i = 3, #KEYS do
     local holding = ARGV[i - 1]
     local message = redis.call('LMOVE', KEYS[i], holding, 'RIGHT', 'LEFT')
     if message then
-        redis.call('HSET', KEYS[2], holding, KEYS[i])
         return {KEYS[i], message}
     end
 end
@@ -83,7 +91,24 @@ return moved
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped (Any)
-    """kombu's QoS; its restore scan also gives back what dead channels held."""
+    """kombu's QoS; recording a message as unacknowledged also drops it from the holding list
+    it was moved into (one MULTI/EXEC, as kombu's own record is), and its restore scan gives
+    back what dead channels held."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        taking = getattr(self.channel, "_taking", None)
+        if taking is None:
+            super().append(message, delivery_tag)
+            return
+        self.channel._taking = None
+        holding, raw = taking
+        delivery = message.delivery_info
+        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:  # kombu's record, and the drop, at once
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
+                .hset(self.unacked_key, delivery_tag, record) \
+                .lrem(holding, 1, raw).execute()
+        kombu_redis.virtual.QoS.append(self, message, delivery_tag)  # kombu's in-memory part
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         scanning = not (self._vrestore_count % (interval or 1))
@@ -130,6 +155,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._shared = None  # (kombu's __init__ may already run commands)
         super().__init__(*args, **kwargs)
         self._holding_owner = f"{HOLDING_PREFIX}{uuid.uuid4().hex}"
         self._waiting_on: str | None = None  # the queue list of a BLMOVE in flight
@@ -138,6 +164,23 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetch_timeout: Any = None
         self._fetched = False  # this channel has consumed (its holdings may need a restore)
         self._can_move: bool | None = None
+        self._taking: tuple[str, Any] | None = None  # (holding list, message) being delivered
+        self._shared: Any = None  # conn_or_acquire's client
+
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """kombu's, but one redis client for the channel's commands, not a new one for each
+        (kombu builds a `redis.Redis` per record, ack and publish: ~60 us of CPU each)."""
+        if client:
+            yield client
+            return
+        if self._shared is None:
+            self._shared = self._create_client()
+        yield self._shared
+
+    def _disconnect_pools(self) -> None:
+        self._shared = None  # its pool is going: the next command builds one on the new pool
+        super()._disconnect_pools()
 
     def _holding(self, key: str) -> str:
         return f"{self._holding_owner}/{key}"
@@ -162,7 +205,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._waiting_on = None
         self._fetched = True
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        self._brpop_sent_at = time.monotonic()
         self._fetching = keys
         self._fetch_queues = {self._q_for_pri(q, pri): q for pri in self.priority_steps
                               for q in queues}
@@ -200,12 +243,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         if getattr(self, "_closing", False):
             self._in_poll = None
             raise Empty()
-        # Every list empty: wait on the first one, moving what comes into its holding list.
+        # Every list empty: wait on the first queue's main list (not the cycle's first: that
+        # rotates onto the sweep queue), moving what comes into its holding list; a message
+        # on another list is taken by the next fetch, after at most WAIT_OTHERS.
         assert keys is not None
-        self._waiting_on = keys[0]
-        self._brpop_sent_at = monotonic()
-        connection.send_command("BLMOVE", keys[0], self._holding(keys[0]), "RIGHT", "LEFT",
-                                self._fetch_timeout or 0)
+        wait = self.active_queues[0] if self.active_queues else keys[0]
+        if wait not in keys:
+            wait = keys[0]
+        timeout = self._fetch_timeout or 0
+        if len(keys) > 1:
+            timeout = min(timeout, WAIT_OTHERS) if timeout else WAIT_OTHERS
+        self._waiting_on = wait
+        self._brpop_sent_at = time.monotonic()
+        connection.send_command("BLMOVE", wait, self._holding(wait), "RIGHT", "LEFT", timeout)
         raise Empty()
 
     def _take(self, key: str, raw: Any) -> bool:
@@ -213,11 +263,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         the holding list."""
         queue = self._fetch_queues.get(key, key)
         self._queue_cycle.rotate(queue)
+        self._taking = (self._holding(key), raw)  # for QoS.append's record
         try:
             self.connection._deliver(loads(raw.decode() if isinstance(raw, bytes) else raw),
                                      queue)
-        finally:  # on the fetch's own connection, idle until the next fetch
-            self.client.lrem(self._holding(key), 1, raw)
+        finally:
+            if self._taking is not None:  # not recorded (a no_ack consumer): drop it here
+                self._taking = None
+                self.client.lrem(self._holding(key), 1, raw)
         return True
 
     def close(self) -> None:
