@@ -155,7 +155,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._shared = None  # (kombu's __init__ may already run commands)
+        self._shared: Any = None  # conn_or_acquire's client (kombu's __init__ may use it)
         super().__init__(*args, **kwargs)
         self._holding_owner = f"{HOLDING_PREFIX}{uuid.uuid4().hex}"
         self._waiting_on: str | None = None  # the queue list of a BLMOVE in flight
@@ -165,7 +165,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetched = False  # this channel has consumed (its holdings may need a restore)
         self._can_move: bool | None = None
         self._taking: tuple[str, Any] | None = None  # (holding list, message) being delivered
-        self._shared: Any = None  # conn_or_acquire's client
 
     @contextlib.contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
