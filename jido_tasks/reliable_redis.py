@@ -60,18 +60,20 @@ WAIT_OTHERS = 0.2
 too (another queue, kombu's priority lists): how late a message there can be taken."""
 
 # KEYS: the liveness key, the registry, then the queue lists in kombu's priority order.
-# ARGV: TTL, then one holding list per queue list. The first message found is moved into its
-# holding list: {queue list, message}; nil if every list is empty. Every holding list is
-# registered in any case: a BLMOVE into one of them may follow an empty fetch.
+# ARGV: TTL, the list a BLMOVE would wait on and its holding list, then one holding list per
+# queue list. The first message found is moved into its holding list: {queue list, message};
+# nil if every list is empty. The holding lists that can receive a message are registered:
+# the one it moved into, and the waiting list's (a BLMOVE into it may follow an empty fetch).
 FETCH = """
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
 for i = 3, #KEYS do
-    redis.call('HSET', KEYS[2], ARGV[i - 1], KEYS[i])
-end
-for i = 3, #KEYS do
-    local holding = ARGV[i - 1]
+    local holding = ARGV[i + 1]
     local message = redis.call('LMOVE', KEYS[i], holding, 'RIGHT', 'LEFT')
     if message then
+        if holding ~= ARGV[3] then
+            redis.call('HSET', KEYS[2], holding, KEYS[i])
+        end
         return {KEYS[i], message}
     end
 end
@@ -162,6 +164,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetching: list[str] | None = None  # the queue lists of a FETCH in flight
         self._fetch_queues: dict[str, str] = {}  # queue list -> queue
         self._fetch_timeout: Any = None
+        self._wait_key = ""  # the list a BLMOVE waits on after an empty fetch
         self._fetched = False  # this channel has consumed (its holdings may need a restore)
         self._can_move: bool | None = None
         self._taking: tuple[str, Any] | None = None  # (holding list, message) being delivered
@@ -209,9 +212,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetch_queues = {self._q_for_pri(q, pri): q for pri in self.priority_steps
                               for q in queues}
         self._fetch_timeout = self.brpop_timeout if timeout is None else timeout
+        # The list to wait on when all are empty: the first queue's main list (not the
+        # cycle's first: that rotates onto the sweep queue).
+        wait = self.active_queues[0] if self.active_queues else keys[0]
+        self._wait_key = wait if wait in keys else keys[0]
         self.client.connection.send_command(
             "EVAL", FETCH, 2 + len(keys), self._holding_owner, HOLDING_REGISTRY, *keys,
-            HOLDING_TTL, *(self._holding(key) for key in keys))
+            HOLDING_TTL, self._wait_key, self._holding(self._wait_key),
+            *(self._holding(key) for key in keys))
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -242,13 +250,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         if getattr(self, "_closing", False):
             self._in_poll = None
             raise Empty()
-        # Every list empty: wait on the first queue's main list (not the cycle's first: that
-        # rotates onto the sweep queue), moving what comes into its holding list; a message
-        # on another list is taken by the next fetch, after at most WAIT_OTHERS.
+        # Every list empty: wait on the first queue's main list, moving what comes into its
+        # holding list; a message on another list is taken by the next fetch, after at most
+        # WAIT_OTHERS.
         assert keys is not None
-        wait = self.active_queues[0] if self.active_queues else keys[0]
-        if wait not in keys:
-            wait = keys[0]
+        wait = self._wait_key
         timeout = self._fetch_timeout or 0
         if len(keys) > 1:
             timeout = min(timeout, WAIT_OTHERS) if timeout else WAIT_OTHERS
