@@ -161,7 +161,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         super().__init__(*args, **kwargs)
         self._holding_owner = f"{HOLDING_PREFIX}{uuid.uuid4().hex}"
         self._waiting_on: str | None = None  # the queue list of a BLMOVE in flight
-        self._fetching: list[str] | None = None  # the queue lists of a FETCH in flight
+        self._fetching = False  # a FETCH is in flight
         self._fetch_queues: dict[str, str] = {}  # queue list -> queue
         self._fetch_timeout: Any = None
         self._wait_key = ""  # the list a BLMOVE waits on after an empty fetch
@@ -208,7 +208,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetched = True
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._fetching = keys
+        self._fetching = True
         self._fetch_queues = {self._q_for_pri(q, pri): q for pri in self.priority_steps
                               for q in queues}
         self._fetch_timeout = self.brpop_timeout if timeout is None else timeout
@@ -223,7 +223,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
-        if self._fetching is None and self._waiting_on is None:
+        if not self._fetching and self._waiting_on is None:
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
         connection = self.client.connection
         try:
@@ -233,7 +233,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
                 connection.disconnect()
                 raise
         except BaseException:
-            self._fetching = self._waiting_on = None
+            self._fetching, self._waiting_on = False, None
             self._in_poll = None
             raise
         if self._waiting_on is not None:  # the BLMOVE's reply: the message, or nil
@@ -242,7 +242,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
             if reply is None:
                 raise Empty()
             return self._take(key, reply)
-        keys, self._fetching = self._fetching, None
+        self._fetching = False
         if reply:
             self._in_poll = None
             key = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
@@ -253,10 +253,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         # Every list empty: wait on the first queue's main list, moving what comes into its
         # holding list; a message on another list is taken by the next fetch, after at most
         # WAIT_OTHERS.
-        assert keys is not None
         wait = self._wait_key
         timeout = self._fetch_timeout or 0
-        if len(keys) > 1:
+        if len(self._fetch_queues) > 1:  # other lists than the one waited on
             timeout = min(timeout, WAIT_OTHERS) if timeout else WAIT_OTHERS
         self._waiting_on = wait
         self._brpop_sent_at = time.monotonic()
