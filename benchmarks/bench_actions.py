@@ -9,7 +9,7 @@ from typing import Any
 from celery import shared_task
 
 from jido_tasks import action
-from jido_tasks.actions import ActionContext
+from jido_tasks.core.actions import ActionContext
 
 
 @action("bench.append")

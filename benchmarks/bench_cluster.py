@@ -30,9 +30,9 @@ import redis
 from benchmarks.bench_sweep import fill, redis_now
 from benchmarks.common import Redis, Worker, settings_for
 from jido_tasks import Client, Settings
-from jido_tasks.celery_app import make_app
+from jido_tasks.ops.sweep import Sweeper
 from jido_tasks.store.connection import RedisLayer
-from jido_tasks.sweep import Sweeper
+from jido_tasks.worker.app import make_app
 from tests.cluster import RedisClusterServers
 
 

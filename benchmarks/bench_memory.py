@@ -31,8 +31,8 @@ import redis
 from benchmarks.common import Redis, settings_for
 from jido_tasks import Client
 from jido_tasks.models import SessionStatus, dumps
-from jido_tasks.runtime import drain
 from jido_tasks.store import scripts
+from jido_tasks.worker.drain import drain
 
 PARAMS = {"key": "k"}
 RESULT_JSON = "1"

@@ -26,9 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Redis, settings_for
+from jido_tasks.core.sessions import SessionService
 from jido_tasks.models import SessionEntry
-from jido_tasks.persistence import restore_snapshot, save_snapshot, snapshot_store
-from jido_tasks.sessions import SessionService
+from jido_tasks.ops.snapshots.service import restore_snapshot, save_snapshot, snapshot_store
 from jido_tasks.store.connection import RedisLayer
 
 SIZES = [("1 kB", 1_000, 300), ("100 kB", 100_000, 60), ("10 MB", 10_000_000, 6)]

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Redis, settings_for
-from jido_tasks import Client, runtime
+from jido_tasks import Client
+from jido_tasks.worker import drain as runtime
 
 SIZES = [("1 kB", 1_000), ("100 kB", 100_000), ("1 MB", 1_000_000), ("4 MB", 4_000_000)]
 GOALS = {"1 MB": 0.5, "4 MB": 0.3}

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 
 from benchmarks.common import Redis, settings_for
-from jido_tasks.celery_app import make_app
+from jido_tasks.core.sessions import SessionService
 from jido_tasks.models import SessionEntry, SessionStatus, from_ts, new_session_id
-from jido_tasks.sessions import SessionService
+from jido_tasks.ops.sweep import Sweeper
 from jido_tasks.store.connection import RedisLayer
-from jido_tasks.sweep import Sweeper
+from jido_tasks.worker.app import make_app
 
 CHUNK = 5000
 

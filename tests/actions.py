@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from jido_tasks import action, telemetry
-from jido_tasks.actions import ActionContext
+from jido_tasks.core.actions import ActionContext
 from jido_tasks.store.connection import connect
 
 

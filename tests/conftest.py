@@ -32,7 +32,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from jido_tasks import Client, Settings, runtime
+from jido_tasks import Client, Settings
+from jido_tasks.worker import drain as runtime
 from tests.cluster import RedisClusterServers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,9 +31,9 @@ from jido_tasks import (
     SessionStatus,
     Settings,
     UnknownAction,
-    runtime,
 )
 from jido_tasks.store.aio import CLIENT_NAME
+from jido_tasks.worker import drain as runtime
 from tests.conftest import RedisServer, WorkerGroup, burst, make_settings
 
 Workers = Callable[..., WorkerGroup]

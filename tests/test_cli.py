@@ -14,8 +14,8 @@ import redis
 from pydantic import SecretStr
 
 from jido_tasks import Client, SessionStatus, Settings
+from jido_tasks.cli.launch import flower_command, worker_argv
 from jido_tasks.errors import ConfigError
-from jido_tasks.launch import flower_command, worker_argv
 from tests.conftest import ROOT, RedisServer, free_port, make_settings, worker_env
 
 CLI = [sys.executable, "-m", "jido_tasks.cli"]
@@ -223,7 +223,7 @@ def test_flower_password_goes_in_environment_not_argv(settings: Settings) -> Non
 
     secured = settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw1,viewer:pw2")})
     argv, env = flower_command(secured, port=6000)
-    assert argv[1:] == ["-m", "jido_tasks.flower_main", "-A", "jido_tasks.celery_app", "flower",
+    assert argv[1:] == ["-m", "jido_tasks.ops.flower", "-A", "jido_tasks.celery_app", "flower",
                         "--port=6000", "--address=127.0.0.1"]
     assert env["FLOWER_BASIC_AUTH"] == "ops:pw1,viewer:pw2"
     assert not any("pw1" in arg for arg in argv)

@@ -19,7 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from jido_tasks import AsyncClient, Client, Settings
-from jido_tasks.bounds import depth_of, text_depth
+from jido_tasks.core.bounds import depth_of, text_depth
 from jido_tasks.errors import (
     InvalidArgument,
     InvalidParams,
@@ -29,7 +29,7 @@ from jido_tasks.errors import (
     SnapshotTooLarge,
 )
 from jido_tasks.models import SessionConfig
-from jido_tasks.persistence import SnapshotLimits, decode_snapshot
+from jido_tasks.ops.snapshots.service import SnapshotLimits, decode_snapshot
 from tests.conftest import RedisServer, burst, make_settings
 from tests.test_cli import run_cli
 

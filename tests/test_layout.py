@@ -18,8 +18,8 @@ import redis
 
 from jido_tasks import AsyncClient, Client, RedisUnavailable, SessionStatus, Settings
 from jido_tasks.errors import LayoutMismatch
-from jido_tasks.layout import migrate
-from jido_tasks.monitoring import read_counters
+from jido_tasks.ops.migrate import migrate
+from jido_tasks.ops.monitoring import read_counters
 from jido_tasks.store.keys import CLUSTER_SLOTS, KeySchema, LegacyKeys, group_tag, key_slot
 from tests.conftest import ROOT, RedisServer, WorkerGroup, burst, make_settings, worker_env
 
@@ -113,7 +113,7 @@ def test_migrate_moves_v1_data_into_groups(settings: Settings, raw_redis: redis.
         Client(settings)
     assert "jido-tasks migrate" in err.value.remedy
 
-    cli = subprocess.run([sys.executable, "-c", "from jido_tasks.cli import cli; cli()",
+    cli = subprocess.run([sys.executable, "-c", "from jido_tasks.cli.commandline import cli; cli()",
                           "migrate"],
                          env={**worker_env(settings), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                          capture_output=True, text=True)

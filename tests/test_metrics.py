@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from jido_tasks import AsyncClient, Client, SessionStatus, Settings
-from jido_tasks.counters import DURATION_BUCKETS
+from jido_tasks.core.counters import DURATION_BUCKETS
 from jido_tasks.errors import ActionFailed
 from jido_tasks.models import ActionStatus
-from jido_tasks.monitoring import read_counters
+from jido_tasks.ops.monitoring import read_counters
 from jido_tasks.store import scripts
 from tests.conftest import BurstClient, WorkerGroup, burst, wait_for
 from tests.test_web import web_server

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from jido_tasks import Client, Settings
-from jido_tasks.checks import EX_CONFIG, eviction_warning
+from jido_tasks.ops.checks import EX_CONFIG, eviction_warning
 from tests.conftest import ROOT, RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 from tests.test_cli import run_cli
 

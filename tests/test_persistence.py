@@ -29,9 +29,9 @@ from jido_tasks.errors import (
     SnapshotNotFound,
 )
 from jido_tasks.models import new_session_id
-from jido_tasks.persistence import SnapshotInfo, snapshot_store
-from jido_tasks.snapshot_stores.disk import DiskSnapshotStore
-from jido_tasks.snapshot_stores.redis import RedisSnapshotStore
+from jido_tasks.ops.snapshots.disk import DiskSnapshotStore
+from jido_tasks.ops.snapshots.redis import RedisSnapshotStore
+from jido_tasks.ops.snapshots.service import SnapshotInfo, snapshot_store
 from tests.conftest import ROOT, RedisServer, WorkerGroup, make_settings, worker_env
 
 
@@ -412,7 +412,7 @@ def test_corrupt_snapshot(pclient: Client, caplog: pytest.LogCaptureFixture,
     assert problem in err.value.problem
     assert where in str(err.value)
     assert c.list_sessions() == sessions_before  # nothing was created
-    with caplog.at_level(logging.WARNING, logger="jido_tasks.persistence"):
+    with caplog.at_level(logging.WARNING, logger="jido_tasks.ops.snapshots.service"):
         assert c.list_saved_sessions() == good
         assert [i.id for i in c.saved_sessions()] == good
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -275,7 +275,8 @@ def test_public_surface_exports_what_users_catch() -> None:
 
 
 def test_cli_printer_and_telemetry_dispatcher_are_not_called_emit() -> None:
-    from jido_tasks import cli, telemetry
+    from jido_tasks import telemetry
+    from jido_tasks.cli import commandline as cli
 
     assert not hasattr(cli, "emit") and hasattr(cli, "print_json")
     assert not hasattr(telemetry, "emit") and isinstance(telemetry.dispatch,

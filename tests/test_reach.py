@@ -31,14 +31,14 @@ from jido_tasks import (
     InvalidParams,
     SessionNotActive,
     UnknownAction,
-    reporting,
-    runtime,
 )
 from jido_tasks.errors import ActionIdConflict, InvalidActionId
 from jido_tasks.models import ActionRequest, ActionStatus, Outcome, ReplyTo
 from jido_tasks.settings import Settings
-from jido_tasks.store import scripts
+from jido_tasks.store import results, scripts
 from jido_tasks.store.connection import RedisLayer
+from jido_tasks.worker import drain as runtime
+from jido_tasks.worker import reporting
 from tests.conftest import (
     ROOT,
     BurstClient,
@@ -193,7 +193,7 @@ def test_send_many_with_a_taken_id_refuses_the_whole_batch_before_queueing(
 BARE_SENDER = """
 import json, sys
 from jido_tasks import Client
-from jido_tasks.actions import is_registered
+from jido_tasks.core.actions import is_registered
 c = Client()
 assert not is_registered("test.greet")
 sid = sys.argv[1]
@@ -258,7 +258,7 @@ def test_fleet_where_one_worker_lacks_the_app_actions(workers: Workers, tmp_path
 
 
 def _fleet(c: Client) -> dict[str, set[str]]:
-    from jido_tasks.fleet import live_actions
+    from jido_tasks.worker.fleet import live_actions
 
     return live_actions(c.layer)
 
@@ -498,9 +498,9 @@ def test_results_and_their_acknowledgement_go_in_one_transaction(client: Client)
         c.mailbox.accept(sid, "test.append", {"value": i}, aid, ReplyTo.CELERY)
     assert runtime.drain(c.layer, sid, worker="w").applied == 3  # no listener: nothing stored
     assert c.layer.redis.lrange(sk.replies, 0, -1) == ids
-    assert reporting.same_redis(c.layer, c.celery.backend)
+    assert results.same_redis(c.layer, c.celery.backend)
     c.layer.redis.execute_command("SCRIPT", "FLUSH")
-    assert reporting.deliver(c.layer, c.celery.backend, sid, []) == 3
+    assert results.deliver(c.layer, c.celery.backend, sid, []) == 3
     assert [c.celery.AsyncResult(aid).get(timeout=5) for aid in ids] == [1, 2, 3]
     assert c.layer.redis.llen(sk.replies) == 0
     assert c.layer.redis.zscore(c.layer.keys.group_for(sid).undelivered, sid) is None

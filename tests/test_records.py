@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from jido_tasks import ActionExpired, ActionNotFound, ActionStatus, Client
-from jido_tasks.runtime import drain
 from jido_tasks.store import scripts
+from jido_tasks.worker.drain import drain
 from tests.conftest import RedisServer, burst, make_settings, wait_for
 
 

@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from jido_tasks import AsyncClient, Client
-from jido_tasks.celery_app import celery_config
-from jido_tasks.checks import EX_CONFIG
 from jido_tasks.errors import ConfigError, RedisAuthFailed, RedisUnavailable
+from jido_tasks.ops.checks import EX_CONFIG
 from jido_tasks.settings import load_settings
+from jido_tasks.worker.app import celery_config
 from tests.conftest import (
     REDIS_SERVER,
     ROOT,

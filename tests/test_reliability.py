@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from jido_tasks import ActionFailed, Client, ProtocolError, RedisOutOfMemory, runtime
+from jido_tasks import ActionFailed, Client, ProtocolError, RedisOutOfMemory
 from jido_tasks.store import scripts
+from jido_tasks.worker import drain as runtime
 from tests.conftest import BurstClient, RedisServer, WorkerGroup, burst, make_settings, wait_for
 
 Workers = Callable[..., WorkerGroup]

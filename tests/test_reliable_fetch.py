@@ -12,8 +12,8 @@ from collections.abc import Callable
 import redis
 from celery import Celery
 
-from jido_tasks import reliable_redis
-from jido_tasks.celery_app import make_app
+from jido_tasks.store import transport as reliable_redis
+from jido_tasks.worker.app import make_app
 from tests.conftest import WorkerGroup, make_settings, wait_for
 
 Workers = Callable[..., WorkerGroup]

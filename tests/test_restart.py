@@ -19,9 +19,9 @@ import pytest
 import redis
 
 from jido_tasks import Client
-from jido_tasks.checks import EX_CONFIG
+from jido_tasks.cli.supervise import Backoff, Supervisor, describe_exit
+from jido_tasks.ops.checks import EX_CONFIG
 from jido_tasks.settings import Settings
-from jido_tasks.supervise import Backoff, Supervisor, describe_exit
 from tests.conftest import ROOT, RedisServer, free_port, make_settings, wait_for, worker_env
 from tests.test_up import _alive, _descendants
 
@@ -93,7 +93,7 @@ def test_a_configuration_error_is_not_restarted(code: int) -> None:
 
 SUPERVISE_SCRIPT = textwrap.dedent("""
     import sys
-    from jido_tasks.supervise import Backoff, Supervisor, run_supervised
+    from jido_tasks.cli.supervise import Backoff, Supervisor, run_supervised
     supervisor = Supervisor(out=lambda line: print(line, flush=True), backoff=Backoff(30.0))
     sys.exit(run_supervised(supervisor, lambda: supervisor.spawn("fails", {argv!r}, {{}})))
 """)

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from redis.cluster import RedisCluster
 
 from jido_tasks import ActionStatus, Client, SessionStatus, Settings
-from jido_tasks.celery_app import make_app
+from jido_tasks.ops.sweep import Sweeper, SweepReport
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import RedisLayer
 from jido_tasks.store.scripts import REPUBLISH_MAX
-from jido_tasks.sweep import Sweeper, SweepReport
+from jido_tasks.worker.app import make_app
 from tests.conftest import RedisServer, WorkerGroup, make_settings, wait_for, worker_env
 
 
@@ -427,7 +427,7 @@ def test_purge_removes_every_key_and_index_entry(clients: Callable[..., Client],
 
 # -- persistence -----------------------------------------------------------------------------
 def test_snapshot_saved_before_expiry(clients: Callable[..., Client]) -> None:
-    persistence = pytest.importorskip("jido_tasks.persistence")
+    persistence = pytest.importorskip("jido_tasks.ops.snapshots.service")
     c = clients()
     sid = c.sessions.create(config={**TINY, "persistence_enabled": True},
                             state={"notes": [1, 2]}).id
@@ -442,7 +442,7 @@ def test_snapshot_saved_before_expiry(clients: Callable[..., Client]) -> None:
 
 # -- entry points: CLI and beat --------------------------------------------------------------
 def test_cli_sweep_prints_the_report(clients: Callable[..., Client]) -> None:
-    from jido_tasks.cli import cli
+    from jido_tasks.cli.commandline import cli
 
     c = clients()
     sid = c.create_session(config=TINY).id

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from jido_tasks import Client, Settings
+from jido_tasks.cli.stack import Stack, private_redis_argv
 from jido_tasks.errors import ConfigError
-from jido_tasks.stack import Stack, private_redis_argv
 from tests.conftest import ROOT, RedisServer, free_port, make_settings, wait_for, worker_env
 
 

@@ -15,9 +15,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from jido_tasks import Settings
-from jido_tasks.monitoring import read_gauges
+from jido_tasks.ops.monitoring import read_gauges
+from jido_tasks.ops.web.probe import probe
 from jido_tasks.store.connection import RedisLayer
-from jido_tasks.web.probe import probe
 from tests.conftest import ROOT, WorkerGroup, free_port, wait_for, worker_env
 
 AUTH = "ops:s3cret-pw"
@@ -91,7 +91,7 @@ def test_auth_and_read_only(web: WebServer) -> None:
 
 
 def test_container_health_probe(web: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m jido_tasks.web.probe URL` (the compose health check) sends the credentials."""
+    """`python -m jido_tasks.ops.web.probe URL` (the compose health check) sends the credentials."""
     monkeypatch.delenv("JIDO_TASKS_FLOWER_BASIC_AUTH", raising=False)
     assert probe(f"{web.base}/metrics") == 1
     monkeypatch.setenv("JIDO_TASKS_FLOWER_BASIC_AUTH", AUTH)

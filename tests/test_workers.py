@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from jido_tasks import Client
-from jido_tasks.dispatch import PING_TASK, SWEEP_TASK
+from jido_tasks.core.task_names import PING_TASK, SWEEP_TASK
 from tests.conftest import WorkerGroup
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from jido_tasks.actions import ActionContext, action
 from jido_tasks.builtins.context import Empty, FilePath
+from jido_tasks.core.actions import ActionContext, action
 from jido_tasks.models import JsonObject
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jido_tasks.actions import ActionContext, action
+from jido_tasks.core.actions import ActionContext, action
 from jido_tasks.models import JsonObject
 
 Section = Literal["conversation", "files", "file_index"]

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jido_tasks.actions import ActionContext, action
 from jido_tasks.builtins.context import add_message
+from jido_tasks.core.actions import ActionContext, action
 from jido_tasks.models import JsonObject
 
 MAX_RECORDS = 100  # per list in the coordinator state; oldest dropped

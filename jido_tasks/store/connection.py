@@ -21,8 +21,8 @@ from redis.exceptions import ClusterError, NoScriptError, RedisClusterException
 
 from jido_tasks.errors import RedisAuthFailed, RedisOutOfMemory, RedisUnavailable
 from jido_tasks.settings import Settings, safe_url
-from jido_tasks.store.client import SyncRedis
 from jido_tasks.store.keys import KeySchema
+from jido_tasks.store.protocols import SyncRedis
 from jido_tasks.store.scripts import Op
 
 log = logging.getLogger(__name__)

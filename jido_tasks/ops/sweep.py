@@ -1,0 +1,267 @@
+"""The sweep: recover abandoned work, expire timed-out sessions, mark idle ones, purge old ones.
+
+Run by beat (task `jido_tasks.sweep`, every `sweep_interval`), `Client.sweep()` and
+`jido-tasks sweep`. Candidates are read from the indexes by score, `sweep_batch` at a time (never
+a scan of the registry), and each one is changed by a Lua script that re-checks, by Redis TIME,
+that the change is still due; one pipeline per batch. Two sweeps at once are therefore
+harmless; a short lock (SET NX PX with a token, released only by its owner) just keeps them
+from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from jido_tasks import telemetry
+from jido_tasks.core.drains import publish_drain
+from jido_tasks.models import is_index_member
+from jido_tasks.ops.snapshots.service import SnapshotStore, save_snapshot, snapshot_store
+from jido_tasks.store import scripts
+from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.results import deliver
+from jido_tasks.store.scripts import Op, Tag
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EXPIRE_REASON = "idle_timeout"
+STALE_TEMP_AGE = 3600.0  # seconds; a save never takes this long
+
+
+class SweepReport(BaseModel):
+    """What one sweep did."""
+
+    recovered: int = 0
+    """Sessions with pending actions and no live lease handed to a worker again."""
+    unscheduled: int = 0
+    """Stale drain flags dropped from sessions with nothing pending."""
+    expired: int = 0
+    """Sessions terminated (reason `idle_timeout`) after the atomic check."""
+    snapshots: int = 0
+    """Snapshots saved of expiring sessions with persistence enabled."""
+    idled: int = 0
+    purged: int = 0
+    delivered: int = 0
+    """Celery results of by-name actions stored that a dead worker or a cancel left."""
+    rechecked: int = 0
+    """Expiry candidates that failed the check (busy or touched): looked at again later."""
+    temp_removed: int = 0
+    """Leftover temporary files of dead snapshot writers removed (disk store)."""
+    errors: int = 0
+    """Candidates whose script failed (logged); looked at again later."""
+    skipped_locked: bool = False
+    """Another sweep held the lock, so this one did nothing."""
+    duration: float = 0.0
+    """Seconds."""
+
+
+class SweepLock:
+    """The short lock that keeps overlapping sweeps from duplicating work (not for safety)."""
+
+    def __init__(self, layer: RedisLayer, ttl: float) -> None:
+        self.layer = layer
+        self.key = layer.keys.sweep_lock
+        self.ttl_ms = max(int(ttl * 1000), 1)
+        self.token = uuid.uuid4().hex
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.held = bool(self.layer.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        return self.held
+
+    def extend(self) -> None:
+        if self.held:
+            self.held = self.layer.call(scripts.extend_lock(self.key, token=self.token,
+                                                            ms=self.ttl_ms))
+
+    def release(self) -> None:
+        if self.held:
+            self.layer.call(scripts.release_lock(self.key, token=self.token))
+            self.held = False
+
+
+class Sweeper:
+    """One sweep over one namespace; `celery` publishes the drains of recovered sessions."""
+
+    def __init__(self, layer: RedisLayer, celery: Any) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+        self.celery = celery
+        self.lock = SweepLock(layer, max(self.settings.sweep_interval, 1.0))
+        self.report = SweepReport()
+        self._store: SnapshotStore | None = None
+
+    def run(self, force: bool = False) -> SweepReport:
+        """Sweep once; without `force`, do nothing if another sweep holds the lock."""
+        started = time.monotonic()
+        if not self.lock.acquire() and not force:
+            self.report.skipped_locked = True
+            self.report.duration = time.monotonic() - started
+            log.info("sweep skipped: another sweep holds %s", self.lock.key)
+            return self.report
+        try:
+            sec, usec = self.layer.redis.time()
+            now = sec + usec / 1e6
+            s = self.settings
+            self._scan("scheduled", now - s.stale_after, self._recover)
+            self._scan("expiry", now, self._expire)
+            self._scan("active", now - s.idle_after, self._idle)
+            self._scan("terminated", now - s.retention, self._purge)
+            self._scan("undelivered", now - s.stale_after, self._deliver)
+            self._remove_stale_temp()
+        finally:
+            self.lock.release()
+            self.report.duration = time.monotonic() - started
+        log.info("sweep done: %s", self.report.model_dump_json())
+        telemetry.dispatch.sweep_finished(self.report.model_dump())
+        return self.report
+
+    def candidates(self, index: str, cutoff: float, offsets: dict[int, int],
+                   ) -> dict[int, list[str]]:
+        """Members of index `index` (a `GroupKeys` name) scored up to `cutoff`: one batch of
+        each group in `offsets` (group -> offset), all in one pipeline."""
+        groups = list(offsets)
+        keys = self.layer.keys
+        pipe = self.layer.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.zrangebyscore(getattr(keys.group(g), index), "-inf", repr(cutoff),
+                               start=offsets[g], num=self.settings.sweep_batch)
+        return {g: [str(sid) for sid in ids]
+                for g, ids in zip(groups, pipe.execute(), strict=True)}
+
+    def _scan(self, index: str, cutoff: float, step: Callable[[list[str]], set[str]]) -> None:
+        """Feed due members of index `index` of every group to `step`, `sweep_batch` at a
+        time. `step` returns its sessions that stay due (left for a later sweep): each group's
+        paging skips over those. Work: the due members, plus one read per group."""
+        offsets = dict.fromkeys(range(self.layer.keys.shards), 0)
+        seen: set[str] = set()
+        while offsets:
+            fresh: list[tuple[int, str]] = []
+            for g, ids in self.candidates(index, cutoff, offsets).items():
+                for sid in ids:
+                    if sid in seen or not is_index_member(index, sid):
+                        offsets[g] += 1
+                        continue
+                    seen.add(sid)
+                    fresh.append((g, sid))
+                if len(ids) < self.settings.sweep_batch:
+                    del offsets[g]
+            for first in range(0, len(fresh), self.settings.sweep_batch):
+                chunk = fresh[first:first + self.settings.sweep_batch]
+                stay = step([sid for _, sid in chunk])
+                for g, sid in chunk:
+                    if sid in stay and g in offsets:
+                        offsets[g] += 1
+                self.lock.extend()
+
+    def _batch(self, ops: list[Op[T]]) -> list[T | Exception]:
+        """Run the script calls in one pipeline. A failure comes back as an exception in the
+        list (logged, counted), so one bad row cannot stop the sweep."""
+        results = self.layer.call_many(ops)
+        for op, res in zip(ops, results, strict=True):
+            if isinstance(res, Exception):
+                self.report.errors += 1
+                log.error("sweep: %s failed for session %s: %s", op.script.name,
+                          op.session_id, res)
+        return results
+
+    def _recover(self, ids: list[str]) -> set[str]:
+        stay: set[str] = set()
+        s = self.settings
+        results = self._batch([scripts.recover(sid, stale_after=s.stale_after,
+                                               keep=s.keep_results) for sid in ids])
+        for sid, res in zip(ids, results, strict=True):
+            if res is Tag.RECOVER:
+                publish_drain(self.celery, s, sid)
+                self.report.recovered += 1
+                log.info("sweep: session %s recovered (abandoned work re-published)", sid)
+            elif res is Tag.UNSCHEDULED:
+                self.report.unscheduled += 1
+            elif res in (Tag.LEASED, Tag.CANCELLING) or isinstance(res, Exception):
+                stay.add(sid)
+        return stay
+
+    def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> set[str]:
+        """Expire verified candidates. A session with persistence enabled is answered
+        'snapshot' first: its snapshot is saved, then it expires only if it saw no activity
+        since (`seen_activity`)."""
+        stay: set[str] = set()
+        lasts = seen_activity or [""] * len(ids)
+        results = self._batch([scripts.expire(sid, reason=EXPIRE_REASON, snapshot_last=last)
+                               for sid, last in zip(ids, lasts, strict=True)])
+        snap_ids, snap_lasts = [], []
+        for sid, res in zip(ids, results, strict=True):
+            tag = None if isinstance(res, Exception) else res.tag
+            if tag is Tag.EXPIRED:
+                self.report.expired += 1
+            elif (tag is Tag.SNAPSHOT and not isinstance(res, Exception)
+                  and res.last_activity is not None and self._snapshot(sid)):
+                snap_ids.append(sid)
+                snap_lasts.append(res.last_activity)
+            elif tag in (Tag.BUSY, Tag.SNAPSHOT, None):  # still due: paging steps over it
+                self.report.rechecked += 1
+                stay.add(sid)
+            elif tag in (Tag.FRESH, Tag.CHANGED):  # touched: no longer due
+                self.report.rechecked += 1
+        if snap_ids:
+            stay |= self._expire(snap_ids, snap_lasts)
+        return stay
+
+    def _snapshot(self, session_id: str) -> bool:
+        """Save the expiring session's snapshot; False (logged) if that failed."""
+        try:
+            if self._store is None:
+                self._store = snapshot_store(self.layer)
+            save_snapshot(self.layer, self._store, session_id)
+            self.report.snapshots += 1
+        except Exception:  # the session is kept (and re-checked) rather than lost unsaved
+            log.exception("sweep: snapshot of session %s failed; not expired", session_id)
+            return False
+        return True
+
+    def _remove_stale_temp(self) -> None:
+        """Clean what snapshot writers that died mid-save left behind (older than an hour)."""
+        try:
+            if self._store is None:
+                self._store = snapshot_store(self.layer)
+            self.report.temp_removed += self._store.remove_stale_temp(STALE_TEMP_AGE)
+        except Exception:  # the store's own problem: logged, the sweep goes on
+            self.report.errors += 1
+            log.exception("sweep: cleaning the snapshot store's temporary files failed")
+
+    def _idle(self, ids: list[str]) -> set[str]:
+        results = self._batch([scripts.mark_idle(sid, idle_after=self.settings.idle_after)
+                               for sid in ids])
+        self.report.idled += sum(1 for res in results if res is Tag.IDLED)
+        return {sid for sid, res in zip(ids, results, strict=True)
+                if res is Tag.BUSY or isinstance(res, Exception)}
+
+    def _purge(self, ids: list[str]) -> set[str]:
+        results = self._batch([scripts.purge(sid, retention=self.settings.retention)
+                               for sid in ids])
+        self.report.purged += sum(1 for res in results if res is Tag.PURGED)
+        return {sid for sid, res in zip(ids, results, strict=True)
+                if isinstance(res, Exception)}
+
+
+    def _deliver(self, ids: list[str]) -> set[str]:
+        stay: set[str] = set()
+        for sid in ids:
+            try:
+                self.report.delivered += deliver(self.layer, self.celery.backend, sid, [])
+            except Exception:  # the result backend is down: looked at again later
+                self.report.errors += 1
+                stay.add(sid)
+                log.exception("sweep: storing the by-name results of session %s failed", sid)
+        return stay
+
+
+def run_sweep(layer: RedisLayer, celery: Any, force: bool = False) -> SweepReport:
+    """One sweep (the body of the beat task, `Client.sweep()` and `jido-tasks sweep`)."""
+    return Sweeper(layer, celery).run(force=force)
