@@ -42,6 +42,9 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run long soak/chaos variants")
+    parser.addoption("--fast", action="store_true",
+                     help="the inner loop (`make test-fast`): no chaos, no broker matrix "
+                          "(Redis broker only), no Redis Cluster, no slow fault tests")
 
 
 BROKERS = ("redis", "amqp")
@@ -55,7 +58,41 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("broker", BROKERS, indirect=True)
 
 
+GUARANTEE_MODULES = {
+    "test_session_work", "test_reliability", "test_faults", "test_hostile_input",
+    "test_sweep", "test_reach", "test_reliable_fetch", "test_state_parts", "test_results",
+    "test_dependencies", "test_persistence", "test_events",
+}
+"""The modules that test the guarantees (docs/guarantees.md): marked `guarantee`, the set
+`make test-floor` runs on the lowest dependency versions the pins allow."""
+FAST_SKIPS_MODULES = {"test_chaos", "test_cluster", "test_brokers", "test_restart", "test_up",
+                      "test_web_browser", "test_compose"}
+FAST_SKIPS_WORDS = ("sigkill", "killed", "dead", "restart", "survive", "out_of_memory",
+                    "flower", "beat", "long_queue", "starve", "sigterm", "heartbeat", "poison",
+                    "two_workers", "three_workers", "real_workload", "concurrent_waits",
+                    "refused_credentials", "rediss", "json_logs", "pickle", "cli_snapshot",
+                    "fleet")
+"""`--fast` leaves out tests whose name says they kill, restart or wait out something: they
+are the slow ones, and `make test` runs them."""
+
+
+def _fast_skip(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "id", "")
+    name = item.name.partition("[")[0]
+    return (item.module.__name__.rpartition(".")[2] in FAST_SKIPS_MODULES  # type: ignore[attr-defined]
+            or "cluster" in params or "amqp" in params
+            or any(word in name for word in FAST_SKIPS_WORDS))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__.rpartition(".")[2] in GUARANTEE_MODULES:
+            item.add_marker(pytest.mark.guarantee)
+    if config.getoption("--fast"):
+        kept = [item for item in items if not _fast_skip(item)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="soak variant: run with --soak")

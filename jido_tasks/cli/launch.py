@@ -45,7 +45,7 @@ def flower_command(settings: Settings, *, port: int = 5555, no_auth: bool = Fals
                    ) -> tuple[list[str], dict[str, str]]:
     """Flower's argv and environment; the password goes in the environment, never in argv.
 
-    Flower runs through `jido_tasks.flower_main` (its `/metrics` and `/healthcheck` behind
+    Flower runs through `jido_tasks.ops.flower` (its `/metrics` and `/healthcheck` behind
     auth too) and listens on `address` only (default: this machine).
 
     Raises `ConfigError` when no basic auth is configured and `no_auth` was not given.

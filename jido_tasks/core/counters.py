@@ -1,6 +1,6 @@
 """The counters the scripts keep in the metrics hash (see `GroupKeys.metrics`): their names,
 the histogram's buckets, and the increments a commit adds (the runtime's side; the readers
-are in `jido_tasks.monitoring`)."""
+are in `jido_tasks.ops.monitoring`)."""
 
 from __future__ import annotations
 

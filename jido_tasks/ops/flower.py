@@ -3,7 +3,7 @@
 Flower 2.2 serves those two handlers without authentication (they lack the
 `tornado.web.authenticated` decorator its other views have) and has no option to change that,
 so `jido-tasks flower` runs Flower through this module, which adds the decorator before Flower
-builds its app. Run as `python -m jido_tasks.flower_main -A jido_tasks.celery_app flower ...`.
+builds its app. Run as `python -m jido_tasks.ops.flower -A jido_tasks.celery_app flower ...`.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A snapshot is saved under the id of the session it was taken from (saving again replaces it)
 and restored as a new session with `restored_from` set to that id. Stores only move bytes; this
 module builds and validates the document, so both stores read and write exactly the same JSON.
-The stores (Redis, disk) live in `jido_tasks.snapshot_stores`, chosen by the `persistence`
-setting.
+The stores (Redis, disk) live beside it (`ops.snapshots.redis`, `ops.snapshots.disk`), chosen
+by the `persistence` setting.
 """
 
 from __future__ import annotations
