@@ -87,11 +87,18 @@ def result_writes(backend: Any, items: list[tuple[str, Outcome]],
         meta["task_id"] = action_id
         value = rb.encode(meta)
         key = rb.get_key_for_task(action_id)
-        expires = rb.failure_expires if state == states.FAILURE else rb.expires
+        expires = failure_expires(rb) if state == states.FAILURE else rb.expires
         writes.append(("SET", key, value, "EX", int(expires)) if expires
                       else ("SET", key, value))
         writes.append(("PUBLISH", key, value))
     return writes
+
+
+def failure_expires(backend: Any) -> Any:
+    """How long Celery keeps a failed task's result: `result_failure_expires`, a backend
+    attribute from Celery 5.7 on; before it (and on backends without it), `expires`, as
+    `RedisBackend.set` does there."""
+    return getattr(backend, "failure_expires", backend.expires)
 
 
 def store_outcomes(backend: Any, items: list[tuple[str, Outcome]]) -> None:
