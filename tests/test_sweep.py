@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,6 +389,61 @@ def test_lock_skips_a_second_sweep_and_force_overrides(clients: Callable[..., Cl
     c.layer.redis.delete(lock)
     assert not c.sweep().skipped_locked
     assert c.layer.redis.exists(lock) == 0  # released by its owner
+
+
+def test_a_sweep_meanwhile_does_nothing_and_the_owner_renews_its_lock(
+        clients: Callable[..., Client], raw_redis: redis.Redis) -> None:
+    """While a sweep runs, its lock (redis-py's `Lock`: a random token, with a TTL renewed
+    after each batch) makes a second sweep do nothing, so no session is swept twice; the
+    owner deletes it at the end."""
+    c = clients(sweep_batch=1)
+    sids = [c.create_session(config=TINY).id for _ in range(2)]
+    for sid in sids:
+        wait_expiry_due(c, sid)
+    key = c.layer.keys.sweep_lock
+    seen: list[tuple[str, int, SweepReport]] = []
+
+    class Overlapped(Sweeper):
+        def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> set[str]:
+            seen.append((str(raw_redis.get(key)), int(raw_redis.pttl(key)),
+                         Sweeper(c.layer, c.celery).run()))  # a second sweep meanwhile
+            raw_redis.pexpire(key, 5_000)  # what is left after the first batch: renewed
+            return super()._expire(ids, seen_activity)
+
+    sweeper = Overlapped(c.layer, c.celery)
+    report = sweeper.run()
+    assert counts(report) == only(expired=2)
+    assert len(seen) == 2 and seen[0][0] == seen[1][0]
+    assert re.fullmatch(r"[0-9a-f]{32}", seen[0][0])  # the owner's token, not a constant
+    assert 5_000 < seen[1][1] <= sweeper.lock_ttl * 1000  # renewed to the full TTL
+    for _, _, second in seen:
+        assert second.skipped_locked and counts(second) == only()
+    assert raw_redis.exists(key) == 0  # released by its owner
+    for sid in sids:
+        assert event_types(c, sid).count("session.terminated") == 1
+
+
+def test_a_sweep_that_lost_its_lock_leaves_the_next_owners_alone(
+        clients: Callable[..., Client], raw_redis: redis.Redis) -> None:
+    """The lock expired mid-sweep and another sweep took it: the first finishes its work
+    (each change is checked in its script anyway) but neither renews nor deletes the new
+    owner's lock."""
+    c = clients()
+    sid = c.create_session(config=TINY).id
+    wait_expiry_due(c, sid)
+    key = c.layer.keys.sweep_lock
+
+    class Overtaken(Sweeper):
+        def _expire(self, ids: list[str], seen_activity: list[str] | None = None) -> set[str]:
+            raw_redis.set(key, "next-owner", px=600_000)
+            return super()._expire(ids, seen_activity)
+
+    sweeper = Overtaken(c.layer, c.celery)
+    assert counts(sweeper.run()) == only(expired=1)
+    assert not sweeper.held
+    assert raw_redis.get(key) == "next-owner"
+    assert raw_redis.pttl(key) > 60_000  # not renewed to the sweep's own TTL (30 s)
+    assert c.get_session(sid).status is SessionStatus.TERMINATED
 
 
 # -- purge -----------------------------------------------------------------------------------

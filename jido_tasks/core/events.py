@@ -123,11 +123,7 @@ def merged_plan(layer: Layer, after: Key | None, block: float | None,
     full, only up to its page's end): any later write gets a later id, so no event is ever
     passed over, and a resumed reader misses none."""
     streams = [group.events for group in layer.keys.groups()]
-    starts = ["-"] * len(streams)
-    if after is not None:
-        ms, seq, last_group = after
-        starts = [f"({ms}-{seq}" if g <= last_group else f"{ms}-{seq}"
-                  for g in range(len(streams))]
+    starts = _starts(len(streams), after)
     quiet_since = time.monotonic()
     while True:
         now = yield Read([("TIME",)], _first)
@@ -135,14 +131,7 @@ def merged_plan(layer: Layer, after: Key | None, block: float | None,
         yield Pause(CLOCK_MARGIN_MS / 1000)
         pages = yield Read([("XRANGE", stream, start, "+", "COUNT", _PAGE)
                             for stream, start in zip(streams, starts, strict=True)], _all)
-        found: list[tuple[Key, str, dict[str, str]]] = []
-        full = False
-        for g, page in enumerate(pages):
-            if len(page) == _PAGE:
-                full = True
-                upto = min(upto, _key(page[-1][0], g))
-            found += [(_key(sid, g), sid, fields) for sid, fields in page]
-        found.sort(key=lambda item: item[0])
+        found, upto, full = _merge(pages, upto)
         delivered = 0
         for key, sid, fields in found:
             if key > upto:
@@ -156,6 +145,31 @@ def merged_plan(layer: Layer, after: Key | None, block: float | None,
             if block is None or time.monotonic() - quiet_since >= block:
                 return
             yield Pause(MERGE_POLL)
+
+
+def _starts(groups: int, after: Key | None) -> list[str]:
+    """Where each group's stream is read from: after `after` (in a group up to the cursor's
+    own, after its id; in a later group, from its id on), or from the start."""
+    if after is None:
+        return ["-"] * groups
+    ms, seq, last_group = after
+    return [f"({ms}-{seq}" if g <= last_group else f"{ms}-{seq}" for g in range(groups)]
+
+
+def _merge(pages: list[Entries], upto: Key,
+           ) -> tuple[list[tuple[Key, str, dict[str, str]]], Key, bool]:
+    """The groups' pages (one per group, in group order) as one list in merged order; the
+    key up to which they may be delivered (`upto`, or the end of a full page if that comes
+    first); and whether any page was full."""
+    found: list[tuple[Key, str, dict[str, str]]] = []
+    full = False
+    for g, page in enumerate(pages):
+        if len(page) == _PAGE:
+            full = True
+            upto = min(upto, _key(page[-1][0], g))
+        found += [(_key(sid, g), sid, fields) for sid, fields in page]
+    found.sort(key=lambda item: item[0])
+    return found, upto, full
 
 
 def _first(replies: list[Any]) -> Any:

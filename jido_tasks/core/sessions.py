@@ -141,26 +141,13 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
     sessions are in `activity` (by last activity); an idle one only in `expiry` (by idle
     deadline, which follows its last activity): idle ones are listed after the others.
     """
-    try:
-        wanted = SessionStatus(status) if status is not None else None
-    except ValueError:
-        raise InvalidArgument("list_sessions", "status",
-                              f"unknown status {status!r} (expected one of "
-                              f"{', '.join(s.value for s in SessionStatus)})") from None
-    if offset < 0 or (limit is not None and limit < 0):
-        raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
+    wanted = _wanted(status, offset, limit)
     if wanted is SessionStatus.TERMINATED:  # the index holds only them: paged exactly
         return (yield from _page_plan(layer, "terminated", offset, limit))
-    sources: list[tuple[str, set[SessionStatus]]] = []
-    if wanted is not SessionStatus.IDLE:
-        sources.append(("activity", {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
-                        if wanted is None else {wanted}))
-    if wanted in (None, SessionStatus.IDLE):
-        sources.append(("expiry", {SessionStatus.IDLE}))
     out: list[SessionEntry] = []
     skip = offset
     page = max(limit or 0, _PAGE)
-    for index, statuses in sources:
+    for index, statuses in _sources(wanted):
         merged = NewestFirst(layer, attrgetter(index), offset + page)
         while limit is None or len(out) < limit:
             ids = yield from merged.take(page)
@@ -174,6 +161,31 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
             if len(ids) < page:
                 break
     return out if limit is None else out[:limit]
+
+
+def _wanted(status: SessionStatus | str | None, offset: int, limit: int | None,
+            ) -> SessionStatus | None:
+    """The status to list (None: all not terminated), after checking the arguments."""
+    try:
+        wanted = SessionStatus(status) if status is not None else None
+    except ValueError:
+        raise InvalidArgument("list_sessions", "status",
+                              f"unknown status {status!r} (expected one of "
+                              f"{', '.join(s.value for s in SessionStatus)})") from None
+    if offset < 0 or (limit is not None and limit < 0):
+        raise InvalidArgument("list_sessions", "offset/limit", "must not be negative")
+    return wanted
+
+
+def _sources(wanted: SessionStatus | None) -> list[tuple[str, set[SessionStatus]]]:
+    """The indexes to read, in order, each with the statuses listed from it."""
+    sources: list[tuple[str, set[SessionStatus]]] = []
+    if wanted is not SessionStatus.IDLE:
+        sources.append(("activity", {SessionStatus.ACTIVE, SessionStatus.TERMINATING}
+                        if wanted is None else {wanted}))
+    if wanted in (None, SessionStatus.IDLE):
+        sources.append(("expiry", {SessionStatus.IDLE}))
+    return sources
 
 
 def _page_plan(layer: Layer, index: str, offset: int, limit: int | None,

@@ -2,9 +2,9 @@
 
 JSON lines carry `session_id` and `action_id` when the record has them (core modules pass them
 with `extra=`), or, inside a Celery drain, the drained session from the task's arguments; and
-`task_id`/`task_name` inside any task. Workers and beat get the formatter through Celery's
-`after_setup_logger` / `after_setup_task_logger` signals (connected in `jido_tasks.tasks`'s
-app module), the CLI through `configure_cli`.
+`task_id`/`task_name` inside any task (Celery's public `current_task`). Workers and beat get
+the formatter through Celery's `after_setup_logger` / `after_setup_task_logger` signals
+(connected in `jido_tasks.worker.app`), the CLI through `configure_cli`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ CONTEXT_FIELDS = ("session_id", "action_id")
 
 
 def _task_context() -> dict[str, Any]:
-    try:
-        from celery._state import get_current_task
-    except ImportError:  # pragma: no cover - celery is a dependency
+    """The ids of the Celery task running in this thread (none outside a task)."""
+    from celery import current_task  # a proxy: the task of this thread, or None
+
+    if not current_task or current_task.request.id is None:
         return {}
-    task = get_current_task()
-    if task is None or task.request.id is None:
-        return {}
-    out: dict[str, Any] = {"task_id": task.request.id, "task_name": task.name}
-    args = task.request.args or ()
-    if task.name == DRAIN_TASK and args and isinstance(args[0], str):
+    request = current_task.request
+    out: dict[str, Any] = {"task_id": request.id, "task_name": current_task.name}
+    args = request.args or ()
+    if current_task.name == DRAIN_TASK and args and isinstance(args[0], str):
         out["session_id"] = args[0]
     return out
 

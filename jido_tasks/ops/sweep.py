@@ -4,19 +4,24 @@ Run by beat (task `jido_tasks.sweep`, every `sweep_interval`), `Client.sweep()` 
 `jido-tasks sweep`. Candidates are read from the indexes by score, `sweep_batch` at a time (never
 a scan of the registry), and each one is changed by a Lua script that re-checks, by Redis TIME,
 that the change is still due; one pipeline per batch. Two sweeps at once are therefore
-harmless; a short lock (SET NX PX with a token, released only by its owner) just keeps them
-from doing the same work twice.
+harmless; a short lock just keeps them from doing the same work twice: redis-py's
+`redis.lock.Lock` on the namespace's `sweep_lock` key (SET NX PX with a random token; extended
+and released by scripts that check the token, so only its owner does either). It is one key,
+so one slot also on a Redis Cluster, whose client runs those scripts by that key (loaded on
+every master first, as our own scripts are: `_load_lock_script`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from jido_tasks import telemetry
 from jido_tasks.core.drains import publish_drain
@@ -61,31 +66,6 @@ class SweepReport(BaseModel):
     """Seconds."""
 
 
-class SweepLock:
-    """The short lock that keeps overlapping sweeps from duplicating work (not for safety)."""
-
-    def __init__(self, layer: RedisLayer, ttl: float) -> None:
-        self.layer = layer
-        self.key = layer.keys.sweep_lock
-        self.ttl_ms = max(int(ttl * 1000), 1)
-        self.token = uuid.uuid4().hex
-        self.held = False
-
-    def acquire(self) -> bool:
-        self.held = bool(self.layer.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
-        return self.held
-
-    def extend(self) -> None:
-        if self.held:
-            self.held = self.layer.call(scripts.extend_lock(self.key, token=self.token,
-                                                            ms=self.ttl_ms))
-
-    def release(self) -> None:
-        if self.held:
-            self.layer.call(scripts.release_lock(self.key, token=self.token))
-            self.held = False
-
-
 class Sweeper:
     """One sweep over one namespace; `celery` publishes the drains of recovered sessions."""
 
@@ -93,17 +73,24 @@ class Sweeper:
         self.layer = layer
         self.settings = layer.settings
         self.celery = celery
-        self.lock = SweepLock(layer, max(self.settings.sweep_interval, 1.0))
+        # The short lock that keeps overlapping sweeps from duplicating work (not for
+        # safety): it lives a sweep interval (at least a second) unless extended, and is never
+        # waited for. `held`: this sweep holds it (False once found lost: left alone then).
+        self.lock_ttl = max(self.settings.sweep_interval, 1.0)
+        self.lock = Lock(layer.redis, layer.keys.sweep_lock, timeout=self.lock_ttl,
+                         blocking=False, thread_local=False)
+        self.held = False
         self.report = SweepReport()
         self._store: SnapshotStore | None = None
 
     def run(self, force: bool = False) -> SweepReport:
         """Sweep once; without `force`, do nothing if another sweep holds the lock."""
         started = time.monotonic()
-        if not self.lock.acquire() and not force:
+        self.held = bool(self.lock.acquire())
+        if not self.held and not force:
             self.report.skipped_locked = True
             self.report.duration = time.monotonic() - started
-            log.info("sweep skipped: another sweep holds %s", self.lock.key)
+            log.info("sweep skipped: another sweep holds %s", self.lock.name)
             return self.report
         try:
             sec, usec = self.layer.redis.time()
@@ -116,7 +103,7 @@ class Sweeper:
             self._scan("undelivered", now - s.stale_after, self._deliver)
             self._remove_stale_temp()
         finally:
-            self.lock.release()
+            self._release()
             self.report.duration = time.monotonic() - started
         log.info("sweep done: %s", self.report.model_dump_json())
         telemetry.dispatch.sweep_finished(self.report.model_dump())
@@ -158,7 +145,31 @@ class Sweeper:
                 for g, sid in chunk:
                     if sid in stay and g in offsets:
                         offsets[g] += 1
-                self.lock.extend()
+                self._extend()
+
+    def _extend(self) -> None:
+        """Give the lock we hold its full time again; a lock found lost is left alone."""
+        if self.held:
+            self._load_lock_script("extend", Lock.LUA_EXTEND_SCRIPT)
+            try:
+                self.lock.extend(self.lock_ttl, replace_ttl=True)
+            except LockNotOwnedError:  # expired, maybe taken: this sweep goes on, unlocked
+                self.held = False
+
+    def _release(self) -> None:
+        """Delete the lock if it still holds our token (never another owner's)."""
+        if self.held:
+            self.held = False
+            self._load_lock_script("release", Lock.LUA_RELEASE_SCRIPT)
+            with contextlib.suppress(LockNotOwnedError):  # expired: nothing of ours to delete
+                self.lock.release()
+
+    def _load_lock_script(self, name: str, source: str) -> None:
+        """On a cluster, put the lock's script on every master as the layer's own scripts are
+        (once per layer): redis-py would load it on a node only after that node refused its
+        first call (NOSCRIPT: a failed call, and a round trip more). The same source, so the
+        same SHA as the `Lock`'s."""
+        self.layer.loaded(f"redis-py-lock-{name}", lambda: source)
 
     def _batch(self, ops: list[Op[T]]) -> list[T | Exception]:
         """Run the script calls in one pipeline. A failure comes back as an exception in the

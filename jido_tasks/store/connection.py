@@ -63,30 +63,9 @@ def redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
     the call's argument named `session_id`, when `fn` has one (bound by name, never guessed by
     position).
     """
-    signature = inspect.signature(fn)
-    has_session = "session_id" in signature.parameters
-
-    def translate(exc: redis.RedisError, args: Any, kwargs: Any) -> Exception | None:
-        sid = None
-        if has_session:
-            value = signature.bind_partial(*args, **kwargs).arguments.get("session_id")
-            sid = value if isinstance(value, str) else None
-        settings = getattr(args[0], "settings", None) if args else None
-        return typed_redis_error(exc, settings, sid)
-
+    translate = _translator(fn)
     if inspect.iscoroutinefunction(fn):
-        afn = cast(Callable[..., Awaitable[Any]], fn)
-
-        @functools.wraps(fn)
-        async def awrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await afn(*args, **kwargs)
-            except redis.RedisError as exc:
-                typed = translate(exc, args, kwargs)
-                if typed is None:
-                    raise
-                raise typed from exc
-        return cast(Callable[P, R], awrapper)
+        return cast(Callable[P, R], _async_redis_errors(fn, translate))
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -98,6 +77,41 @@ def redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
             raise typed from exc
     return wrapper
+
+
+_Translate = Callable[[redis.RedisError, Any, Any], Exception | None]
+
+
+def _translator(fn: Callable[..., Any]) -> _Translate:
+    """The typed error of a Redis failure in a call of method `fn` (args, kwargs), or None."""
+    signature = inspect.signature(fn)
+    has_session = "session_id" in signature.parameters
+
+    def translate(exc: redis.RedisError, args: Any, kwargs: Any) -> Exception | None:
+        sid = None
+        if has_session:
+            value = signature.bind_partial(*args, **kwargs).arguments.get("session_id")
+            sid = value if isinstance(value, str) else None
+        settings = getattr(args[0], "settings", None) if args else None
+        return typed_redis_error(exc, settings, sid)
+    return translate
+
+
+def _async_redis_errors(fn: Callable[..., Any], translate: _Translate,
+                        ) -> Callable[..., Awaitable[Any]]:
+    """`redis_errors` of an `async def` method."""
+    afn = cast(Callable[..., Awaitable[Any]], fn)
+
+    @functools.wraps(fn)
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await afn(*args, **kwargs)
+        except redis.RedisError as exc:
+            typed = translate(exc, args, kwargs)
+            if typed is None:
+                raise
+            raise typed from exc
+    return awrapper
 
 
 class Layer(Protocol):

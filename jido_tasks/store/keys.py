@@ -64,7 +64,8 @@ Layout, for namespace `ns`, session id `sid` and its group's tag `{g}`:
     ns:workers            hash    worker name -> JSON {actions, seen}: the actions each live
                                   worker has registered (refreshed by the worker; an entry not
                                   seen for `worker_ttl` is a dead worker's)
-    ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work
+    ns:sweep:lock         string  short lock so overlapping sweeps do not duplicate work: the
+                                  owner's random token (redis-py's `redis.lock.Lock`)
     ns:recover:lock       string  short lock so one worker at a time looks for dead holders
 
 `LegacyKeys` names the keys of the layout before groups (`ns:s:{sid}...`, `ns:idx:*`,

@@ -424,12 +424,9 @@ EMIT = Script("emit", ("event_type", "data_json", "counter"))
 HANDBACK = Script("handback", ("token", "action_id"))
 RECORD = Script("record", ("action_id",))
 DELIVERED = Script("delivered", ("n", "limit"), variadic=True)
-EXTEND_LOCK = Script("extend_lock", ("token", "ms"), session=False)
-RELEASE_LOCK = Script("release_lock", ("token",), session=False)
 ALL_SCRIPTS = (CREATE, TRANSITION, TOUCH, TERMINATE, CANCEL_PENDING, SEND, SEND_MANY, CLAIM,
                TAKEOVER, COMMIT, RELEASE, GIVE_BACK, RENEW, PROGRESS, CANCEL, MARK_IDLE, EXPIRE,
-               RECOVER, RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED, EXTEND_LOCK,
-               RELEASE_LOCK)
+               RECOVER, RECOVER_DEAD, PURGE, EMIT, HANDBACK, RECORD, DELIVERED)
 
 
 def create(session_id: str, *, row_json: str, event_json: str,
@@ -706,14 +703,6 @@ def delivered(session_id: str, *, action_ids: list[str], limit: int,
         return [(str(reply[i]), Outcome.model_validate_json(reply[i + 1]) if reply[i + 1]
                  else None) for i in range(0, len(reply), 2)]
     return _op(DELIVERED, session_id, decode, *action_ids, n=len(action_ids), limit=limit)
-
-
-def extend_lock(key: str, *, token: str, ms: int) -> Op[bool]:
-    return Op(EXTEND_LOCK, None, [token, ms], bool, [key])
-
-
-def release_lock(key: str, *, token: str) -> Op[bool]:
-    return Op(RELEASE_LOCK, None, [token], bool, [key])
 
 
 def parse_finish(message: str) -> tuple[str, Outcome]:

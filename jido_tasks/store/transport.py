@@ -9,12 +9,25 @@ Here a worker's channel takes a message by *moving* it, atomically, into a holdi
 its own (`LMOVE` in a script over the queue's priority lists, or `BLMOVE` on the queue's main
 list while it waits), then records it as unacknowledged as kombu does and removes it from the
 holding list in the same MULTI/EXEC: no round trip more than kombu's fetch. While the channel
-lives it keeps a liveness key (with a TTL, refreshed by every fetch and every restore scan).
-kombu's periodic restore scan (`unacked_restore_interval`, under kombu's restore mutex) also
-moves the messages of every holding list whose liveness key has expired back to the list they
-came from. A message can come twice only if a worker's event loop stalls past that TTL
-while it holds one (another worker gives it back, then the first records it): acks_late tasks
-are at-least-once anyway, and `jido_tasks.send` accepts an action id once.
+lives it keeps a liveness key (`HOLDING_TTL`, refreshed by every fetch, every restore scan and
+a thread of the worker's main process every `LIVENESS_EVERY`, so a worker busy in a long task
+of its solo pool stays alive too).
+
+The same record also names the liveness key of the channel that holds each unacknowledged
+message (`UNACKED_OWNERS`), so kombu's periodic restore scan (`unacked_restore_interval`, under
+kombu's restore mutex) gives back everything a dead worker held, within `HOLDING_TTL` and one
+scan of its death (20-30 s with the defaults):
+- the messages of every holding list whose liveness key has expired, to the list they came
+  from (taken, not yet recorded);
+- the unacknowledged messages whose holder's liveness key has expired (recorded, running or
+  prefetched when it died: the app's own tasks as well as jido-tasks' drains and sends), to
+  their queues, as kombu restores them after `visibility_timeout`.
+A live holder's messages stay where they are: `visibility_timeout` stays the bound only while
+the holder lives (a long task on a live worker is never given to another). Stock Celery on
+Redis waits `visibility_timeout` (an hour by default) for both. A message can come twice only
+if a worker's main process stalls past `HOLDING_TTL` while it holds one (another worker gives
+it back, then the first runs it): acks_late tasks are at-least-once anyway, and
+`jido_tasks.send` accepts an action id once.
 
 Needs Redis 6.2 (LMOVE, BLMOVE): against an older server a channel fetches as kombu does, as
 it does with `global_keyprefix`. Waiting blocks on the first queue's main list (`BLMOVE`, up
@@ -33,8 +46,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import threading
 import time
+import types
 import uuid
+import weakref
 from collections.abc import Iterator
 from queue import Empty
 from typing import Any
@@ -51,9 +67,14 @@ HOLDING_REGISTRY = "_kombu.holding"
 """Hash: holding list -> the queue list its messages came from."""
 HOLDING_PREFIX = "_kombu.holding/"
 OWNER_LENGTH = len(HOLDING_PREFIX) + 32  # the prefix and a uuid4's hex
-HOLDING_TTL = 30
+HOLDING_TTL = 20
 """Seconds a channel's liveness key lives unrefreshed: every fetch refreshes it, and so does
 the restore scan's timer (every `unacked_restore_interval`, 10 s) while the prefetch is full."""
+LIVENESS_EVERY = 5.0
+"""Seconds between two refreshes of a fetching channel's liveness key by its thread."""
+UNACKED_OWNERS = "_kombu.unacked_owners"
+"""Hash: delivery tag -> the liveness key of the channel that recorded the message as
+unacknowledged (written and deleted with kombu's own `unacked` entry)."""
 
 WAIT_OTHERS = 0.2
 """Longest a waiting worker blocks on its first queue's main list when it consumes other lists
@@ -106,11 +127,19 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped (Any)
         holding, raw = taking
         delivery = message.delivery_info
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:  # kombu's record, and the drop, at once
+        with self.pipe_or_acquire() as pipe:  # kombu's record, its holder, and the drop
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
                 .hset(self.unacked_key, delivery_tag, record) \
+                .hset(UNACKED_OWNERS, delivery_tag, self.channel._holding_owner) \
                 .lrem(holding, 1, raw).execute()
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)  # kombu's in-memory part
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's (acknowledged, rejected or restored: no longer unacknowledged), and its
+        holder with it."""
+        with self.pipe_or_acquire(pipe) as pipe:
+            return super()._remove_from_indices(delivery_tag, pipe) \
+                .hdel(UNACKED_OWNERS, delivery_tag)
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         scanning = not (self._vrestore_count % (interval or 1))
@@ -146,9 +175,90 @@ def restore_dead_holdings(channel: Any, *, everything: bool = False) -> int:
                                     "(%s)", back, "closing channel" if own else "dead worker",
                                     holding)
                     moved += back
+                if not everything:
+                    moved += restore_dead_unacked(channel, client)
         except kombu_redis.MutexHeld:
             pass
     return moved
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def restore_dead_unacked(channel: Any, client: Any) -> int:
+    """Give back the unacknowledged messages whose holder's liveness key has expired (a dead
+    worker's running and prefetched messages), as kombu restores them after
+    `visibility_timeout`; a live holder's stay. Called under kombu's restore mutex. How many
+    were given back."""
+    alive: dict[str, bool] = {channel._holding_owner: True}
+    given_back = 0
+    for raw_tag, raw_owner in client.hgetall(UNACKED_OWNERS).items():
+        tag, owner = _text(raw_tag), _text(raw_owner)
+        if owner not in alive:
+            alive[owner] = bool(client.exists(owner))
+        if alive[owner]:
+            continue
+        held = client.hexists(channel.unacked_key, tag)
+        channel.qos.restore_by_tag(tag, client)  # requeued, and dropped from the indices
+        if held:
+            given_back += 1
+            log.warning("gave back unacknowledged message %s: the worker that held it is "
+                        "dead (%s)", tag, owner)
+        else:  # acknowledged already: only the holder's entry was left
+            client.hdel(UNACKED_OWNERS, tag)
+    return given_back
+
+
+class Liveness(threading.Thread):
+    """Refreshes a fetching channel's liveness key every `LIVENESS_EVERY` from the worker's
+    main process, whatever its event loop is doing, until the channel closes or is gone."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(daemon=True, name="jido-fetch-liveness")
+        self.owner = channel._holding_owner
+        self.client = channel._create_client()
+        self.channel = weakref.ref(channel)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(LIVENESS_EVERY):
+            channel = self.channel()
+            if channel is None or getattr(channel, "closed", False):
+                return
+            del channel
+            try:
+                self.client.set(self.owner, "1", ex=HOLDING_TTL)
+            except Exception:  # Redis away: the next refresh tries again
+                log.debug("could not refresh the liveness key %s", self.owner, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@contextlib.contextmanager
+def shared_client(channel: Any, client: Any = None) -> Iterator[Any]:
+    """kombu's `conn_or_acquire`, but one redis client for the channel's commands, not a new
+    one for each (kombu builds a `redis.Redis` per record, ack and publish: ~60 us of CPU
+    each); it shares the channel's connection pool either way. `Channel`'s own, and given to
+    other kombu Redis channels by `share_client`."""
+    if client:
+        yield client
+        return
+    if channel._shared is None:
+        channel._shared = channel._create_client()
+    yield channel._shared
+
+
+def share_client(channel: Any) -> None:
+    """Give kombu's Redis channel `channel` (e.g. an event dispatcher's, when the broker is
+    not this transport) the one client of `shared_client`. Other transports are left as they
+    are."""
+    if isinstance(channel, Channel) or not hasattr(channel, "_create_client") \
+            or not hasattr(channel, "conn_or_acquire"):
+        return
+    channel._shared = None
+    channel.conn_or_acquire = types.MethodType(shared_client, channel)
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (Any)
@@ -168,17 +278,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         self._fetched = False  # this channel has consumed (its holdings may need a restore)
         self._can_move: bool | None = None
         self._taking: tuple[str, Any] | None = None  # (holding list, message) being delivered
+        self._liveness: Liveness | None = None
 
-    @contextlib.contextmanager
-    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
-        """kombu's, but one redis client for the channel's commands, not a new one for each
-        (kombu builds a `redis.Redis` per record, ack and publish: ~60 us of CPU each)."""
-        if client:
-            yield client
-            return
-        if self._shared is None:
-            self._shared = self._create_client()
-        yield self._shared
+    conn_or_acquire = shared_client
 
     def _disconnect_pools(self) -> None:
         self._shared = None  # its pool is going: the next command builds one on the new pool
@@ -206,6 +308,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
         keys = list(dict.fromkeys(keys))
         self._waiting_on = None
         self._fetched = True
+        if self._liveness is None:
+            self._liveness = Liveness(self)
+            self._liveness.start()
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         self._fetching = True
@@ -225,6 +330,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
     def _brpop_read(self, **options: Any) -> bool:
         if not self._fetching and self._waiting_on is None:
             return super()._brpop_read(**options)  # type: ignore[no-any-return]
+        try:
+            return self._read_fetch(**options)
+        finally:
+            # As kombu 5.7's own: once the connection is idle (no FETCH or BLMOVE in flight),
+            # send a pending streaming re-auth token's AUTH on it (a no-op while `_in_poll`).
+            self._flush_brpop_reauth()
+
+    def _read_fetch(self, **options: Any) -> bool:
+        """Read the reply of the FETCH or BLMOVE in flight; take its message, or wait."""
         connection = self.client.connection
         try:
             try:
@@ -279,6 +393,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped (A
 
     def close(self) -> None:
         self._closing = True
+        if self._liveness is not None:
+            self._liveness.stop()
         if self._in_poll:  # a fetch in flight: take its reply first (as kombu's close does)
             with contextlib.suppress(Empty):
                 self._brpop_read()

@@ -24,7 +24,13 @@ import billiard.common
 from pydantic import BaseModel
 
 from jido_tasks import telemetry
-from jido_tasks.core.actions import ActionContext, get_action, is_registered, parse_params
+from jido_tasks.core.actions import (
+    ActionContext,
+    ActionSpec,
+    get_action,
+    is_registered,
+    parse_params,
+)
 from jido_tasks.core.counters import action_counts
 from jido_tasks.core.state import ActionState, Changes, Parts
 from jido_tasks.errors import ActionTimeLimitExceeded, JidoTasksError, PoisonAction
@@ -198,6 +204,17 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _run_limited(spec: ActionSpec, ctx: ActionContext, params: Any, limit: float) -> Any:
+    """Run the action within `limit` seconds (`_TimeLimit` past it); its result."""
+    run_started = time.perf_counter()
+    with time_limit(limit):
+        result = spec.fn(ctx, params)
+    # An action that swallowed the alarm (catching BaseException) still fails.
+    if time.perf_counter() - run_started > limit:
+        raise _TimeLimit()
+    return result
+
+
 class Drainer:
     """Applies one session's pending actions under a lease."""
 
@@ -318,10 +335,8 @@ class Drainer:
         in one atomic step. After a reclaim (the previous holder died) every action is
         committed alone, so a poison action is told apart from the innocent ones before it.
         """
-        size = self.settings.commit_group
         attempts = batch.attempts
-        if attempts > 1 or self.settings.max_attempts < 2:
-            size = 1
+        size = self._group_size(attempts)
         group = _Group(parts)
         last = len(batch.actions) - 1
         for i, pending in enumerate(batch.actions):
@@ -346,6 +361,12 @@ class Drainer:
                 if end is not scripts.Tag.OK:
                     return end
         return scripts.Tag.MORE
+
+    def _group_size(self, attempts: int) -> int:
+        """Most actions of one commit: one after a reclaim (or with no retries at all)."""
+        if attempts > 1 or self.settings.max_attempts < 2:
+            return 1
+        return self.settings.commit_group
 
     def _flush(self, group: _Group, report: DrainReport) -> scripts.Tag:
         """Commit what the group holds (OK when it holds nothing); see `_commit`."""
@@ -435,30 +456,19 @@ class Drainer:
     def _apply(self, pending: scripts.PendingAction, parts: Parts, attempts: int,
                ) -> _Applied | None:
         """Run one action on its own view of the state (copy on access); never raises. None:
-        this worker lacks the action and should hand the session back (see `_lacks`)."""
+        this worker lacks the action and should hand the session back (see `_lacks`). A
+        failure while preparing it or running it (under its time limit) fails the action."""
         action_id = pending.id
         started, wall = time.perf_counter(), time.time()
         req = ActionRequest(action="?")
         limit = 0.0
         try:
             req = _request(pending)
-            name = req.action
-            if not is_registered(name) and self._lacks(name, req, action_id):
+            if not is_registered(req.action) and self._lacks(req.action, req, action_id):
                 return None
-            spec = get_action(name, self.session_id)
-            params = parse_params(spec, req.params, self.session_id)
-            assert self.entry is not None
-            state = ActionState(parts)
-            ctx = ActionContext(session=self.entry, state=state,
-                                settings=self.settings, action_id=action_id, action=name,
-                                _progress=self._reporter(action_id, name))
+            spec, params, ctx, state = self._prepare(action_id, req, parts)
             limit = spec.time_limit or self.settings.action_time_limit
-            run_started = time.perf_counter()
-            with time_limit(limit):
-                result = spec.fn(ctx, params)
-            # An action that swallowed the alarm (catching BaseException) still fails.
-            if time.perf_counter() - run_started > limit:
-                raise _TimeLimit()
+            result = _run_limited(spec, ctx, params, limit)
             changes = state.changes()
             # The result must be JSON: an action returning anything else fails.
             done = Outcome(status=ActionStatus.SUCCEEDED, result=result, attempts=attempts)
@@ -469,14 +479,34 @@ class Drainer:
             if isinstance(exc, SystemExit) and stopping():
                 raise  # the process is stopping: the action runs again elsewhere
             if isinstance(exc, _TimeLimit):
-                exc = ActionTimeLimitExceeded(self.session_id, action_id, name, limit)
+                exc = ActionTimeLimitExceeded(self.session_id, action_id, req.action, limit)
             return self._failure(action_id, req, exc, attempts, wall,
                                  time.perf_counter() - started)
+        return self._succeeded(action_id, req, ctx.events, done, outcome, changes, started,
+                               wall)
+
+    def _prepare(self, action_id: str, req: ActionRequest, parts: Parts,
+                 ) -> tuple[ActionSpec, Any, ActionContext, ActionState]:
+        """The action's spec, its parsed params, its context and its view of the state."""
+        spec = get_action(req.action, self.session_id)
+        params = parse_params(spec, req.params, self.session_id)
+        assert self.entry is not None
+        state = ActionState(parts)
+        ctx = ActionContext(session=self.entry, state=state, settings=self.settings,
+                            action_id=action_id, action=req.action,
+                            _progress=self._reporter(action_id, req.action))
+        return spec, params, ctx, state
+
+    def _succeeded(self, action_id: str, req: ActionRequest, emitted: list[tuple[str, Any]],
+                   done: Outcome, outcome: str, changes: Changes, started: float, wall: float,
+                   ) -> _Applied:
+        """What the commit writes of an action that returned: its outcome, the state parts it
+        changed, the events it emitted and `action.succeeded`."""
         duration = time.perf_counter() - started
-        events = [[etype, dumps({"action_id": action_id, **data})]
-                  for etype, data in ctx.events]
+        name = req.action
+        events = [[etype, dumps({"action_id": action_id, **data})] for etype, data in emitted]
         events.append(["action.succeeded", dumps({"action_id": action_id, "action": name,
-                                                  "attempts": attempts,
+                                                  "attempts": done.attempts,
                                                   "duration": round(duration, 6)})])
         return _Applied(outcome, changes, events, name, duration=duration,
                         finished=Finished(action_id, name, req.params, done, req.created_at,

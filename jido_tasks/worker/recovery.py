@@ -35,35 +35,50 @@ def recover_dead_holders(layer: RedisLayer, celery: Any) -> int:
     lock_ms = max(int(s.recover_interval * 900), 1)
     if not layer.redis.set(k.recover_lock, "1", nx=True, px=lock_ms):
         return 0
+    found = _candidates(layer)
+    recovered = 0
+    for first in range(0, len(found), s.sweep_batch):
+        recovered += _recover_batch(layer, celery, found[first:first + s.sweep_batch])
+    return recovered
+
+
+def _candidates(layer: RedisLayer) -> list[str]:
+    """Sessions with a drain flag older than a renewal period plus `liveness_ttl`: one page
+    of each group, in one pipeline."""
+    s, k = layer.settings, layer.keys
     sec, usec = layer.redis.time()
     cutoff = sec + usec / 1e6 - (s.lease_ttl / 3 + s.liveness_ttl)
     pipe = layer.redis.pipeline(transaction=False)
     for group in k.groups():  # one page of each group
         pipe.zrangebyscore(group.scheduled, "-inf", repr(cutoff), start=0, num=s.sweep_batch)
-    found = [str(sid) for ids in pipe.execute() for sid in ids]
+    return [str(sid) for ids in pipe.execute() for sid in ids]
+
+
+def _recover_batch(layer: RedisLayer, celery: Any, ids: list[str]) -> int:
+    """Read the leases of `ids` (one pipeline), recover those whose holder is dead (one
+    pipeline of scripts) and publish their drains; how many were recovered."""
+    s, k = layer.settings, layer.keys
+    valid = [sid for sid in ids if is_index_member("scheduled", sid)]
+    pipe = layer.redis.pipeline(transaction=False)
+    for sid in valid:
+        pipe.get(k.session(sid).lease)
+    leases = pipe.execute() if valid else []
+    ops: list[Op[Tag]] = []
+    for sid, lease in zip(valid, leases, strict=True):
+        holder = str(lease).partition("|")[2] if lease else ""
+        ops.append(scripts.recover_dead(
+            sid, expected=str(lease or ""),
+            holder_alive_key=k.alive(holder, sid) if lease else None,
+            stale_after=s.stale_after))
+    results = layer.call_many(ops)
     recovered = 0
-    for first in range(0, len(found), s.sweep_batch):
-        valid = [sid for sid in found[first:first + s.sweep_batch]
-                 if is_index_member("scheduled", sid)]
-        pipe = layer.redis.pipeline(transaction=False)
-        for sid in valid:
-            pipe.get(k.session(sid).lease)
-        leases = pipe.execute() if valid else []
-        ops: list[Op[Tag]] = []
-        for sid, lease in zip(valid, leases, strict=True):
-            holder = str(lease).partition("|")[2] if lease else ""
-            ops.append(scripts.recover_dead(
-                sid, expected=str(lease or ""),
-                holder_alive_key=k.alive(holder, sid) if lease else None,
-                stale_after=s.stale_after))
-        results = layer.call_many(ops)
-        for sid, res in zip(valid, results, strict=True):
-            if res is Tag.RECOVER:
-                publish_drain(celery, s, sid)
-                recovered += 1
-                log.info("session %s: its lease holder is dead; drain re-published", sid)
-            elif isinstance(res, Exception):
-                log.error("recover_dead failed for session %s: %s", sid, res)
+    for sid, res in zip(valid, results, strict=True):
+        if res is Tag.RECOVER:
+            publish_drain(celery, s, sid)
+            recovered += 1
+            log.info("session %s: its lease holder is dead; drain re-published", sid)
+        elif isinstance(res, Exception):
+            log.error("recover_dead failed for session %s: %s", sid, res)
     return recovered
 
 

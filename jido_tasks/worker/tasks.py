@@ -12,23 +12,13 @@ import functools
 import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from celery.signals import (
-    worker_init,
-    worker_process_init,
-    worker_process_shutdown,
-    worker_ready,
-    worker_shutdown,
-)
 
-from jido_tasks import telemetry
-from jido_tasks.client.sync import Client
 from jido_tasks.core.actions import is_registered
 from jido_tasks.core.drains import publish_drain
-from jido_tasks.core.layout import check_layout
 from jido_tasks.core.task_names import (
     CREATE_SESSION_TASK,
     DRAIN_TASK,
@@ -40,18 +30,19 @@ from jido_tasks.core.task_names import (
     SWEEP_TASK,
     TERMINATE_SESSION_TASK,
 )
-from jido_tasks.errors import ActionIdConflict, JidoTasksError, LayoutMismatch, UnknownAction
+from jido_tasks.errors import ActionIdConflict, JidoTasksError, UnknownAction
 from jido_tasks.models import JsonObject, ReplyTo, validate_action_id
-from jido_tasks.ops.checks import enforce_start_checks, stop_worker
 from jido_tasks.ops.sweep import run_sweep
-from jido_tasks.store.connection import RedisLayer
 from jido_tasks.store.results import remote_error
 from jido_tasks.store.scripts import Claimed
 from jido_tasks.worker import fleet
 from jido_tasks.worker.drain import Finished, claim_for
 from jido_tasks.worker.drain import drain as drain_session
-from jido_tasks.worker.recovery import Watch
-from jido_tasks.worker.reporting import CeleryReporter, store_outcome
+from jido_tasks.worker.reporting import store_outcome
+from jido_tasks.worker.services import services
+
+if TYPE_CHECKING:
+    from jido_tasks.client.sync import Client
 
 log = logging.getLogger(__name__)
 
@@ -62,101 +53,10 @@ BUSY_RETRIES = 10
 HANDBACK_BACKOFF = (0.05, 2.0)
 """First and longest delay before a handed-back session's drain runs again (doubling)."""
 
-_layers: dict[int, RedisLayer] = {}
-_clients: dict[int, Client] = {}
-_reporters: dict[tuple[int, str], CeleryReporter] = {}
-_registration: fleet.Registration | None = None
 
-
-def layer_for(task: Task[Any, Any]) -> RedisLayer:
-    """This process's Redis layer (one per process: never shared across fork)."""
-    layer = _layers.get(os.getpid())
-    if layer is None:
-        layer = RedisLayer(task.app.settings)  # type: ignore[attr-defined]  # JidoCelery
-        _layers[os.getpid()] = layer
-    return layer
-
-
-@worker_init.connect
-def _load_telemetry(sender: Any = None, **_: Any) -> None:
-    """Register the telemetry hooks before the pool forks, so every process has them."""
-    settings = getattr(getattr(sender, "app", None), "settings", None)
-    if settings is not None:
-        telemetry.load_hooks(settings.telemetry_hooks)
-
-
-@worker_process_init.connect
-def _start_watch(sender: Any = None, **_: Any) -> None:
-    """In each pool process, the light recovery of sessions held by dead workers."""
-    from celery import current_app
-
-    settings = getattr(current_app, "settings", None)
-    if settings is not None:
-        Watch(RedisLayer(settings), current_app).start()
-
-
-def client_for(task: Task[Any, Any]) -> Client:
+def _client(task: Task[Any, Any]) -> Client:
     """This process's client over the task's app (the by-name tasks call what apps call)."""
-    found = _clients.get(os.getpid())
-    if found is None:
-        found = Client(task.app.settings, celery=task.app)  # type: ignore[attr-defined]
-        _clients[os.getpid()] = found
-    return found
-
-
-def reporter_for(task: Task[Any, Any]) -> CeleryReporter:
-    """This process's reporter of committed actions (by-name results, Flower events)."""
-    hostname = task.request.hostname or socket.gethostname()
-    key = (os.getpid(), hostname)
-    found = _reporters.get(key)
-    if found is None:
-        found = CeleryReporter(task.app, hostname,
-                               task.app.settings.action_events,  # type: ignore[attr-defined]
-                               layer_for(task))
-        _reporters[key] = found
-    return found
-
-
-@worker_process_shutdown.connect
-def _flush_events(**_: Any) -> None:
-    """A pool process that exits publishes the task events it still buffers."""
-    for (pid, _hostname), reporter in list(_reporters.items()):
-        if pid == os.getpid():
-            reporter.flush()
-
-
-@worker_init.connect
-def _check_eviction_policy(sender: Any = None, **_: Any) -> None:
-    """Before the pool consumes anything: stop if Redis refuses the credentials; warn (or
-    stop, with `eviction_fatal`) if Redis could evict session keys; stop if the stored key
-    layout is not the settings' (`LayoutMismatch`)."""
-    settings = getattr(getattr(sender, "app", None), "settings", None)
-    if settings is not None:
-        layer = RedisLayer(settings)
-        enforce_start_checks(layer.redis, settings)
-        try:
-            check_layout(layer)
-        except LayoutMismatch as exc:
-            stop_worker(exc)
-
-
-@worker_ready.connect
-def _register(sender: Any = None, **_: Any) -> None:
-    """Record the worker's registered actions (refreshed until it stops)."""
-    global _registration
-    settings = getattr(getattr(sender, "app", None), "settings", None)
-    if settings is not None:
-        _registration = fleet.Registration(RedisLayer(settings),
-                                           str(getattr(sender, "hostname", "")
-                                               or socket.gethostname()))
-        _registration.start()
-
-
-@worker_shutdown.connect
-def _unregister(**_: Any) -> None:
-    _flush_events()  # a solo or threads pool runs its actions in this process
-    if _registration is not None:
-        _registration.stop()
+    return services(task.app).client
 
 
 def _typed(fn: Any) -> Any:
@@ -183,10 +83,11 @@ def ping(payload: Any = None) -> dict[str, Any]:
              max_retries=BUSY_RETRIES, ignore_result=True)
 def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
     """Apply a session's pending actions in order (idempotent: commits are fenced)."""
-    layer = layer_for(self)
-    report = drain_session(layer, session_id, listener=reporter_for(self))
+    worker = services(self.app)
+    report = drain_session(worker.layer, session_id,
+                           listener=worker.reporter(self.request.hostname))
     if report.requeue:  # time slice over (or an error): back of the queue, not a retry
-        publish_drain(self.app, layer.settings, session_id)
+        publish_drain(self.app, worker.settings, session_id)
     if report.retry_after is not None and self.request.retries < BUSY_RETRIES:
         countdown = report.retry_after
         if report.outcome == "handed_back":  # give a worker that has the action a chance
@@ -199,7 +100,7 @@ def drain(self: Task[Any, Any], session_id: str) -> dict[str, Any]:
 @shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
 def sweep(self: Task[Any, Any]) -> None:
     """One sweep (beat runs it every `sweep_interval`); skipped while another holds the lock."""
-    run_sweep(layer_for(self), self.app)  # its report is logged once, by the sweep
+    run_sweep(services(self.app).layer, self.app)  # its report is logged once, by the sweep
 
 
 # -- the session API by name -----------------------------------------------------------------
@@ -216,8 +117,8 @@ def _announced(fn: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
         except JidoTasksError as exc:
-            reporter_for(self).refused(str(self.request.id), SEND_TASK, args, kwargs,
-                                       type(exc).__name__, exc.message)
+            services(self.app).reporter(self.request.hostname).refused(
+                str(self.request.id), SEND_TASK, args, kwargs, type(exc).__name__, exc.message)
             raise
     return wrapper
 
@@ -240,7 +141,7 @@ def send(self: Task[Any, Any], session_id: str, action: str,
     action no live worker has registered fails at once with `UnknownAction`.
     """
     action_id = validate_action_id(self.request.id)
-    client = client_for(self)
+    client = _client(self)
     if (isinstance(action, str) and not is_registered(action)
             and not fleet.someone_has(client.layer, action)):
         raise UnknownAction(action, session_id if isinstance(session_id, str) else None)
@@ -286,10 +187,11 @@ def _drain_here(task: Task[Any, Any], session_id: str, claimed: Claimed | None) 
     task, which retries as drains do; a worker lost mid-drain redelivers this send
     (acks_late), which publishes a drain (see `send`), and the sweep or the light recovery
     of dead holders (liveness keys) takes the session back in any case."""
-    settings = task.app.settings  # type: ignore[attr-defined]
+    worker = services(task.app)
+    settings = worker.settings
     try:
-        report = drain_session(layer_for(task), session_id, listener=reporter_for(task),
-                               claimed=claimed)
+        report = drain_session(worker.layer, session_id,
+                               listener=worker.reporter(task.request.hostname), claimed=claimed)
     except Exception:
         log.exception("session %s: drain in the accepting send failed; publishing a drain",
                       session_id)
@@ -305,19 +207,19 @@ def create_session(self: Task[Any, Any], metadata: JsonObject | None = None,
                    llm_config: JsonObject | None = None,
                    config: JsonObject | None = None) -> JsonObject:
     """Create a session; its entry as JSON."""
-    return client_for(self).create_session(metadata, llm_config, config).model_dump(mode="json")
+    return _client(self).create_session(metadata, llm_config, config).model_dump(mode="json")
 
 
 @shared_task(bind=True, name=GET_SESSION_TASK)
 @_typed
 def get_session(self: Task[Any, Any], session_id: str) -> JsonObject:
-    return client_for(self).get_session(session_id).model_dump(mode="json")
+    return _client(self).get_session(session_id).model_dump(mode="json")
 
 
 @shared_task(bind=True, name=GET_STATE_TASK)
 @_typed
 def get_state(self: Task[Any, Any], session_id: str) -> JsonObject:
-    return client_for(self).get_state(session_id)
+    return _client(self).get_state(session_id)
 
 
 @shared_task(bind=True, name=LIST_SESSIONS_TASK)
@@ -325,12 +227,12 @@ def get_state(self: Task[Any, Any], session_id: str) -> JsonObject:
 def list_sessions(self: Task[Any, Any], status: str | None = None, offset: int = 0,
                   limit: int | None = None) -> list[JsonObject]:
     return [entry.model_dump(mode="json") for entry in
-            client_for(self).list_sessions(status, offset=offset, limit=limit)]
+            _client(self).list_sessions(status, offset=offset, limit=limit)]
 
 
 @shared_task(bind=True, name=TERMINATE_SESSION_TASK)
 @_typed
 def terminate_session(self: Task[Any, Any], session_id: str, reason: str = "requested",
                       drain: bool = False, save: bool = False) -> JsonObject:
-    return client_for(self).terminate_session(session_id, reason, drain=drain,
-                                              save=save).model_dump(mode="json")
+    return _client(self).terminate_session(session_id, reason, drain=drain,
+                                           save=save).model_dump(mode="json")
