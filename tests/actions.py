@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+from celery import Task, shared_task
 from pydantic import BaseModel
 
 from jido_tasks import action, telemetry
@@ -199,3 +201,16 @@ def raise_base(ctx: ActionContext, params: dict[str, Any]) -> None:
     if kind == "GeneratorExit":
         raise GeneratorExit()
     raise ValueError(kind)
+
+
+@shared_task(bind=True, name="tests.nap")
+def nap(self: Task[Any, Any], redis_url: str, key: str, seconds: float) -> str:
+    """An ordinary app task (no session): records each start as `hostname|unix time` in the
+    list `key`, then sleeps `seconds`."""
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.rpush(key, f"{self.request.hostname}|{time.time()}")
+    finally:
+        r.close()
+    time.sleep(seconds)
+    return str(self.request.hostname)

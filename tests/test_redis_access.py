@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,3 +217,34 @@ def test_rediss_end_to_end(tls_redis: tuple[str, Path], tmp_path: Path) -> None:
         stranger.create_session()
     stranger.close()
     assert "certificate verify failed" in str(err.value)
+
+
+def test_the_fetch_outlives_an_acl_change_while_it_waits(acl_redis: RedisServer,
+                                                         tmp_path: Path) -> None:
+    """A worker waiting on its queue (its fetch's BLMOVE in flight) when the ACL user's
+    password is rotated and its connections killed: it cannot fetch while its password is
+    refused; what is sent meanwhile (by a client of another user) is kept, and once the
+    password is back the worker authenticates again and applies every action once, in order."""
+    settings = make_settings(url_of(acl_redis, USER, USER_PASSWORD))
+    group = WorkerGroup(settings, tmp_path)
+    admin = redis.Redis(port=acl_redis.port, password=PASSWORD)
+    other = Client(make_settings(f"redis://:{PASSWORD}@127.0.0.1:{acl_redis.port}/0",
+                                 namespace=settings.namespace, queue=settings.queue))
+    try:
+        group.start(1)
+        sid = apply_one_each_way(group)  # it has fetched: now it waits
+        admin.execute_command("ACL", "SETUSER", USER, f"<{USER_PASSWORD}", ">rotated")
+        admin.execute_command("CLIENT", "KILL", "USER", USER)
+        handles = [other.send(sid, "test.append", {"value": v}) for v in range(2, 12)]
+        time.sleep(3)  # the worker tries to reconnect with the refused password meanwhile
+        assert other.get_state(sid) == {"items": [1]}
+        admin.execute_command("ACL", "SETUSER", USER, f">{USER_PASSWORD}")
+        for handle in handles:
+            handle.get(timeout=90)
+        assert other.get_state(sid) == {"items": list(range(1, 12))}
+        holding = admin.hgetall("_kombu.holding")
+        assert all(admin.llen(key) == 0 for key in holding), holding
+    finally:
+        other.close()
+        admin.close()
+        group.stop()
