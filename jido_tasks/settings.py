@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +49,8 @@ MAX_BATCH_SIZE = 1000
 """Upper bound of `batch_size`: a claim hands out at most this many actions in one reply."""
 MAX_INDEX_SHARDS = 1024
 """Upper bound of `index_shards` (each group's hash tag is searched for its own slot range)."""
+MAX_BACKOFF_STEPS = 16
+"""Most steps of `reconnect_backoff` (its last one repeats)."""
 # Never echoed in errors: they may hold passwords.
 _SECRET_FIELDS = frozenset({"redis_url", "broker_url", "result_backend", "flower_basic_auth"})
 
@@ -92,6 +96,15 @@ class Settings(BaseSettings):
     """Client certificate (PEM) presented on `rediss://` URLs (Redis `tls-auth-clients`)."""
     redis_ssl_keyfile: FilePath | None = None
     """Private key (PEM) of `redis_ssl_certfile`."""
+    amqp_ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    """For an `amqps://` broker: whether the broker's certificate must verify (against
+    `amqp_ssl_ca_certs`, else the system's CAs)."""
+    amqp_ssl_ca_certs: FilePath | None = None
+    """CA certificates (PEM) that verify the broker's certificate on an `amqps://` URL."""
+    amqp_ssl_certfile: FilePath | None = None
+    """Client certificate (PEM) presented to an `amqps://` broker (RabbitMQ `verify_peer`)."""
+    amqp_ssl_keyfile: FilePath | None = None
+    """Private key (PEM) of `amqp_ssl_certfile`."""
     namespace: str = "jido"
     """Prefix of every Redis key, so several deployments can share one Redis."""
     redis_cluster: bool = False
@@ -204,6 +217,18 @@ class Settings(BaseSettings):
     metrics_counters: bool = True
     """The scripts keep the counters and the run-time histogram of `/metrics` in Redis (the
     `metrics` hash). Off: they stay where they are (the benchmark compares both)."""
+    wait_recheck_interval: Seconds = 1.0
+    """While a client waits for an action (pub/sub, no polling), it re-reads the outcome this
+    often, in case a finish message was missed (e.g. while pub/sub reconnected)."""
+    redis_outage_limit: Seconds = 60.0
+    """How long a wait with no timeout keeps trying while Redis is unreachable before it
+    raises `RedisUnavailable` (a wait with a timeout keeps trying until its timeout)."""
+    reconnect_backoff: Annotated[tuple[Seconds, ...], NoDecode,
+                                 Field(min_length=1, max_length=MAX_BACKOFF_STEPS)] = (
+        0.05, 0.1, 0.2, 0.5, 1.0)
+    """Seconds before each attempt in a row to reconnect a waiting client's pub/sub (the
+    last one repeats until Redis answers or the wait gives up); comma-separated in the
+    environment. The one backoff schedule of both clients' waits."""
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -220,6 +245,20 @@ class Settings(BaseSettings):
     def _split_modules(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("reconnect_backoff", mode="before")
+    @classmethod
+    def _split_backoff(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("reconnect_backoff")
+    @classmethod
+    def _check_backoff(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(later < earlier for earlier, later in pairwise(value)):
+            raise ValueError("each delay is at least the one before it")
         return value
 
     @field_validator("action_modules")
@@ -283,6 +322,20 @@ class Settings(BaseSettings):
                 options[name] = str(path)
         return options
 
+    def amqp_ssl(self, url: str) -> dict[str, Any]:
+        """py-amqp's TLS options (Celery's `broker_use_ssl`) for `url`: the `amqp_ssl_*`
+        settings if it is an `amqps://` URL, else none."""
+        if urlsplit(url).scheme != "amqps":
+            return {}
+        reqs = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+                "none": ssl.CERT_NONE}[self.amqp_ssl_cert_reqs]
+        options: dict[str, Any] = {"cert_reqs": reqs}
+        for name in ("ca_certs", "certfile", "keyfile"):
+            path: Path | None = getattr(self, f"amqp_ssl_{name}")
+            if path is not None:
+                options[name] = str(path)
+        return options
+
     @property
     def lease_ms(self) -> int:
         """`lease_ttl` in milliseconds, as the scripts take it."""
@@ -311,8 +364,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            elif isinstance(value, list):
-                value = ",".join(value)
+            elif isinstance(value, list | tuple):
+                value = ",".join(str(part) for part in value)
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 

@@ -380,13 +380,13 @@ def test_a_finish_missed_while_pubsub_reconnects_is_re_read(own_redis: RedisServ
     this: the hub never knew). With the safety net off, only the hub's own reconnection
     (resubscribe, wait for the confirmations, then re-read every outcome) resolves the wait,
     and a later finish still comes as a message."""
-    settings = make_settings(own_redis.url)
+    # No safety net: the reconnection must re-read.
+    settings = make_settings(own_redis.url, wait_recheck_interval=3600.0)
     raw = redis.Redis(port=own_redis.port, decode_responses=True)
     sync = Client(settings)
 
     async def main() -> None:
         async with AsyncClient(settings) as c:
-            c.hub.recheck_every = 3600.0  # no safety net: the reconnection must re-read
             sid = (await c.create_session()).id
             first = await c.send(sid, "test.append", {"value": 1})
             wait = c.hub.register(sid, first.id)

@@ -1,13 +1,14 @@
 """`AsyncClient`: the `Client` API for asyncio apps (FastAPI, Starlette, aiohttp).
 
 The same methods, arguments, return types and typed errors as `Client`, as coroutines. The
-logic is the sync client's: validation, key names, script calls and reply decoding come from
-the same functions and plans (`jido_tasks.sessions`, `jido_tasks.mailbox`,
-`jido_tasks.events`); only the I/O differs (`redis.asyncio` through `AsyncRedisLayer`).
+logic is the sync client's: validation, key names, script calls, reply decoding and when a
+wait re-reads, reconnects or gives up come from the same functions and plans
+(`jido_tasks.core.sessions`, `jido_tasks.core.requests`, `jido_tasks.core.events`,
+`jido_tasks.core.waiter`); only the I/O differs (`redis.asyncio` through `AsyncRedisLayer`).
 Waiting never polls and never blocks the loop: one pub/sub connection per client fans finish
-messages out to every waiter (`jido_tasks.waiting.WaitHub`). What must stay synchronous runs
-off the loop, on the client's own threads: publishing a Celery drain (kombu), snapshots (disk
-or Redis store) and the sweep.
+messages out to every waiter (`jido_tasks.client.waiting.WaitHub`). What must stay synchronous
+runs off the loop, on the client's own threads: publishing a Celery drain (kombu), storing the
+Celery results of cancelled by-name actions, snapshots (disk or Redis store) and the sweep.
 
 One `AsyncClient` belongs to one event loop; close it (`await client.close()`, or
 `async with AsyncClient() as client:`) before the loop ends.
@@ -23,6 +24,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -30,6 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import redis
 
 from jido_tasks import telemetry
+from jido_tasks.client.mailbox import LOST
 from jido_tasks.client.waiting import Wait, WaitHub
 from jido_tasks.core.actions import load_action_modules
 from jido_tasks.core.drains import publish_drains
@@ -54,7 +57,7 @@ from jido_tasks.core.sessions import (
     terminate_plan,
     touch_plan,
 )
-from jido_tasks.errors import ActionTimeout, RedisOutOfMemory, RedisUnavailable
+from jido_tasks.errors import RedisOutOfMemory, RedisUnavailable
 from jido_tasks.models import (
     ActionRecord,
     ActionRequest,
@@ -80,12 +83,12 @@ from jido_tasks.settings import Settings, load_settings
 from jido_tasks.store import scripts
 from jido_tasks.store.aio import DEFAULT_MAX_CONNECTIONS, AsyncRedisLayer
 from jido_tasks.store.connection import RedisLayer, redis_errors, typed_redis_error
+from jido_tasks.store.results import deliver_quietly
 
 P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
-_OUTAGE_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reads while Redis is away
 OFF_LOOP_THREADS = 2
 """Threads of one client for the work that must stay synchronous (kombu, snapshot files)."""
 
@@ -126,6 +129,7 @@ class AsyncClient:
         self.layout_checked = False
         """The stored key layout was found to match the settings (checked once)."""
         self._layout_lock = asyncio.Lock()
+        self._closed = False
         load_action_modules(self.settings)
 
     # -- the stored layout ----------------------------------------------------------------
@@ -259,7 +263,15 @@ class AsyncClient:
             await self._off_loop(save_snapshot, self.sync_layer, self.snapshot_store,
                                  session_id, live_only=True)
         entry, _ = await self.layer.run(terminate_plan(self.layer, session_id, reason, drain))
+        # Cancelled actions that came by name: their Celery results, now (else the sweep).
+        await self._off_loop(self._deliver, session_id)
         return entry
+
+    def _deliver(self, session_id: str) -> None:
+        """Store the Celery results a cancel or termination left (off the loop: Celery's
+        backend writes with the sync Redis client); a failure is logged, the sweep stores
+        them later."""
+        deliver_quietly(self.sync_layer, self.celery.backend, session_id)
 
     @_layout_checked
     @redis_errors
@@ -333,7 +345,8 @@ class AsyncClient:
                 self.hub.release(wait)
                 wait = None
                 return result_of(await self.wait(session_id, action_id, timeout))
-            return result_of(await self._wait(wait, timeout, request))
+            wait.waiter.limit(time.monotonic(), timeout)  # as `Client.call`: after the send
+            return result_of(await self._wait(wait, request, timeout))
         finally:
             if wait is not None:
                 self.hub.release(wait)
@@ -357,52 +370,46 @@ class AsyncClient:
     async def wait(self, session_id: str, action_id: str, timeout: float | None = None,
                    ) -> ActionRecord:
         """The finished record of an action (pub/sub, no polling); `ActionTimeout` after
-        `timeout` seconds (the action itself goes on)."""
+        `timeout` seconds (the action itself goes on). Through a Redis outage as `Client`'s
+        waits: tried again until the timeout, or `redis_outage_limit` without one; then
+        `RedisUnavailable` (see `jido_tasks.core.waiter`)."""
         validate_session_id(session_id)
         check_timeout("wait", timeout, session_id)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         wait = self.hub.register(session_id, action_id)
         try:
-            await self.hub.subscribe(wait, confirm=True)
-            record = await self._record_through_outage(session_id, action_id, deadline)
+            wait.waiter.limit(time.monotonic(), timeout)
+            record = await self._first_read(wait, timeout)
             if record.status.finished:
                 return record
             request = ActionRequest(action=record.action, params=record.params,
                                     created_at=record.created_at)
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            return await self._wait(wait, left, request, timeout)
+            return await self._wait(wait, request, timeout)
         finally:
             self.hub.release(wait)
 
-    async def _record_through_outage(self, session_id: str, action_id: str,
-                                     deadline: float | None) -> ActionRecord:
-        """The record, read again with a backoff while Redis is unreachable (a restart during
-        a wait is survived; only an outage past the wait's deadline raises)."""
-        loop = asyncio.get_running_loop()
-        for pause in (*_OUTAGE_BACKOFF, *([_OUTAGE_BACKOFF[-1]] * 10_000)):
+    async def _first_read(self, wait: Wait, timeout: float | None) -> ActionRecord:
+        """Subscribe (confirmed), then read the record; while Redis is unreachable, again
+        once the hub has reconnected, until the wait gives up."""
+        while True:
             try:
-                return await self._record(session_id, action_id, sent=True)
-            except (redis.ConnectionError, redis.TimeoutError):
-                if deadline is not None and loop.time() + pause >= deadline:
-                    raise
-                await asyncio.sleep(pause)
-        raise AssertionError("unreachable")
+                await self.hub.subscribe(wait, confirm=True)
+                return await self._record(wait.session_id, wait.action_id, sent=True)
+            except LOST as exc:
+                self.hub.lost(exc)
+            await self.hub.recovered(wait, timeout)
 
-    async def _wait(self, wait: Wait, timeout: float | None, request: ActionRequest,
-                    asked: float | None = None) -> ActionRecord:
-        """Wait for the outcome for `timeout` seconds (`asked`: the caller's whole timeout,
-        for the error)."""
-        try:
-            outcome = await asyncio.wait_for(wait.future, timeout)
-        except TimeoutError:
-            raise ActionTimeout(wait.session_id, wait.action_id,
-                                timeout if asked is None else asked) from None
+    async def _wait(self, wait: Wait, request: ActionRequest, timeout: float | None,
+                    ) -> ActionRecord:
+        """The record once the action finishes (or the wait's error: see `WaitHub.outcome`);
+        `timeout`: the caller's, for the error."""
+        outcome = await self.hub.outcome(wait, timeout)
         return ActionRecord.build(wait.session_id, wait.action_id, request, outcome, False)
 
     async def cancel(self, session_id: str, action_id: str, reason: str = "cancelled") -> bool:
         """Cancel a pending action; False if it is already running or finished."""
         tag = await self._cancel(session_id, action_id, reason)
+        if tag is scripts.Tag.CANCELLED:  # one that came by name gets its Celery result now
+            await self._off_loop(self._deliver, session_id)  # (or from the sweep)
         return tag is scripts.Tag.CANCELLED
 
     @_layout_checked
@@ -491,7 +498,10 @@ class AsyncClient:
     async def close(self) -> None:
         """Stop waiting (waiters still waiting are cancelled), close the Redis connections,
         the Celery connection pool and the client's threads. Drains being published are
-        published first."""
+        published first. Closing again does nothing (as with `Client.close`)."""
+        if self._closed:
+            return
+        self._closed = True
         for task in list(self._drain_publishers):
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterError, NoScriptError, RedisClusterException
 
 from jido_tasks import telemetry
 from jido_tasks.core.drains import publish_drain
@@ -28,10 +29,15 @@ from jido_tasks.core.requests import (
     send_many_op,
     send_op,
 )
-from jido_tasks.errors import (
-    ActionTimeout,
-    RedisUnavailable,
+from jido_tasks.core.waiter import (
+    Listen,
+    Recheck,
+    Reconnect,
+    Step,
+    Waiter,
+    WaitPolicy,
 )
+from jido_tasks.errors import ActionTimeout
 from jido_tasks.models import (
     ActionRecord,
     ActionRequest,
@@ -47,12 +53,11 @@ from jido_tasks.store.results import deliver_quietly
 
 log = logging.getLogger(__name__)
 
-# While waiting, the record is read again this often (seconds), in case a finish message was
-# missed (e.g. pub/sub reconnected). Not a poll: the wait itself is on pub/sub.
-RECHECK_EVERY = 1.0
-# A wait with no timeout gives up after Redis stayed unreachable this long (seconds).
-OUTAGE_LIMIT = 60.0
-_LOST = (redis.ConnectionError, redis.TimeoutError)
+LOST = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException,
+        NoScriptError)
+"""Failures that mean Redis (or the node of a key) cannot be reached, or was restarted under a
+call (a script loaded on the Redis that went away, run on the one that came back): a wait
+reconnects and reads again."""
 
 
 class Mailbox:
@@ -65,6 +70,8 @@ class Mailbox:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
+        self.policy = WaitPolicy.of(self.settings)
+        """When waits re-read, reconnect and give up (from the settings)."""
 
     @redis_errors
     def send(self, session_id: str, action: str, params: Any = None,
@@ -160,84 +167,15 @@ class Mailbox:
 
         Nothing the wait needs can vanish meanwhile: a pending action's request is never
         dropped, and once subscribed the outcome comes with the finish message, whatever
-        becomes of the record afterwards.
+        becomes of the record afterwards. While Redis is unreachable the wait reconnects (the
+        `reconnect_backoff` schedule) until its timeout, or `redis_outage_limit` without
+        one; then `RedisUnavailable`. See `jido_tasks.core.waiter`.
 
         With `subscribed` (the channel was subscribed before the action was sent) and its
         `request` JSON, the record is built from the finish message alone: no read of Redis.
         """
         check_timeout("wait", timeout, session_id)
-        channel = self.layer.keys.session(session_id).done_channel
-        listener = self.listener()
-        if not subscribed:
-            listener.subscribe(channel)
-        try:
-            req: ActionRequest | None = None
-            if request is None or not subscribed:
-                record = self.record(session_id, action_id, sent=True)
-                if record.status.finished:
-                    return record
-                req = ActionRequest(action=record.action, params=record.params,
-                                    created_at=record.created_at)
-            else:
-                req = ActionRequest.model_validate_json(request)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            check_at = time.monotonic() + RECHECK_EVERY
-            while True:
-                now = time.monotonic()
-                remaining = RECHECK_EVERY if deadline is None else deadline - now
-                if remaining <= 0:
-                    raise ActionTimeout(session_id, action_id, timeout)
-                if now >= check_at:  # the safety net: a finish message that never came
-                    check_at = now + RECHECK_EVERY
-                    found = self._recheck(listener, session_id, action_id, req)
-                    if found is not None:
-                        return found
-                wait = min(remaining, max(check_at - now, 0.001))
-                try:
-                    outcome = listener.next_outcome(action_id, wait)
-                except _LOST:  # Redis restarted or the connection broke: the action goes on
-                    record = self._reconnect(listener, channel, session_id, action_id,
-                                             deadline)
-                    if record.status.finished:
-                        return record
-                    check_at = time.monotonic() + RECHECK_EVERY
-                    continue
-                if outcome is not None:
-                    return ActionRecord.build(session_id, action_id, req, outcome, False)
-        finally:
-            listener.unsubscribe(channel)
-
-    def _recheck(self, listener: _Listener, session_id: str, action_id: str,
-                 req: ActionRequest) -> ActionRecord | None:
-        """The finished record, from a finish message already received (its record may be
-        gone by now) or else from Redis; None while the action is not finished."""
-        try:
-            outcome = listener.buffered_outcome(action_id)
-        except _LOST:  # the wait on the connection handles it
-            outcome = None
-        if outcome is not None:
-            return ActionRecord.build(session_id, action_id, req, outcome, False)
-        record = self.record(session_id, action_id, sent=True)
-        return record if record.status.finished else None
-
-    def _reconnect(self, listener: _Listener, channel: str, session_id: str, action_id: str,
-                   deadline: float | None) -> ActionRecord:
-        """Subscribe again on a new connection, then re-read the record (a finish published
-        while the connection was down is found there). Retried until the wait's deadline (or
-        OUTAGE_LIMIT without one); past it, `RedisUnavailable`."""
-        give_up = deadline if deadline is not None else time.monotonic() + OUTAGE_LIMIT
-        pause = 0.05
-        while True:
-            try:
-                listener.reset()
-                listener.subscribe(channel)
-                return self.record(session_id, action_id)
-            except (*_LOST, RedisUnavailable) as exc:
-                if time.monotonic() + pause >= give_up:
-                    raise  # typed by the caller's redis_errors if it is not yet
-                log.info("waiting for Redis to come back (%s)", exc)
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        return _Follow(self, session_id, action_id, timeout).run(request, subscribed)
 
     @redis_errors
     def call(self, session_id: str, action: str, params: Any, timeout: float | None,
@@ -246,7 +184,7 @@ class Mailbox:
 
         The subscription is not waited for: SUBSCRIBE is on the wire before the action is
         sent, and the finish is published only after a worker has claimed and run it. Should
-        it ever be missed anyway, `wait` re-reads the record every RECHECK_EVERY seconds.
+        it ever be missed anyway, `wait` re-reads the record (`wait_recheck_interval`).
         """
         validate_session_id(session_id)
         check_timeout("call", timeout, session_id)
@@ -261,6 +199,115 @@ class Mailbox:
         if sent.duplicate:  # a retried call: the original may have finished long ago
             return result_of(self.wait(session_id, handle.id, timeout))
         return result_of(self.wait(session_id, handle.id, timeout, handle.request, True))
+
+
+class _Follow:
+    """One sync wait: the I/O of the steps its `Waiter` decides (listen on the thread's
+    pub/sub connection, re-read the record, reconnect after a backoff delay, give up)."""
+
+    def __init__(self, mailbox: Mailbox, session_id: str, action_id: str,
+                 timeout: float | None) -> None:
+        now = time.monotonic()
+        self.mailbox = mailbox
+        self.session_id = session_id
+        self.action_id = action_id
+        self.timeout = timeout
+        self.channel = mailbox.layer.keys.session(session_id).done_channel
+        self.listener = mailbox.listener()
+        self.waiter = Waiter(mailbox.policy, now)
+        self.waiter.limit(now, timeout)
+        self.request: ActionRequest | None = None
+        self.problem: Exception | None = None
+        """The last failure to reach Redis (raised when the wait gives up on it)."""
+
+    def run(self, request: str | None, subscribed: bool) -> ActionRecord:
+        try:
+            found = self._start(request, subscribed)
+            while found is None:
+                found = self._step(self.waiter.next(time.monotonic()))
+            return found
+        finally:
+            self.listener.unsubscribe(self.channel)
+
+    def _start(self, request: str | None, subscribed: bool) -> ActionRecord | None:
+        """Subscribe (unless `subscribed`) and read the record (unless its request is
+        known): the finished record, or None to go on waiting."""
+        if subscribed and request is not None:
+            self.request = ActionRequest.model_validate_json(request)
+            return None
+        return self._connect(subscribe=not subscribed)
+
+    def _step(self, step: Step) -> ActionRecord | None:
+        if isinstance(step, Listen):
+            return self._listen(step.seconds)
+        if isinstance(step, Recheck):
+            return self._recheck()
+        if isinstance(step, Reconnect):
+            time.sleep(step.delay)
+            return self._connect(subscribe=True, fresh=True)
+        if step.outage and self.problem is not None:
+            raise self.problem  # typed by `wait`'s redis_errors
+        raise ActionTimeout(self.session_id, self.action_id, self.timeout)
+
+    def _connect(self, subscribe: bool, fresh: bool = False) -> ActionRecord | None:
+        """(Re)subscribe, then read the record: a finish published while nobody listened is
+        found there."""
+        try:
+            if fresh:
+                self.listener.reset()
+            if subscribe:
+                self.listener.subscribe(self.channel)
+            record = self._read()
+        except LOST as exc:
+            self._lost(exc, attempt=True)
+            return None
+        self.waiter.connected(time.monotonic())
+        if record.status.finished:
+            return record
+        self.request = ActionRequest(action=record.action, params=record.params,
+                                     created_at=record.created_at)
+        return None
+
+    def _listen(self, seconds: float) -> ActionRecord | None:
+        try:
+            outcome = self.listener.next_outcome(self.action_id, seconds)
+        except LOST as exc:  # Redis restarted or the connection broke: the action goes on
+            self._lost(exc)
+            return None
+        return None if outcome is None else self._built(outcome)
+
+    def _recheck(self) -> ActionRecord | None:
+        """The safety net: a finish message already received (its record may be gone by
+        now), else the record; None while the action is not finished."""
+        self.waiter.rechecked(time.monotonic())
+        try:
+            outcome = self.listener.buffered_outcome(self.action_id)
+            if outcome is None:
+                record = self._read()
+                return record if record.status.finished else None
+        except LOST as exc:
+            self._lost(exc)
+            return None
+        return self._built(outcome)
+
+    def _read(self) -> ActionRecord:
+        return self.mailbox.layer.call(record_op(self.mailbox.settings, self.session_id,
+                                                 self.action_id, sent=True))
+
+    def _built(self, outcome: Outcome) -> ActionRecord:
+        assert self.request is not None  # known once connected: only then does it listen
+        return ActionRecord.build(self.session_id, self.action_id, self.request, outcome,
+                                  False)
+
+    def _lost(self, exc: Exception, attempt: bool = False) -> None:
+        """Redis could not be reached (`attempt`: by a reconnection)."""
+        self.problem = exc
+        now = time.monotonic()
+        if attempt:
+            self.waiter.failed(now)
+        else:
+            self.waiter.lost(now)
+        log.info("waiting for Redis to come back (%s)", exc)
 
 
 class _Listener:
@@ -282,7 +329,7 @@ class _Listener:
         broke since its last use (Redis restarted) is replaced once."""
         try:
             self.pubsub.subscribe(channel)
-        except _LOST:
+        except LOST:
             self._renew()
             self.pubsub.subscribe(channel)
         if not confirm:

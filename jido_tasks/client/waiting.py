@@ -2,15 +2,20 @@
 number of waiters, with no polling loop per waiter.
 
 `WaitHub` keeps a future per waiting action (action id -> futures) and subscribes to each
-session's done channel while someone waits on it (reference counted). One listener task reads
-the pub/sub connection and resolves the futures from the finish messages (decoded by
-`scripts.parse_finish`, as the sync client does). One checker task is the safety net: every
-`RECHECK_EVERY` seconds it re-reads, in one pipeline, the outcomes of the actions waited on
-for longer than that, so a finish message that never came (a reconnect) is never waited for in
-vain. When the pub/sub connection breaks (Redis restarted), the listener reconnects with a
-backoff, subscribes again to every channel in use, waits until Redis has confirmed every
-subscription, and only then has all the outcomes re-read at once: a finish published while the
-connection was down is found by that read, one published after it arrives as a message.
+session's done channel while someone waits on it (reference counted). One task drives the
+connection as the hub's `Waiter` (`jido_tasks.core.waiter`, the schedule the sync client
+follows too) decides: it reads finish messages and resolves the futures (decoded by
+`scripts.parse_finish`, as the sync client does); every `wait_recheck_interval` it re-reads, in
+one pipeline, the outcomes of the actions waited on for longer than that (the safety net: a
+finish message that never came is never waited for in vain); when the connection breaks (Redis
+restarted) it reconnects after the `reconnect_backoff` delays, subscribes again to every
+channel in use, waits until Redis has confirmed every subscription, and only then re-reads all
+the outcomes at once: a finish published while the connection was down is found by that read,
+one published after it arrives as a message.
+
+Each wait has a `Waiter` of its own on the hub's connection state (`Link`), which says when it
+gives up: at its deadline, or, with none, once Redis has stayed unreachable for
+`redis_outage_limit` (the hub then fails its future with the connection error).
 
 redis-py may reconnect a pub/sub connection by itself (its retry policy, or a read on a
 connection it had dropped) and resubscribe it silently: nothing raises, but the finish messages
@@ -24,14 +29,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from jido_tasks.client.mailbox import RECHECK_EVERY
+from jido_tasks.client.mailbox import LOST
 from jido_tasks.core.requests import outcome_ops
+from jido_tasks.core.waiter import (
+    GiveUp,
+    Link,
+    Listen,
+    Recheck,
+    Reconnect,
+    Waiter,
+    WaitPolicy,
+)
+from jido_tasks.errors import ActionTimeout
 from jido_tasks.models import Outcome
 from jido_tasks.store import scripts
 from jido_tasks.store.aio import AsyncRedisLayer
@@ -41,7 +57,9 @@ log = logging.getLogger(__name__)
 CONFIRM_TIMEOUT = 10.0
 """Seconds to wait for Redis to confirm a subscription."""
 _RECHECK_CHUNK = 1000  # outcomes re-read per pipeline by the safety net
-_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reconnection attempts
+_LISTEN_MAX = 1.0
+"""Longest single read of the connection: a reconnection behind the hub's back, or a read a
+waiter found failing, is acted on within it."""
 
 
 @dataclass(eq=False)
@@ -52,7 +70,8 @@ class Wait:
     action_id: str
     channel: str
     future: asyncio.Future[Outcome]
-    since: float = field(default_factory=time.monotonic)
+    waiter: Waiter
+    """When the wait gives up (its deadline; the outage limit on the hub's connection)."""
 
 
 class WaitHub:
@@ -60,6 +79,14 @@ class WaitHub:
 
     def __init__(self, layer: AsyncRedisLayer) -> None:
         self.layer = layer
+        self.policy = WaitPolicy.of(layer.settings)
+        """When waits re-read, reconnect and give up (from the settings)."""
+        self.link = Link()
+        """The state of the pub/sub connection, shared by the hub's waiter and every wait's."""
+        self.waiter = Waiter(self.policy, time.monotonic(), math.inf, self.link)
+        """The connection's schedule (no deadline: the hub never gives up; its waits do)."""
+        self.problem = ""
+        """The last failure to reach Redis (the error of the waits that give up on it)."""
         self._waits: dict[str, list[Wait]] = {}
         self._refs: dict[str, int] = {}
         self._wire: set[str] = set()
@@ -72,16 +99,18 @@ class WaitHub:
         self._to_unsubscribe: set[str] = set()
         self._lock = asyncio.Lock()
         self._pubsub: Any = None
-        self._listener: asyncio.Task[None] | None = None
-        self._checker: asyncio.Task[None] | None = None
-        self._recheck_all = asyncio.Event()
-        self.recheck_every = RECHECK_EVERY
-        """Seconds between two rounds of the safety net (read when a round starts)."""
+        self._task: asyncio.Task[None] | None = None
+        self._poke = asyncio.Event()
+        """Set when the connection task has something to do at once (a first subscription,
+        a failure a waiter found)."""
+        self._up = asyncio.Event()
+        self._up.set()
+        self._expiry: asyncio.TimerHandle | None = None
         self._watched: Any = None
         """The connection of `_pubsub` whose reconnections `_on_connect` notices."""
         self._reconnected_behind = False
         """Set when redis-py reconnected `_watched` by itself (subscriptions may be gone and
-        finish messages missed): the listener then reconnects as after a failure."""
+        finish messages missed): the hub then reconnects as after a failure."""
         self._chores: set[asyncio.Task[None]] = set()
         self._closed = False
         self.reconnects = 0
@@ -98,15 +127,20 @@ class WaitHub:
         return set(self._wire)
 
     def register(self, session_id: str, action_id: str) -> Wait:
-        """A new wait (before the action is sent, or before its record is read)."""
+        """A new wait (before the action is sent, or before its record is read); no deadline
+        until `Waiter.limit` sets one."""
         if self._closed:
             raise RuntimeError("the client is closed")
         channel = self.layer.keys.session(session_id).done_channel
-        wait = Wait(session_id, action_id, channel, asyncio.get_running_loop().create_future())
+        waiter = Waiter(self.policy, time.monotonic(), link=self.link)
+        wait = Wait(session_id, action_id, channel,
+                    asyncio.get_running_loop().create_future(), waiter)
         self._waits.setdefault(action_id, []).append(wait)
         self._refs[channel] = self._refs.get(channel, 0) + 1
-        if self._checker is None:
-            self._checker = asyncio.create_task(self._check_loop(), name="jido-tasks-recheck")
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name="jido-tasks-waits")
+        if self.link.down_since is not None:  # its outage clock starts now
+            self._schedule_expiry()
         return wait
 
     def release(self, wait: Wait) -> None:
@@ -168,9 +202,7 @@ class WaitHub:
                     await self._pubsub.subscribe(*channels)
                     self._watch()
                     self._wire.update(channels)
-                    if self._listener is None or self._listener.done():
-                        self._listener = asyncio.create_task(self._listen(),
-                                                             name="jido-tasks-listener")
+                    self._poke.set()  # (the first one: there is a connection to read now)
             except asyncio.CancelledError:  # closing
                 done.cancel()
                 raise
@@ -207,33 +239,145 @@ class WaitHub:
             if not wait.future.done():
                 wait.future.set_result(outcome)
 
-    # -- the listener ---------------------------------------------------------------------
-    async def _listen(self) -> None:
-        """Read finish messages until closed; reconnect (and re-read outcomes) on failure,
-        or when redis-py reconnected the connection by itself."""
-        failures = 0
+    # -- what a wait awaits ---------------------------------------------------------------
+    async def outcome(self, wait: Wait, asked: float | None) -> Outcome:
+        """The wait's outcome; its error once it gives up: at its deadline (`ActionTimeout`,
+        or the connection error while Redis is unreachable), or with no deadline once an
+        outage passes the limit (`_expire`). `asked`: the caller's timeout, for the error."""
+        deadline = wait.waiter.deadline
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(wait.future, left)
+        except TimeoutError:
+            raise self.error(wait, GiveUp(self.link.down_since is not None), asked) from None
+
+    async def recovered(self, wait: Wait, asked: float | None) -> None:
+        """Return once the connection is back (after `lost`); the wait's error if it gives up
+        first."""
+        while self.link.down_since is not None:
+            now = time.monotonic()
+            step = wait.waiter.next(now)
+            if isinstance(step, GiveUp):
+                raise self.error(wait, step, asked)
+            give_up = wait.waiter.give_up_at()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(),
+                                       None if give_up is None else give_up - now)
+
+    def error(self, wait: Wait, step: GiveUp, asked: float | None) -> Exception:
+        """The error of a wait that gives up (a Redis error is typed by the client's
+        `redis_errors`, as the sync client's is)."""
+        if step.outage:
+            return redis.ConnectionError(self.problem or "Redis is unreachable")
+        return ActionTimeout(wait.session_id, wait.action_id, asked)
+
+    def lost(self, problem: object) -> None:
+        """The connection broke, or a read failed: the hub reconnects after the backoff; the
+        waits with no deadline give up once the outage passes `redis_outage_limit`."""
+        self.problem = str(problem) or type(problem).__name__
+        if self.link.down_since is not None:
+            return
+        log.warning("pub/sub connection lost (%s); reconnecting", problem)
+        self.waiter.lost(time.monotonic())
+        self._up.clear()
+        self._poke.set()
+        self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        """While the connection is down: wake when the next wait with no deadline gives up."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        due = [w.waiter.give_up_at() for waits in self._waits.values() for w in waits
+               if w.waiter.deadline is None and not w.future.done()]
+        times = [at for at in due if at is not None]
+        if times and self.link.down_since is not None:
+            delay = max(0.0, min(times) - time.monotonic())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the waits with no deadline past the outage limit (their error); then wake
+        for the next one."""
+        self._expiry = None
+        now = time.monotonic()
+        for waits in list(self._waits.values()):
+            for wait in waits:
+                step = wait.waiter.next(now)
+                if wait.waiter.deadline is None and not wait.future.done() \
+                        and isinstance(step, GiveUp):
+                    wait.future.set_exception(self.error(wait, step, None))
+                    wait.future.exception()  # retrieved even if its waiter is gone
+        self._schedule_expiry()
+
+    # -- the connection -------------------------------------------------------------------
+    async def _follow(self) -> None:
+        """Until closed, what the hub's waiter decides: read finish messages, re-read the
+        outcomes of older waits (the safety net), or reconnect after a backoff delay."""
         while not self._closed:
-            lost: object = None
-            try:
-                msg = await self._pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the connection broke: Redis restarted or is gone
-                msg, lost = None, exc
-            if msg is not None:
-                self._on_message(msg)
-            if lost is None and self._reconnected_behind:
-                lost = "reconnected and resubscribed by redis-py, messages may be missed"
-            if lost is None:
-                failures = 0
-                continue
-            if self._closed:
-                return
-            delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
-            failures += 1
-            log.warning("pub/sub connection lost (%s); reconnecting in %.2fs", lost, delay)
-            await asyncio.sleep(delay)
-            await self._reconnect()
+            step = self.waiter.next(time.monotonic())
+            if isinstance(step, Listen):
+                await self._listen(min(step.seconds, _LISTEN_MAX))
+            elif isinstance(step, Recheck):
+                await self._recheck_due()
+            elif isinstance(step, Reconnect):
+                await asyncio.sleep(step.delay)
+                await self._reconnect_all()
+            else:  # never: the hub's waiter has no deadline
+                raise AssertionError(f"the hub's waiter gave up: {step}")
+
+    async def _listen(self, seconds: float) -> None:
+        """Read one message (or none within `seconds`); a failure, or redis-py's own
+        reconnection of the connection, is a lost connection."""
+        if self._pubsub is None:  # nothing subscribed yet: nothing to read
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), seconds)
+            self._poke.clear()
+            return
+        try:
+            msg = await self._pubsub.get_message(timeout=seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the connection broke: Redis restarted or is gone
+            self.lost(exc)
+            return
+        if msg is not None:
+            self._on_message(msg)
+        if self._reconnected_behind:
+            self.lost("reconnected and resubscribed by redis-py, messages may be missed")
+
+    async def _recheck_due(self) -> None:
+        """One round of the safety net; Redis unreachable is a lost connection."""
+        self.waiter.rechecked(time.monotonic())
+        try:
+            await self.recheck()
+        except LOST as exc:
+            self.lost(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not a lost Redis: the next round tries again
+            log.warning("re-reading outcomes failed: %s", exc)
+
+    async def _reconnect_all(self) -> None:
+        """Reconnect, then re-read every outcome waited for (a finish published before the
+        subscriptions were confirmed is found by the read, one after it arrives as a
+        message). On failure the next attempt comes after the next backoff delay."""
+        try:
+            channels = await self._reconnect()
+            await self.recheck(everyone=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis still away, or no confirmation in time
+            self.problem = str(exc) or type(exc).__name__
+            self.waiter.failed(time.monotonic())
+            log.warning("pub/sub reconnection failed: %s", exc)
+            return
+        self.reconnects += 1
+        self.waiter.connected(time.monotonic())
+        self._up.set()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        log.info("pub/sub reconnected: %d channels", len(channels))
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -269,43 +413,41 @@ class WaitHub:
         if connection is self._watched:
             self._reconnected_behind = True
 
-    async def _reconnect(self) -> None:
-        """A fresh pub/sub connection subscribed to every channel in use; once Redis has
-        confirmed every subscription, every outcome is re-read (a finish published before
-        that is found by the read, one published after it arrives as a message). Best
-        effort: on failure the listener tries again."""
+    async def _reconnect(self) -> list[str]:
+        """A fresh pub/sub connection subscribed to every channel in use, returned once Redis
+        has confirmed every subscription; raises if Redis does not answer."""
         async with self._lock:
             old, self._pubsub = self._pubsub, self.layer.pubsub()
             self._unwatch()
             self._reconnected_behind = False
-            with contextlib.suppress(Exception):
-                await old.aclose()
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()
             self._wire.clear()
             channels = list(self._refs)
             for channel in list(self._confirmed):  # nobody waits on it: no stale event
                 if channel not in self._refs and channel not in self._to_subscribe:
                     del self._confirmed[channel]
-            try:
-                if channels:
-                    await self._pubsub.subscribe(*channels)
-                else:  # a connection to read from (and to notice the next failure)
-                    await self._pubsub.connect()
-                self._watch()
-                await self._confirm(channels)
-            except (redis.RedisError, OSError, TimeoutError) as exc:
-                log.warning("pub/sub reconnection failed: %s", exc)
-                return
-            self._wire.update(channels)
-            for channel in channels:  # (a waiter may have put a fresh event meanwhile)
-                self._confirmed.setdefault(channel, asyncio.Event()).set()
-            gone = [c for c in channels if c not in self._refs]  # released meanwhile
-            if gone:
-                if not self._to_unsubscribe:
-                    self._chore(self._unsubscribe())
-                self._to_unsubscribe.update(gone)
-            self.reconnects += 1
-        log.info("pub/sub reconnected: %d channels", len(channels))
-        self._recheck_all.set()
+            if channels:
+                await self._pubsub.subscribe(*channels)
+            else:  # a connection to read from (and to notice the next failure)
+                await self._pubsub.connect()
+            self._watch()
+            await self._confirm(channels)
+            self._wired(channels)
+        return channels
+
+    def _wired(self, channels: list[str]) -> None:
+        """After a reconnection: the channels are on the wire, confirmed; those released
+        meanwhile are unsubscribed."""
+        self._wire.update(channels)
+        for channel in channels:  # (a waiter may have put a fresh event meanwhile)
+            self._confirmed.setdefault(channel, asyncio.Event()).set()
+        gone = [c for c in channels if c not in self._refs]
+        if gone:
+            if not self._to_unsubscribe:
+                self._chore(self._unsubscribe())
+            self._to_unsubscribe.update(gone)
 
     async def _confirm(self, channels: list[str]) -> None:
         """Read the new connection until Redis has confirmed every channel (other messages
@@ -324,28 +466,12 @@ class WaitHub:
             self._on_message(msg)
 
     # -- the safety net -------------------------------------------------------------------
-    async def _check_loop(self) -> None:
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recheck_all.wait(), self.recheck_every)
-            everyone = self._recheck_all.is_set()
-            self._recheck_all.clear()
-            try:
-                await self.recheck(everyone)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: the next round (or reconnect) retries
-                log.debug("re-reading outcomes failed: %s", exc)
-                if everyone:  # the read after a reconnect is owed to every waiter
-                    await asyncio.sleep(_BACKOFF[0])
-                    self._recheck_all.set()
-
     async def recheck(self, everyone: bool = False) -> int:
-        """Re-read the outcomes of the waits older than `recheck_every` (all with
+        """Re-read the outcomes of the waits older than `wait_recheck_interval` (all with
         `everyone`), one pipeline per chunk; returns how many were finished."""
-        cutoff = time.monotonic() - self.recheck_every
+        cutoff = time.monotonic() - self.policy.recheck_every
         due = {(w.session_id, w.action_id) for waits in list(self._waits.values())
-               for w in waits if everyone or w.since <= cutoff}
+               for w in waits if everyone or w.waiter.since <= cutoff}
         pairs = sorted(due)
         found = 0
         for i in range(0, len(pairs), _RECHECK_CHUNK):
@@ -358,10 +484,12 @@ class WaitHub:
         return found
 
     async def close(self) -> None:
-        """Stop the tasks and close the pub/sub connection; waiters still waiting are
-        cancelled (their actions go on)."""
+        """Stop the connection's task and close the pub/sub connection; waiters still waiting
+        are cancelled (their actions go on)."""
         self._closed = True
-        tasks = [t for t in (self._listener, self._checker, *self._chores) if t is not None]
+        if self._expiry is not None:
+            self._expiry.cancel()
+        tasks = [t for t in (self._task, *self._chores) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -96,12 +96,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def tls_config(settings: Settings) -> dict[str, Any]:
-    """Celery's TLS options for a `rediss://` broker or result backend (the `redis_ssl_*`
-    settings). Only then: set for a `redis://` URL they would turn TLS on, and kombu alone
-    would take a `rediss://` broker without them as "do not verify the certificate"."""
+    """Celery's TLS options: for a `rediss://` broker or result backend the `redis_ssl_*`
+    settings, for an `amqps://` broker the `amqp_ssl_*` ones. Only then: set for a `redis://`
+    URL they would turn TLS on, and kombu alone would take a `rediss://` broker without them
+    as "do not verify the certificate"."""
     config: dict[str, Any] = {}
     if broker_ssl := settings.redis_ssl(settings.broker):
         config["broker_use_ssl"] = broker_ssl
+    if amqp_ssl := settings.amqp_ssl(settings.broker):
+        config["broker_use_ssl"] = amqp_ssl
     if backend_ssl := settings.redis_ssl(settings.backend):
         config["redis_backend_use_ssl"] = backend_ssl
     return config
