@@ -66,12 +66,15 @@ GUARANTEE_MODULES = {
 """The modules that test the guarantees (docs/guarantees.md): marked `guarantee`, the set
 `make test-floor` runs on the lowest dependency versions the pins allow."""
 FAST_SKIPS_MODULES = {"test_chaos", "test_cluster", "test_brokers", "test_restart", "test_up",
-                      "test_web_browser", "test_compose"}
+                      "test_web_browser", "test_compose", "test_dead_worker", "test_amqps"}
 FAST_SKIPS_WORDS = ("sigkill", "killed", "dead", "restart", "survive", "out_of_memory",
                     "flower", "beat", "long_queue", "starve", "sigterm", "heartbeat", "poison",
                     "two_workers", "three_workers", "real_workload", "concurrent_waits",
                     "refused_credentials", "rediss", "json_logs", "pickle", "cli_snapshot",
-                    "fleet")
+                    "fleet", "acl_change", "outage", "cancelled_by_name", "loop_lag",
+                    "asks_celery", "session_lifecycle", "save_is_between", "round_trip_with",
+                    "terminate_with_drain", "running_action_is_not_expired", "lost_drain",
+                    "every_mistake")
 """`--fast` leaves out tests whose name says they kill, restart or wait out something: they
 are the slow ones, and `make test` runs them."""
 
