@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     """Celery redis transport visibility timeout (redelivery of unacked messages)."""
     reliable_fetch: bool = True
     """On a `redis://` broker, workers take messages by moving them into a holding list of
-    their own (`jido_tasks.reliable_redis`), so a worker killed while taking one does not lose
+    their own (`jido_tasks.store.transport`), so a worker killed while taking one does not lose
     it (kombu's BRPOP does). Needs Redis 6.2 (older: kombu's fetch). Process-wide: once an app
     built with it on is made, every `redis://` kombu connection of the process uses it."""
     action_events: bool = True

@@ -282,7 +282,7 @@ def test_by_name_send_survives_a_sigkilled_worker(workers: Workers, broker: str,
     message comes back after the others: the broker's order, not the sender's), and every
     result readable through AsyncResult.
 
-    On the Redis broker this holds thanks to the workers' fetch (`reliable_redis`): with
+    On the Redis broker this holds thanks to the workers' fetch (`store.transport`): with
     kombu's BRPOP a worker killed between taking a message and recording it as unacknowledged
     loses it (kombu #305; seen here in about one run in eight before that fetch).
 

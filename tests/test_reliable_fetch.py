@@ -1,4 +1,4 @@
-"""The workers' fetch on a Redis broker (`jido_tasks.reliable_redis`): a message a dead worker
+"""The workers' fetch on a Redis broker (`jido_tasks.store.transport`): a message a dead worker
 was taking comes back, messages of every priority are taken, holding lists stay empty, and
 what any Celery client publishes is consumed unchanged (real redis-server, real workers)."""
 
