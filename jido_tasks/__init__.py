@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         Progress,
         SessionConfig,
         SessionEntry,
+        SessionList,
         SessionStatus,
     )
     from jido_tasks.ops.snapshots.service import (
@@ -112,6 +113,7 @@ _WHERE: dict[str, str] = {
     "RedisUnavailable": "jido_tasks.errors",
     "SessionConfig": "jido_tasks.models",
     "SessionEntry": "jido_tasks.models",
+    "SessionList": "jido_tasks.models",
     "SessionNotActive": "jido_tasks.errors",
     "SessionNotFound": "jido_tasks.errors",
     "SessionStatus": "jido_tasks.models",
@@ -157,6 +159,7 @@ __all__ = [
     "RedisUnavailable",
     "SessionConfig",
     "SessionEntry",
+    "SessionList",
     "SessionNotActive",
     "SessionNotFound",
     "SessionStatus",

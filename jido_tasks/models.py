@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -225,6 +226,24 @@ class SessionEntry(BaseModel):
         if entry.id != session_id:
             raise InvalidEntry(session_id, key, f"row names another session, {entry.id}")
         return entry
+
+
+class SessionList(list[SessionEntry]):
+    """What `list_sessions` returns: the sessions (a plain list of `SessionEntry`), plus the
+    Redis Cluster hash slots whose sessions could not be read because the node serving them
+    is down (`missing_slots`, empty when the listing is `complete`)."""
+
+    missing_slots: tuple[int, ...]
+
+    def __init__(self, entries: Iterable[SessionEntry] = (),
+                 missing_slots: Iterable[int] = ()) -> None:
+        super().__init__(entries)
+        self.missing_slots = tuple(sorted(set(missing_slots)))
+
+    @property
+    def complete(self) -> bool:
+        """True when every slot group was read (always, on a single Redis)."""
+        return not self.missing_slots
 
 
 class ActionStatus(StrEnum):

@@ -4,8 +4,12 @@ ever touches keys of two slots (Redis would answer CROSSSLOT, or refuse a non-lo
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -13,9 +17,12 @@ import redis
 
 from jido_tasks import AsyncClient, Client, SessionStatus
 from jido_tasks.errors import RedisUnavailable
-from jido_tasks.store.keys import key_slot
+from jido_tasks.store.connection import DOWN_MEMORY
+from jido_tasks.store.keys import group_tag, key_slot
 from tests.cluster import RedisClusterServers
 from tests.conftest import WorkerGroup, make_settings, wait_for
+from tests.test_cli import run_cli
+from tests.test_web import HEADERS, web_server
 
 Workers = Callable[..., WorkerGroup]
 TINY = {"timeout_minutes": 0.01}  # 0.6 s
@@ -127,6 +134,89 @@ def test_a_lost_master_fails_only_its_sessions(tmp_path: Any) -> None:
         c.close()
     finally:
         cluster.stop()
+
+
+def test_a_lost_master_leaves_listing_and_sweep_partial(tmp_path: Any) -> None:
+    """A cluster of its own (AOF on) loses one master. `list_sessions` (both clients),
+    `jido-tasks sessions list` and the sweep do the live nodes' part and name the slots they
+    could not read; once the master is back, the next sweep does the rest."""
+    cluster = RedisClusterServers(tmp_path / "partial", aof=True)
+    cluster.start()
+    page = ExitStack()
+    try:
+        settings = make_settings(cluster.url, redis_cluster=True)
+        c = Client(settings)
+        due = [c.create_session(config=TINY).id for _ in range(24)]
+        live = [c.create_session().id for _ in range(24)]
+        lost = cluster.ports[1]
+
+        def node(sid: str) -> int:
+            return cluster.master_of(key_slot(c.layer.keys.group_for(sid).prefix
+                                              .split("{")[1].rstrip("}")))
+        lost_slots = sorted(s for s in (key_slot(group_tag(g, settings.index_shards))
+                                        for g in range(settings.index_shards))
+                            if cluster.master_of(s) == lost)
+        kept = {sid for sid in due + live if node(sid) != lost}
+        assert 0 < len(kept) < 48
+        web = page.enter_context(web_server(settings))
+        cluster.shutdown_node(lost)
+
+        listed = c.list_sessions()
+        assert {e.id for e in listed} == kept
+        assert not listed.complete and list(listed.missing_slots) == lost_slots
+        assert {e.id for e in asyncio.run(_async_list(settings))} == kept
+        res = run_cli(settings, "sessions", "list", timeout=120)
+        assert res.returncode == 3, res.stderr
+        assert {row["id"] for row in json.loads(res.stdout)} == kept
+        assert f"missing slots: {', '.join(map(str, lost_slots))}" in res.stderr
+        with urllib.request.urlopen(urllib.request.Request(web.base + "/sessions",
+                                                           headers=HEADERS), timeout=60) as r:
+            html = r.read().decode()
+        page.close()
+        assert 'id="missing"' in html and ", ".join(map(str, lost_slots)) in html
+        assert {sid for sid in due + live if sid in html} == kept
+
+        time.sleep(0.7)  # the tiny timeouts (0.6 s) have passed
+        report = c.sweep()
+        assert report.expired == len([sid for sid in due if sid in kept]), report
+        assert report.missing_slots == lost_slots and report.errors == 0, report
+
+        cluster.start_node(lost)
+        gone = [sid for sid in due if sid not in kept]
+        wait_for(lambda: _reachable(c, gone[0]), timeout=30, message="lost master back")
+        assert all(c.get_session(sid).status is SessionStatus.ACTIVE for sid in gone)
+        expired: list[int] = []
+
+        def swept_all() -> bool:  # a node found down is tried again after DOWN_MEMORY
+            report = c.sweep()
+            expired.append(report.expired)
+            return report.missing_slots == [] and report.errors == 0
+        wait_for(swept_all, timeout=DOWN_MEMORY + 20, interval=1.0,
+                 message="a sweep that reads every group again")
+        assert sum(expired) == len(gone)
+        assert c.list_sessions().complete
+        c.close()
+    finally:
+        page.close()
+        cluster.stop()
+
+
+async def _async_list(settings: Any) -> list[Any]:
+    ac = AsyncClient(settings)
+    try:
+        listed = await ac.list_sessions()
+        assert not listed.complete
+        return list(listed)
+    finally:
+        await ac.close()
+
+
+def _reachable(c: Client, sid: str) -> bool:
+    try:
+        c.get_session(sid)
+    except RedisUnavailable:
+        return False
+    return True
 
 
 def test_async_client_on_the_cluster(workers: Workers) -> None:

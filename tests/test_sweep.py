@@ -76,7 +76,9 @@ def index_scores(c: Client, sid: str) -> dict[str, float | None]:
 
 
 def counts(report: SweepReport) -> dict[str, int]:
-    return report.model_dump(exclude={"duration", "skipped_locked"})
+    """The report's counts (every group was read: no slots missing)."""
+    assert report.missing_slots == [], report
+    return report.model_dump(exclude={"duration", "skipped_locked", "missing_slots"})
 
 
 def only(**nonzero: int) -> dict[str, int]:

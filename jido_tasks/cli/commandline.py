@@ -2,6 +2,8 @@
 
 Output is JSON (one object or a list; events one object per line) so scripts can parse it.
 A jido-tasks error prints `error: <message>` on stderr and exits 2; unreachable Redis exits 1.
+A listing that lacks what a down Redis Cluster node holds prints what the live nodes hold, says
+which slots are missing on stderr, and exits 3.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ _JSON_HELP = "a JSON object, or @path of a file holding one."
 PROGRESS_EVERY = 0.25  # seconds between progress reads of `send --wait`
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 log = logging.getLogger("jido_tasks.cli.supervise")
+
+
+PARTIAL = 3
+"""Exit status of a listing that lacks what a down Redis Cluster node holds."""
 
 
 def print_json(value: Any) -> None:
@@ -231,8 +237,15 @@ def sessions() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most this many rows of the index (default: all).")
 def sessions_list(status: str | None, offset: int, limit: int | None) -> None:
-    """Sessions, most recent activity first."""
-    print_json(client().list_sessions(status, offset=offset, limit=limit))
+    """Sessions, most recent activity first. With a Redis Cluster node down: the live nodes'
+    sessions, the missing slots on stderr, exit status 3."""
+    listed = client().list_sessions(status, offset=offset, limit=limit)
+    print_json(listed)
+    if not listed.complete:
+        click.echo(f"warning: incomplete: {len(listed.missing_slots)} slot group(s) could not "
+                   f"be read (a Redis Cluster node down); missing slots: "
+                   f"{', '.join(map(str, listed.missing_slots))}", err=True)
+        sys.exit(PARTIAL)
 
 
 @sessions.command("show")

@@ -66,6 +66,7 @@ from jido_tasks.models import (
     JsonObject,
     SessionConfig,
     SessionEntry,
+    SessionList,
     SessionStatus,
     validate_session_id,
 )
@@ -242,9 +243,11 @@ class AsyncClient:
     @_layout_checked
     @redis_errors
     async def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
-                            limit: int | None = None) -> list[SessionEntry]:
+                            limit: int | None = None) -> SessionList:
         """Sessions newest activity first; default every one that is not terminated.
-        `offset`/`limit` count sessions of the requested status."""
+        `offset`/`limit` count sessions of the requested status.
+        On a Redis Cluster with a node down: the live nodes' sessions, and the unreadable
+        slots in `SessionList.missing_slots` (`complete` is False)."""
         return await self.layer.run(list_plan(self.layer, status, offset=offset, limit=limit))
 
     @_layout_checked

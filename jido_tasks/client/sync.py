@@ -21,6 +21,7 @@ from jido_tasks.models import (
     JsonObject,
     SessionConfig,
     SessionEntry,
+    SessionList,
     SessionStatus,
 )
 from jido_tasks.ops.snapshots.service import (
@@ -87,9 +88,11 @@ class Client:
 
     @redis_errors
     def list_sessions(self, status: SessionStatus | str | None = None, *, offset: int = 0,
-                      limit: int | None = None) -> list[SessionEntry]:
+                      limit: int | None = None) -> SessionList:
         """Sessions newest activity first; default every one that is not terminated.
-        `offset`/`limit` count sessions of the requested status."""
+        `offset`/`limit` count sessions of the requested status.
+        On a Redis Cluster with a node down: the live nodes' sessions, and the unreadable
+        slots in `SessionList.missing_slots` (`complete` is False)."""
         return self.sessions.list(status, offset=offset, limit=limit)
 
     @redis_errors

@@ -5,7 +5,6 @@ Every write is one Lua script (one round trip, atomic); reads go through `Sessio
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from jido_tasks.models import (
     JsonObject,
     SessionConfig,
     SessionEntry,
+    SessionList,
     SessionStatus,
     from_ts,
     is_index_member,
@@ -36,7 +36,7 @@ from jido_tasks.models import (
 from jido_tasks.settings import Settings
 from jido_tasks.store import scripts
 from jido_tasks.store.connection import Layer, Plan, Read, RedisLayer
-from jido_tasks.store.groups import NewestFirst
+from jido_tasks.store.groups import NewestFirst, group_slots
 
 log = logging.getLogger(__name__)
 _PAGE = 500  # index entries read per round trip when listing
@@ -133,25 +133,29 @@ def _first(replies: list[Any]) -> Any:
 
 
 def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset: int = 0,
-              limit: int | None = None) -> Plan[list[SessionEntry]]:
+              limit: int | None = None) -> Plan[SessionList]:
     """Sessions by last activity, newest first; default all not terminated.
 
     `offset` and `limit` count sessions of the requested status. Reads one index page at a
     time (never scans the keyspace), each page's rows in one pipeline. Active and terminating
     sessions are in `activity` (by last activity); an idle one only in `expiry` (by idle
     deadline, which follows its last activity): idle ones are listed after the others.
+    On a Redis Cluster with a node down, the live nodes' sessions are listed and the slots of
+    the others are in `SessionList.missing_slots` (logged).
     """
     wanted = _wanted(status, offset, limit)
     if wanted is SessionStatus.TERMINATED:  # the index holds only them: paged exactly
         return (yield from _page_plan(layer, "terminated", offset, limit))
     out: list[SessionEntry] = []
+    missing: set[int] = set()
     skip = offset
     page = max(limit or 0, _PAGE)
     for index, statuses in _sources(wanted):
         merged = NewestFirst(layer, attrgetter(index), offset + page)
         while limit is None or len(out) < limit:
             ids = yield from merged.take(page)
-            rows = yield _rows_read(layer, index, ids)
+            rows, lost = yield _rows_read(layer, index, ids)
+            missing |= lost
             for entry in rows:
                 if entry.status in statuses:
                     if skip:
@@ -160,7 +164,19 @@ def list_plan(layer: Layer, status: SessionStatus | str | None = None, *, offset
                         out.append(entry)
             if len(ids) < page:
                 break
-    return out if limit is None else out[:limit]
+        missing |= merged.missing
+    return _listed(layer, out if limit is None else out[:limit], missing)
+
+
+def _listed(layer: Layer, entries: list[SessionEntry], missing: set[int]) -> SessionList:
+    """The listing, with the slots of the groups that could not be read (logged)."""
+    listed = SessionList(entries, group_slots(layer, missing))
+    if missing:
+        log.warning("list_sessions: %d of %d slot groups unreachable (a Redis Cluster node "
+                    "down); listed only the others' sessions; missing slots: %s",
+                    len(missing), layer.keys.shards,
+                    ", ".join(map(str, listed.missing_slots)))
+    return listed
 
 
 def _wanted(status: SessionStatus | str | None, offset: int, limit: int | None,
@@ -189,41 +205,51 @@ def _sources(wanted: SessionStatus | None) -> list[tuple[str, set[SessionStatus]
 
 
 def _page_plan(layer: Layer, index: str, offset: int, limit: int | None,
-               ) -> Plan[list[SessionEntry]]:
+               ) -> Plan[SessionList]:
     """Sessions of an index holding only the wanted ones, newest first, paged exactly."""
     out: list[SessionEntry] = []
+    missing: set[int] = set()
     page = limit or _PAGE
     merged = NewestFirst(layer, attrgetter(index), offset + page)
     skip = offset
     while skip:  # ids only: their rows are not read
         skipped = yield from merged.take(min(skip, _PAGE))
         if not skipped:
-            return out
+            return _listed(layer, out, merged.missing)
         skip -= len(skipped)
     while limit is None or len(out) < limit:
         ids = yield from merged.take(page)
-        out += yield _rows_read(layer, index, ids)
+        rows, lost = yield _rows_read(layer, index, ids)
+        out += rows
+        missing |= lost
         if len(ids) < page:
             break
-    return out if limit is None else out[:limit]
+    return _listed(layer, out if limit is None else out[:limit], missing | merged.missing)
 
 
-def _rows_read(layer: Layer, index: str, ids: list[str]) -> Read[list[SessionEntry]]:
-    """The registry rows of `ids` (one pipeline); foreign, vanished or corrupt ones are
-    skipped (logged), so one bad row never hides the others."""
+def _rows_read(layer: Layer, index: str, ids: list[str],
+               ) -> Read[tuple[list[SessionEntry], set[int]]]:
+    """The registry rows of `ids` (one pipeline), and the groups of those that could not be
+    read (a cluster node down); foreign, vanished or corrupt ones are skipped (logged), so one
+    bad row never hides the others."""
     ids = [sid for sid in ids if is_index_member(index, sid)]
 
-    def decode(replies: list[Any]) -> list[SessionEntry]:
+    def decode(replies: list[Any]) -> tuple[list[SessionEntry], set[int]]:
         out: list[SessionEntry] = []
+        lost: set[int] = set()
         for sid, row in zip(ids, replies, strict=True):
-            if not row:  # purged between the two reads
+            if isinstance(row, Exception):
+                lost.add(layer.keys.group_of(sid))
+            elif not row:  # purged between the two reads
                 continue
-            try:
-                out.append(_entry(layer, sid, row))
-            except InvalidEntry as exc:
-                log.warning("list_sessions: skipped %s", exc)
-        return out
-    return Read([("HGETALL", layer.keys.session(sid).entry) for sid in ids], decode)
+            else:
+                try:
+                    out.append(_entry(layer, sid, row))
+                except InvalidEntry as exc:
+                    log.warning("list_sessions: skipped %s", exc)
+        return out, lost
+    return Read([("HGETALL", layer.keys.session(sid).entry) for sid in ids], decode,
+                partial=True)
 
 
 def transition_plan(layer: Layer, session_id: str, target: SessionStatus | str,
@@ -303,7 +329,7 @@ class SessionService:
         return self.layer.run(get_plan(self.layer, session_id))
 
     def list(self, status: SessionStatus | str | None = None, *, offset: int = 0,
-             limit: int | None = None) -> builtins.list[SessionEntry]:
+             limit: int | None = None) -> SessionList:
         """Sessions by last activity, newest first; see `list_plan`."""
         return self.layer.run(list_plan(self.layer, status, offset=offset, limit=limit))
 

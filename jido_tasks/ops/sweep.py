@@ -9,6 +9,10 @@ harmless; a short lock just keeps them from doing the same work twice: redis-py'
 and released by scripts that check the token, so only its owner does either). It is one key,
 so one slot also on a Redis Cluster, whose client runs those scripts by that key (loaded on
 every master first, as our own scripts are: `_load_lock_script`).
+
+On a Redis Cluster with a node down, the sweep does the live nodes' work: the groups the dead
+node serves are left for a later sweep (their slots in `SweepReport.missing_slots`, logged),
+and a sweep whose lock's node is down goes on without the lock.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from redis.lock import Lock
 
 from jido_tasks import telemetry
 from jido_tasks.core.drains import publish_drain
+from jido_tasks.errors import RedisUnavailable
 from jido_tasks.models import is_index_member
 from jido_tasks.ops.snapshots.service import SnapshotStore, save_snapshot, snapshot_store
 from jido_tasks.store import scripts
-from jido_tasks.store.connection import RedisLayer
+from jido_tasks.store.connection import NODE_DOWN, Read, RedisLayer
+from jido_tasks.store.groups import group_slots
 from jido_tasks.store.results import deliver
 from jido_tasks.store.scripts import Op, Tag
 
@@ -60,6 +66,9 @@ class SweepReport(BaseModel):
     """Leftover temporary files of dead snapshot writers removed (disk store)."""
     errors: int = 0
     """Candidates whose script failed (logged); looked at again later."""
+    missing_slots: list[int] = []
+    """Redis Cluster slots whose indexes could not be read (their node down): their sessions
+    are left for a later sweep."""
     skipped_locked: bool = False
     """Another sweep held the lock, so this one did nothing."""
     duration: float = 0.0
@@ -86,15 +95,17 @@ class Sweeper:
     def run(self, force: bool = False) -> SweepReport:
         """Sweep once; without `force`, do nothing if another sweep holds the lock."""
         started = time.monotonic()
-        self.held = bool(self.lock.acquire())
+        taken = self._acquire()
+        self.held = bool(taken)
+        if taken is None:  # the lock's node is down: the live nodes' work, unlocked
+            force = True
         if not self.held and not force:
             self.report.skipped_locked = True
             self.report.duration = time.monotonic() - started
             log.info("sweep skipped: another sweep holds %s", self.lock.name)
             return self.report
         try:
-            sec, usec = self.layer.redis.time()
-            now = sec + usec / 1e6
+            now = self._now()
             s = self.settings
             self._scan("scheduled", now - s.stale_after, self._recover)
             self._scan("expiry", now, self._expire)
@@ -109,18 +120,57 @@ class Sweeper:
         telemetry.dispatch.sweep_finished(self.report.model_dump())
         return self.report
 
+    def _now(self) -> float:
+        """Redis's clock (TIME); on a cluster, that of the first master that answers."""
+        if not self.layer.cluster:
+            sec, usec = self.layer.redis.time()
+            return float(sec) + usec / 1e6
+        cluster: Any = self.layer.redis
+        failure: BaseException | None = None
+        for node in cluster.get_primaries():
+            if self.layer.down.skip(node.name):
+                continue
+            try:
+                sec, usec = cluster.execute_command("TIME", target_nodes=node)
+                return float(sec) + float(usec) / 1e6
+            except NODE_DOWN as exc:
+                self.layer.down.mark(node.name, exc)
+                failure = exc
+        raise RedisUnavailable(self.layer.keys.namespace, f"no cluster master answers TIME: "
+                                                          f"{failure}")
+
+    def _acquire(self) -> bool | None:
+        """Take the lock if free: True if taken, False if another sweep holds it, None if
+        its node cannot be reached (logged)."""
+        try:
+            return bool(self.lock.acquire())
+        except NODE_DOWN as exc:
+            log.warning("sweep: the lock %s cannot be reached (%s); sweeping without it",
+                        self.lock.name, exc)
+            return None
+
     def candidates(self, index: str, cutoff: float, offsets: dict[int, int],
-                   ) -> dict[int, list[str]]:
+                   ) -> dict[int, list[str] | Exception]:
         """Members of index `index` (a `GroupKeys` name) scored up to `cutoff`: one batch of
-        each group in `offsets` (group -> offset), all in one pipeline."""
+        each group in `offsets` (group -> offset), all in one pipeline; a group whose node
+        is down (on a cluster) gets the error instead."""
         groups = list(offsets)
         keys = self.layer.keys
-        pipe = self.layer.redis.pipeline(transaction=False)
-        for g in groups:
-            pipe.zrangebyscore(getattr(keys.group(g), index), "-inf", repr(cutoff),
-                               start=offsets[g], num=self.settings.sweep_batch)
-        return {g: [str(sid) for sid in ids]
-                for g, ids in zip(groups, pipe.execute(), strict=True)}
+        commands = [("ZRANGEBYSCORE", getattr(keys.group(g), index), "-inf", repr(cutoff),
+                     "LIMIT", offsets[g], self.settings.sweep_batch) for g in groups]
+        replies = self.layer.read(Read(commands, list, partial=True))
+        return {g: ids if isinstance(ids, Exception) else [str(sid) for sid in ids]
+                for g, ids in zip(groups, replies, strict=True)}
+
+    def _unreachable(self, index: str, groups: set[int]) -> None:
+        """Note the groups whose index `index` could not be read (their node down)."""
+        if not groups:
+            return
+        slots = group_slots(self.layer, groups)
+        self.report.missing_slots = sorted({*self.report.missing_slots, *slots})
+        log.warning("sweep: index %r of %d slot group(s) unreachable (a Redis Cluster node "
+                    "down), left for a later sweep; slots: %s", index, len(groups),
+                    ", ".join(map(str, slots)))
 
     def _scan(self, index: str, cutoff: float, step: Callable[[list[str]], set[str]]) -> None:
         """Feed due members of index `index` of every group to `step`, `sweep_batch` at a
@@ -128,9 +178,14 @@ class Sweeper:
         paging skips over those. Work: the due members, plus one read per group."""
         offsets = dict.fromkeys(range(self.layer.keys.shards), 0)
         seen: set[str] = set()
+        unreachable: set[int] = set()
         while offsets:
             fresh: list[tuple[int, str]] = []
             for g, ids in self.candidates(index, cutoff, offsets).items():
+                if isinstance(ids, Exception):
+                    unreachable.add(g)
+                    del offsets[g]
+                    continue
                 for sid in ids:
                     if sid in seen or not is_index_member(index, sid):
                         offsets[g] += 1
@@ -141,27 +196,43 @@ class Sweeper:
                     del offsets[g]
             for first in range(0, len(fresh), self.settings.sweep_batch):
                 chunk = fresh[first:first + self.settings.sweep_batch]
-                stay = step([sid for _, sid in chunk])
+                stay = self._step(step, [sid for _, sid in chunk])
                 for g, sid in chunk:
                     if sid in stay and g in offsets:
                         offsets[g] += 1
                 self._extend()
+        self._unreachable(index, unreachable)
+
+    def _step(self, step: Callable[[list[str]], set[str]], ids: list[str]) -> set[str]:
+        """`step(ids)`; if Redis cannot be reached for the batch (a cluster node that died
+        during the sweep), the batch is logged, counted and left for a later sweep."""
+        try:
+            return step(ids)
+        except (RedisUnavailable, *NODE_DOWN) as exc:
+            self.report.errors += len(ids)
+            log.error("sweep: a batch of %d session(s) left for a later sweep: %s",
+                      len(ids), exc)
+            return set(ids)
 
     def _extend(self) -> None:
         """Give the lock we hold its full time again; a lock found lost is left alone."""
         if self.held:
-            self._load_lock_script("extend", Lock.LUA_EXTEND_SCRIPT)
             try:
+                self._load_lock_script("extend", Lock.LUA_EXTEND_SCRIPT)
                 self.lock.extend(self.lock_ttl, replace_ttl=True)
             except LockNotOwnedError:  # expired, maybe taken: this sweep goes on, unlocked
+                self.held = False
+            except NODE_DOWN as exc:  # its node died: this sweep goes on, unlocked
+                log.warning("sweep: the lock %s cannot be reached (%s)", self.lock.name, exc)
                 self.held = False
 
     def _release(self) -> None:
         """Delete the lock if it still holds our token (never another owner's)."""
         if self.held:
             self.held = False
-            self._load_lock_script("release", Lock.LUA_RELEASE_SCRIPT)
-            with contextlib.suppress(LockNotOwnedError):  # expired: nothing of ours to delete
+            # expired: nothing of ours to delete; its node down: it expires by itself
+            with contextlib.suppress(LockNotOwnedError, *NODE_DOWN):
+                self._load_lock_script("release", Lock.LUA_RELEASE_SCRIPT)
                 self.lock.release()
 
     def _load_lock_script(self, name: str, source: str) -> None:

@@ -16,7 +16,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError
 
 from jido_tasks.settings import Settings
-from jido_tasks.store.connection import Plan, Read, decode_many
+from jido_tasks.store.connection import (
+    NODE_DOWN,
+    DownNodes,
+    Plan,
+    Read,
+    by_node,
+    decode_many,
+)
 from jido_tasks.store.keys import KeySchema
 from jido_tasks.store.scripts import Op
 
@@ -38,6 +45,7 @@ class AsyncRedisLayer:
         self.keys = KeySchema(settings.namespace, settings.index_shards)
         self.cluster = settings.redis_cluster
         self._loaded: dict[str, Any] = {}
+        self.down = DownNodes()
         self.pool: Any = None
         if self.cluster:  # the cluster client keeps a pool per node
             self.redis: Any = redis.asyncio.cluster.RedisCluster.from_url(
@@ -61,9 +69,18 @@ class AsyncRedisLayer:
         if found is None:
             found = self.redis.register_script(op.script.source())
             if self.cluster:
-                await self.redis.script_load(found.script)
+                await self._load_on_masters(found.script)
             self._loaded[op.script.name] = found
         return found
+
+    async def _load_on_masters(self, script: str) -> None:
+        """`RedisLayer._load_on_masters`, awaited."""
+        for node in self.redis.get_primaries():
+            if not self.down.skip(node.name):
+                try:
+                    await self.redis.execute_command("SCRIPT LOAD", script, target_nodes=node)
+                except NODE_DOWN as exc:
+                    self.down.mark(node.name, exc)
 
     async def call(self, op: Op[T]) -> T:
         """Run one script call in one round trip and return its typed reply."""
@@ -94,11 +111,32 @@ class AsyncRedisLayer:
         return decode_many(self, ops, replies)
 
     async def read(self, read: Read[T]) -> T:
-        """Run plain commands in one pipeline (one round trip) and decode their replies."""
+        """`RedisLayer.read`, awaited (a `partial` read on a cluster with a node down: one
+        pipeline per node)."""
+        partial = read.partial and self.cluster
+        if not (partial and self.down.any()):
+            try:
+                return read.decode(await self._pipeline(read, read.commands))
+            except NODE_DOWN:
+                if not partial:
+                    raise
+        replies: list[Any] = [None] * len(read.commands)
+        for node, positions in by_node(self.redis, read.commands).items():
+            got = self.down.replies(self, node, len(positions))
+            if not self.down.skip(node):
+                try:
+                    got = await self._pipeline(read, [read.commands[i] for i in positions])
+                except NODE_DOWN as exc:
+                    self.down.mark(node, exc)
+            for i, reply in zip(positions, got, strict=True):
+                replies[i] = reply
+        return read.decode(replies)
+
+    async def _pipeline(self, read: Read[Any], commands: list[tuple[Any, ...]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=read.transaction)
-        for command in read.commands:
+        for command in commands:
             pipe.execute_command(*command)
-        return read.decode(await pipe.execute(raise_on_error=not read.replies_with_errors))
+        return list(await pipe.execute(raise_on_error=not read.replies_with_errors))
 
     async def run(self, plan: Plan[T]) -> T:
         """Drive a plan (see `jido_tasks.store.connection.Plan`) with awaited I/O."""

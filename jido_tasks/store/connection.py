@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
@@ -134,6 +135,11 @@ class Read(Generic[T]):
     transaction: bool = False
     replies_with_errors: bool = False
     """The decoder gets a failed command's error in its place (instead of the read raising)."""
+    partial: bool = False
+    """On a Redis Cluster, a node that cannot be reached does not fail the whole read: the
+    commands it serves get a `RedisUnavailable` in place of their replies (the decoder must
+    take them) and the other nodes' replies are kept. Each command's first argument must be
+    its key. Costs nothing while every node answers (one pipeline, as without it)."""
 
     def decode(self, replies: list[Any]) -> T:
         return self.decoder(replies)
@@ -157,6 +163,51 @@ def decode_many(layer: Layer, ops: list[Op[T]], replies: list[Any]) -> list[T | 
         except Exception as exc:  # a typed refusal of this one call
             out.append(exc)
     return out
+
+
+NODE_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
+"""What redis-py raises when a node (or, on a cluster, one of its nodes) cannot be reached."""
+
+
+def by_node(client: Any, commands: list[tuple[Any, ...]]) -> dict[str, list[int]]:
+    """The positions of `commands` by the name of the cluster node serving each one's key
+    (its first argument), as `client` (a sync or asyncio `RedisCluster`) maps the slots now."""
+    out: dict[str, list[int]] = {}
+    for i, command in enumerate(commands):
+        node = client.get_node_from_key(str(command[1]))
+        out.setdefault(node.name if node is not None else "?", []).append(i)
+    return out
+
+
+DOWN_MEMORY = 10.0
+"""Seconds a cluster node found unreachable is left out of partial reads and script loads
+before it is tried again (each try of a dead node costs redis-py's connect retries)."""
+
+
+class DownNodes:
+    """The cluster nodes of one layer found unreachable lately (`DOWN_MEMORY`)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def any(self) -> bool:
+        now = time.monotonic()
+        return any(until > now for until in self._until.values())
+
+    def skip(self, node: str) -> bool:
+        return self._until.get(node, 0.0) > time.monotonic()
+
+    def mark(self, node: str, exc: BaseException) -> None:
+        if not self.skip(node):
+            log.warning("Redis Cluster node %s unreachable (%s): left out of listings, sweeps "
+                        "and script loads for %.0f s", node, exc, DOWN_MEMORY)
+        self._until[node] = time.monotonic() + DOWN_MEMORY
+
+    def replies(self, layer: Layer, node: str, count: int) -> list[Any]:
+        """The replies of `count` commands of a partial read that node `node` could not
+        answer: each a `RedisUnavailable` naming the node."""
+        problem = f"cluster node {node} unreachable"
+        return [RedisUnavailable(safe_url(layer.settings.redis_dsn), problem)] * count
 
 
 def connect(url: str, ssl: dict[str, str] | None = None, cluster: bool = False) -> Any:
@@ -191,6 +242,7 @@ class RedisLayer:
         self.cluster = isinstance(raw, RedisCluster)
         self.keys = KeySchema(settings.namespace, settings.index_shards)
         self._loaded: dict[str, Any] = {}
+        self.down = DownNodes()
 
     def loaded(self, name: str, source: Callable[[], str]) -> Any:
         """The registered script `name` (loaded once per layer, then run by SHA). On a
@@ -201,9 +253,20 @@ class RedisLayer:
         if found is None:
             found = self.redis.register_script(source())
             if self.cluster:
-                self.redis.script_load(found.script)
+                self._load_on_masters(found.script)
             self._loaded[name] = found
         return found
+
+    def _load_on_masters(self, script: str) -> None:
+        """SCRIPT LOAD on every master that answers (one that is down gets the script when
+        it first answers NOSCRIPT, as after a failover)."""
+        cluster: Any = self.redis
+        for node in cluster.get_primaries():
+            if not self.down.skip(node.name):
+                try:
+                    cluster.execute_command("SCRIPT LOAD", script, target_nodes=node)
+                except NODE_DOWN as exc:
+                    self.down.mark(node.name, exc)
 
     def call(self, op: Op[T]) -> T:
         """Run one script call in one round trip and return its typed reply."""
@@ -229,11 +292,32 @@ class RedisLayer:
         return decode_many(self, ops, replies)
 
     def read(self, read: Read[T]) -> T:
-        """Run plain commands in one pipeline (one round trip) and decode their replies."""
+        """Run plain commands in one pipeline (one round trip) and decode their replies (a
+        `partial` read on a cluster with a node down: one pipeline per node, see `Read`)."""
+        partial = read.partial and self.cluster
+        if not (partial and self.down.any()):
+            try:
+                return read.decode(self._pipeline(read, read.commands))
+            except NODE_DOWN:
+                if not partial:
+                    raise
+        replies: list[Any] = [None] * len(read.commands)
+        for node, positions in by_node(self.redis, read.commands).items():
+            got = self.down.replies(self, node, len(positions))
+            if not self.down.skip(node):
+                try:
+                    got = self._pipeline(read, [read.commands[i] for i in positions])
+                except NODE_DOWN as exc:
+                    self.down.mark(node, exc)
+            for i, reply in zip(positions, got, strict=True):
+                replies[i] = reply
+        return read.decode(replies)
+
+    def _pipeline(self, read: Read[Any], commands: list[tuple[Any, ...]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=read.transaction)
-        for command in read.commands:
+        for command in commands:
             pipe.execute_command(*command)
-        return read.decode(pipe.execute(raise_on_error=not read.replies_with_errors))
+        return list(pipe.execute(raise_on_error=not read.replies_with_errors))
 
     def run(self, plan: Plan[T]) -> T:
         """Drive a plan: run each `Op` / `Read` it yields and send it the reply."""

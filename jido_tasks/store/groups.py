@@ -5,6 +5,10 @@ newest first, in the order one sorted set would give (score, then member, both d
 Each group is read a chunk at a time and only when the merge needs its next member, all the
 groups that need one in one pipeline, so a page of `n` costs about `n` entries plus one chunk
 per group, whatever the number of sessions.
+
+On a Redis Cluster with a node down, the groups that node serves are left out (their slots in
+`NewestFirst.missing`) and the others are merged as usual: a listing says what it lacks rather
+than failing whole.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jido_tasks.store.connection import Layer, Plan, Read
-from jido_tasks.store.keys import GroupKeys
+from jido_tasks.store.keys import GroupKeys, group_tag, key_slot
 
 MIN_CHUNK = 8
 """Fewest members read from one group at a time."""
@@ -59,6 +63,8 @@ class NewestFirst:
         self.cursors = [_Cursor() for _ in self.keys]
         self.heap: list[_Head] = []
         self.started = False
+        self.missing: set[int] = set()
+        """Groups that could not be read (a cluster node down): left out of the merge."""
 
     def take(self, n: int) -> Plan[list[str]]:
         """The next `n` members (fewer at the end)."""
@@ -81,10 +87,14 @@ class NewestFirst:
     def _fill(self, groups: list[int]) -> Plan[None]:
         commands = [("ZREVRANGE", self.keys[g], self.cursors[g].start,
                      self.cursors[g].start + self.chunk - 1, "WITHSCORES") for g in groups]
-        replies: list[Any] = yield Read(commands, _all)
+        replies: list[Any] = yield Read(commands, _all, partial=True)
         self.started = True
         for g, reply in zip(groups, replies, strict=True):
             cursor = self.cursors[g]
+            if isinstance(reply, Exception):
+                cursor.buffer, cursor.done = [], True
+                self.missing.add(g)
+                continue
             cursor.buffer = scored(reply)
             cursor.start += len(cursor.buffer)
             cursor.done = len(cursor.buffer) < self.chunk
@@ -106,6 +116,11 @@ def scored(reply: list[Any]) -> list[tuple[str, float]]:
     if reply and isinstance(reply[0], (list, tuple)):
         return [(str(m), float(s)) for m, s in reply]
     return [(str(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def group_slots(layer: Layer, groups: set[int]) -> tuple[int, ...]:
+    """The Redis Cluster hash slots of slot groups `groups`, in order."""
+    return tuple(sorted(key_slot(group_tag(g, layer.keys.shards)) for g in groups))
 
 
 def index_total(layer: Layer, index: Callable[[GroupKeys], str]) -> Read[int]:

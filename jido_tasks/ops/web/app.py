@@ -110,7 +110,7 @@ class SessionsHandler(_Base):
             raise tornado.web.HTTPError(400, exc.message) from None
         rows = session_rows(self.client.layer, entries[:PAGE_SIZE])
         self.render("list.html", rows=rows, status=status or "", page=page,
-                    more=len(entries) > PAGE_SIZE,
+                    more=len(entries) > PAGE_SIZE, missing=entries.missing_slots,
                     statuses=["", *(s.value for s in SessionStatus)])
 
 

@@ -27,6 +27,9 @@ _LIST = """{% extends "base.html" %}
 {% for s in statuses %}<option value="{{ s }}" {% if s == status %}selected{% end %}>
 {{ s or "live" }}</option>{% end %}
 </select> <button type="submit">filter</button></form>
+{% if missing %}<p id="missing" class="failed">Incomplete: {{ len(missing) }} slot group(s)
+could not be read (a Redis Cluster node down); the sessions below are the live nodes'.
+Missing slots: {{ ", ".join(map(str, missing)) }}</p>{% end %}
 <table id="sessions"><thead><tr><th>session</th><th>status</th><th>last activity (UTC)</th>
 <th>pending</th><th>lease holder</th><th>metadata</th></tr></thead><tbody>
 {% for row in rows %}<tr class="session">
