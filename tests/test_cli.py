@@ -50,6 +50,7 @@ def test_session_lifecycle(settings: Settings, client: Client) -> None:
 
     assert ok(settings, "sessions", "show", sid) == created
     assert [e["id"] for e in ok(settings, "sessions", "list")] == [sid]
+    assert ok(settings, "sessions") == ok(settings, "sessions", "list")  # alone: the list
     assert ok(settings, "sessions", "list", "--status", "idle") == []
 
     touched = ok(settings, "sessions", "touch", sid)

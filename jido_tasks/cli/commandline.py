@@ -225,9 +225,12 @@ def migrate() -> None:
 
 
 # -- sessions --------------------------------------------------------------------------------
-@cli.group()
-def sessions() -> None:
-    """Create, inspect and terminate sessions."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def sessions(ctx: click.Context) -> None:
+    """Create, inspect and terminate sessions (alone: `sessions list`)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(sessions_list)
 
 
 @sessions.command("list")
