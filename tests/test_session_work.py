@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from jido_tasks import (
     ActionCancelled,
     ActionFailed,
     ActionStatus,
+    AsyncClient,
     Client,
     InvalidParams,
     Outcome,
@@ -387,3 +391,29 @@ def test_send_many_is_ordered_and_all_or_nothing(workers: Workers) -> None:
         c.send_many(sid, ["test.noop", "test.noop"])
     assert c.layer.redis.llen(mailbox) == 0
     assert c.send_many(sid, []) == []
+
+
+def test_publishing_a_drain_subscribes_to_no_result(client: Client, settings: Any) -> None:
+    """A send that publishes its session's drain does not subscribe the client to the drain's
+    Celery result (nobody reads it, and the drain stores none): no SUBSCRIBE (nor the
+    UNSUBSCRIBE after it) per publish. Sync and async alike."""
+    backend = redis.Redis.from_url(settings.backend, decode_responses=True)
+
+    def subscribes() -> int:
+        stats = backend.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                   for name in ("subscribe", "unsubscribe"))
+    before = subscribes()
+    for _ in range(3):
+        client.send(client.create_session().id, "test.append", {"value": 1})
+
+    async def async_sends() -> None:
+        ac = AsyncClient(settings)
+        try:
+            for _ in range(3):
+                await ac.send((await ac.create_session()).id, "test.append", {"value": 1})
+        finally:
+            await ac.close()
+    asyncio.run(async_sends())
+    assert subscribes() == before
+    backend.close()

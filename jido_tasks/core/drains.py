@@ -20,8 +20,11 @@ def publish_drain(celery: Any, settings: Settings, session_id: str) -> bool:
     A failure is not raised: the session's actions are already accepted in Redis, and the next
     send or the sweep publishes again once the drain flag is stale.
     """
+    # ignore_result: nobody reads a drain's result, so the result backend need not subscribe
+    # to (and later unsubscribe from) its channel on every publish
     try:
-        celery.send_task(DRAIN_TASK, args=[session_id], queue=settings.queue)
+        celery.send_task(DRAIN_TASK, args=[session_id], queue=settings.queue,
+                         ignore_result=True)
     except Exception:  # broker down: recovery republishes
         log.exception("could not publish drain for session %s; recovery will retry",
                       session_id)
@@ -37,9 +40,7 @@ def publish_drains(celery: Any, settings: Settings, session_ids: list[str]) -> N
     logged and left to recovery), so a batch never loses a drain that could be published (a
     drain published twice is harmless: the second finds the mailbox empty or the lease held).
     """
-    # ignore_result: nobody reads a drain's result, so the result backend need not
-    # subscribe to its channel (a round trip per publish on Redis)
-    try:
+    try:  # ignore_result: as in publish_drain
         if len(session_ids) == 1:  # a batch of one only adds the batch's own overhead
             celery.send_task(DRAIN_TASK, args=session_ids, queue=settings.queue,
                              ignore_result=True)
