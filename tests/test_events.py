@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,8 +12,9 @@ import pytest
 import redis
 
 from jido_tasks import Client
+from jido_tasks.core.events import CREATED_ID
 from jido_tasks.models import Event, SessionStatus
-from tests.conftest import RedisServer, make_settings
+from tests.conftest import RedisServer, burst, make_settings
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -111,9 +113,74 @@ def test_lifecycle_events_on_global_stream(client: Client) -> None:
     global_events = list(client.events())
     assert summary(global_events) == EXPECTED_LIFECYCLE
     assert all(e.session_id == sid for e in global_events)
-    # The session's own stream was dropped when it went idle and restarted when active.
-    assert [e.data for e in global_events[2:]] == [e.data for e in session_events]
-    assert [e.ts for e in global_events[2:]] == [e.ts for e in session_events]
+    # The session's own stream was dropped when it went idle and restarted when active,
+    # beginning again with its session.created (rebuilt from the row, id CREATED_ID).
+    assert session_events[0].id == CREATED_ID and session_events[0].type == "session.created"
+    assert [e.data for e in global_events[:1] + global_events[2:]] == \
+        [e.data for e in session_events]
+    assert [e.ts for e in global_events[:1] + global_events[2:]] == \
+        [e.ts for e in session_events]
+
+
+def test_a_new_session_keeps_no_stream_until_its_first_event(client: Client,
+                                                             raw_redis: redis.Redis) -> None:
+    """A new session's session.created goes to the global stream only; its own stream is made
+    with its first event, beginning with that session.created at id CREATED_ID (as readers
+    were given it before): read from the start, from CREATED_ID, or by a blocking reader
+    that began before the stream existed, it comes exactly once."""
+    sid = client.create_session(metadata={"user": "ana"}).id
+    own = client.layer.keys.session(sid).events
+    assert not raw_redis.exists(own)
+    entry = client.get_session(sid)
+    (before,) = list(client.events(sid))
+    assert (before.id, before.type, before.session_id) == (CREATED_ID, "session.created", sid)
+    assert before.data == {"session_id": sid, "metadata": {"user": "ana"}}
+    assert before.ts == entry.created_at
+    (in_global,) = [e for e in client.events() if e.session_id == sid]
+    assert in_global.data == before.data and in_global.ts == before.ts
+
+    seen: list[Event] = []
+    reader = threading.Thread(target=lambda: seen.extend(client.events(sid, block=1.5)))
+    reader.start()
+    time.sleep(0.3)  # the reader got the rebuilt session.created and blocks on the stream
+    client.send(sid, "test.append", {"value": 1})
+    assert burst(client, sid) == 1
+    reader.join(10)
+    first = raw_redis.xrange(own, count=1)[0]
+    assert first[0] == CREATED_ID and first[1]["type"] == "session.created"
+    after = list(client.events(sid))
+    assert [e.model_dump() for e in after[:1]] == [before.model_dump()]
+    assert [e.type for e in after] == ["session.created", "action.succeeded"]
+    assert [e.id for e in seen] == [e.id for e in after]
+    assert [e.id for e in client.events(sid, after=CREATED_ID)] == [after[1].id]
+
+
+def test_a_stream_stored_before_lazy_streams_is_read_as_it_is(client: Client,
+                                                             raw_redis: redis.Redis) -> None:
+    """Lazy migration: a session whose own stream was made at creation (as before), with
+    session.created at a real id, keeps it; no second session.created is added or given."""
+    sid = client.create_session().id
+    own = client.layer.keys.session(sid).events
+    old_id = raw_redis.xadd(own, {"type": "session.created", "sid": sid, "ts": "1700000000.5",
+                                  "data": json.dumps({"session_id": sid, "metadata": {}})})
+    client.send(sid, "test.append", {"value": 1})
+    assert burst(client, sid) == 1
+    got = list(client.events(sid))
+    assert [(e.id, e.type) for e in got[:1]] == [(old_id, "session.created")]
+    assert [e.type for e in got] == ["session.created", "action.succeeded"]
+
+
+def test_rebuilt_session_created_of_a_restored_session(client: Client) -> None:
+    """A restored session's rebuilt session.created names the snapshot it came from."""
+    sid = client.create_session(metadata={"k": 1}).id
+    client.save_session(sid)
+    restored = client.restore_session(sid)
+    (created,) = list(client.events(restored.id))
+    assert created.data == {"session_id": restored.id, "metadata": {"k": 1},
+                            "restored_from": sid}
+    in_global = [e for e in client.events() if e.session_id == restored.id
+                 and e.type == "session.created"]
+    assert [e.data for e in in_global] == [created.data]
 
 
 def test_global_stream_interleaves_sessions(client: Client) -> None:

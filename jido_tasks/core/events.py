@@ -1,12 +1,15 @@
 """Reading the event streams (events are appended atomically by the Lua scripts).
 
-Each session has a stream and every event also goes to its slot group's stream, both bounded
-in length; the global stream is the merge of the groups' (`merged_plan`). A subscriber resumes
+Every event goes to its slot group's stream and (but for `session.created` and idle sessions'
+status changes) to its session's own stream, both bounded in length; the global stream is the
+merge of the groups' (`merged_plan`). A session's own stream is made with its first event after
+creation (see `CREATED_ID`). A subscriber resumes
 from the last id it saw by passing it as `after`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Generator, Iterator
@@ -44,7 +47,8 @@ def reader_plan(layer: Layer, session_id: str | None, after: str, block: float |
     """The plan reading a session's events (or all, merged over the slot groups) after
     `after`; bad arguments raise here, before anything is read."""
     if session_id is not None:
-        return events_plan(event_stream(layer, session_id, after), after, block)
+        stream = event_stream(layer, session_id, after)
+        return _session_plan(layer, session_id, stream, after, block)
     if not isinstance(after, str) or not (found := _GLOBAL_ID.fullmatch(after)):
         raise InvalidArgument("events", "after",
                               f"{after!r} is not an event id of the global stream (a "
@@ -67,6 +71,42 @@ def event_stream(layer: Layer, session_id: str, after: str) -> str:
                               session_id=session_id)
     validate_session_id(session_id)
     return layer.keys.session(session_id).events
+
+
+CREATED_ID = "0-1"
+"""The id of `session.created` in a session's own stream (before any real id): a session's
+stream is made with its first event after creation, beginning with that `session.created`
+(`seed_own_stream` in store/lua/_lib.lua); until then a reader is given it from the row."""
+
+
+def _session_plan(layer: Layer, session_id: str, stream: str, after: str,
+                  block: float | None) -> Generator[Step, Any, None]:
+    """A session's events after `after`. Read from the start, an active session that has no
+    stream yet (nothing happened since its creation) first yields its `session.created`,
+    rebuilt from the registry row with id `CREATED_ID`, as its stream will hold it; sessions
+    stored before streams were made lazily begin with their own `session.created`."""
+    if after in ("0", "0-0"):
+        created = yield Read([("EXISTS", stream),
+                              ("HMGET", layer.keys.session(session_id).entry, "status",
+                               "created_at", "metadata", "restored_from")],
+                             lambda replies: _created(session_id, replies))
+        if created is not None:
+            yield created
+            after = CREATED_ID
+    yield from events_plan(stream, after, block)
+
+
+def _created(session_id: str, replies: list[Any]) -> Event | None:
+    """The `session.created` of an active session without a stream of its own, or None."""
+    exists, (status, created_at, metadata, restored_from) = replies
+    if int(exists) or status != "active" or created_at is None:
+        return None
+    data: dict[str, Any] = {"session_id": session_id,
+                            "metadata": json.loads(metadata) if metadata else {}}
+    if restored_from:
+        data["restored_from"] = restored_from
+    return Event.from_stream(CREATED_ID, {"type": "session.created", "sid": session_id,
+                                          "ts": created_at, "data": json.dumps(data)})
 
 
 def events_plan(stream: str, after: str, block: float | None,

@@ -34,10 +34,29 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
+-- A session's own stream is made when its first event after creation (or after an idle
+-- period) is written, not at creation: even a one-entry Redis 7 stream costs about 4.7 kB, so a
+-- new session that has done nothing keeps none (its session.created is in the global stream).
+-- The stream then begins with that session.created, rebuilt from the registry row, at id 0-1
+-- (before any real id): the id a reader of a session without a stream is given for it
+-- (jido_tasks/core/events.py), so a reader resuming from there never sees it twice.
+local own_stream_ready = false
+local function seed_own_stream()
+  own_stream_ready = true
+  if redis.call('EXISTS', KEYS[K_EVENTS]) == 1 then return end
+  local f = redis.call('HMGET', KEYS[K_ENTRY], 'created_at', 'metadata', 'restored_from')
+  if not f[1] then return end  -- no registry row: nothing to rebuild it from
+  local data = '{"session_id":"' .. SID .. '","metadata":' .. (f[2] or '{}')
+  if f[3] then data = data .. ',"restored_from":"' .. f[3] .. '"' end
+  redis.call('XADD', KEYS[K_EVENTS], '0-1', 'type', 'session.created', 'sid', SID,
+             'ts', f[1], 'data', data .. '}')
+end
+
 -- Append an event to the session's stream and the global one (`global_only`: the latter).
 local function emit(etype, data_json, ts, global_only)
   local fields = {'type', etype, 'sid', SID, 'ts', fmt(ts), 'data', data_json}
   if not global_only then
+    if not own_stream_ready then seed_own_stream() end
     redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENT_MAXLEN, '*', unpack(fields))
   end
   redis.call('XADD', KEYS[K_EVENTS_GLOBAL], 'MAXLEN', '~', GLOBAL_EVENT_MAXLEN, '*',
@@ -91,6 +110,7 @@ local function set_status(old, new, ts, reason)
     -- 4.7 kB, ten times the registry row. Its events stay in the global stream; the session's
     -- stream starts again (with later ids, so resuming still works) when it is active again.
     redis.call('DEL', KEYS[K_EVENTS])
+    own_stream_ready = false
   elseif new == 'terminating' then
     redis.call('ZREM', KEYS[K_ACTIVE], SID)
     redis.call('ZREM', KEYS[K_EXPIRY], SID)

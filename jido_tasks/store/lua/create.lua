@@ -1,4 +1,5 @@
--- create: store a new registry row (and optional initial state), index it, emit session.created,
+-- create: store a new registry row (and optional initial state), index it, emit session.created
+-- (to the global stream only: see seed_own_stream in _lib.lua),
 -- count sessions:created (and sessions:restored and snapshots:restored for a restored one).
 -- KEYS: the session keys (see _lib.lua).
 -- ARGV: row_json (field -> string), event_json (session.created data), n_parts; then from REST
@@ -21,7 +22,7 @@ end
 redis.call('ZADD', KEYS[K_ACTIVITY], fmt(ts), SID)
 redis.call('ZADD', KEYS[K_ACTIVE], fmt(ts), SID)
 redis.call('ZADD', KEYS[K_EXPIRY], fmt(ts + tonumber(entry['timeout'])), SID)
-emit('session.created', event_json, ts)
+emit('session.created', event_json, ts, true)  -- own stream: made when first needed
 count('sessions:created')
 if entry['restored_from'] then
   count('sessions:restored')
